@@ -107,14 +107,12 @@ class GradRegModel(keras.Model):
         Returns:
           A GradRegModel computing the same function.
         """
-        try:
-            inputs, outputs = model.inputs, model.outputs
-        except (AttributeError, ValueError):
-            inputs = outputs = None
-        if inputs is not None and outputs is not None:
-            inputs = tf.nest.pack_sequence_as(model._inputs_struct, inputs)
-            outputs = tf.nest.pack_sequence_as(model._outputs_struct, outputs)
-            return cls(inputs=inputs, outputs=outputs, **kwargs)
+        if isinstance(model, keras.Sequential) and model.inputs:
+            return cls(inputs=model.inputs[0], outputs=model.outputs[0], **kwargs)
+        try:  # a functional model, with its inputs' and outputs' nesting
+            return cls(inputs=model.input, outputs=model.output, **kwargs)
+        except (AttributeError, ValueError):  # a subclassed model has no symbolic graph
+            pass
         if input_shape is None:
             raise ValueError(
                 f"Model {model.name!r} has no symbolic inputs (a subclassed model); pass "

@@ -14,8 +14,8 @@ def linear_classifier(num_features=5, num_classes=3, dtype="float32", seed=0):
     return model
 
 
-def small_cnn(activation="softplus", dtype="float32", batchnorm=False, dropout=0.0, seed=0):
-    """A tiny CNN on 6x6x2 inputs with 3 classes, seeded layers."""
+def small_cnn(activation="softplus", dtype=None, batchnorm=False, dropout=0.0, seed=0):
+    """A tiny CNN on 6x6x2 inputs with 3 classes, seeded layers (dtype None: the policy)."""
     init = keras.initializers.GlorotUniform(seed=seed)
     layers = [
         keras.Input((6, 6, 2), dtype=dtype),

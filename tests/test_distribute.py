@@ -1,0 +1,41 @@
+"""Under MirroredStrategy on two logical CPUs, training matches one device exactly.
+
+The models are float64 so that the comparison tests the scaling of the penalty across
+replicas, not float32 rounding (a finite difference divides rounding errors by h).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gradreg as kg
+from helpers import batch, small_cnn
+
+CE64 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+
+
+def _train(strategy, x, y, weights, **gradreg_kwargs):
+    with strategy.scope():
+        model = kg.GradRegModel.from_model(small_cnn("softplus", dtype="float64"), penalty_weight=1.0, **gradreg_kwargs)
+        model.set_weights(weights)
+        model.compile(keras.optimizers.SGD(0.5, momentum=0.9), CE64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    history = model.fit(data, epochs=3, verbose=0)
+    return model.get_weights(), history.history, model.evaluate(data, return_dict=True, verbose=0)
+
+
+@pytest.mark.parametrize("norm,difference", [("l2", "forward"), ("l1", "central")])
+def test_two_replicas_give_the_same_weights_as_one_device(norm, difference):
+    x, y = batch(n=32, shape=(6, 6, 2), dtype="float64")
+    weights = small_cnn("softplus", dtype="float64").get_weights()
+    mirrored = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    one = _train(tf.distribute.OneDeviceStrategy("CPU:0"), x, y, weights, norm=norm, difference=difference)
+    two = _train(mirrored, x, y, weights, norm=norm, difference=difference)
+    for a, b in zip(one[0], two[0]):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+    for key in ("loss", "penalty", "grad_norm"):
+        np.testing.assert_allclose(two[1][key], one[1][key], rtol=1e-6)
+        np.testing.assert_allclose(two[2][key], one[2][key], rtol=1e-6)
+    assert not np.allclose(one[0][0], weights[0])  # training moved the weights

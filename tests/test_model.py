@@ -1,0 +1,267 @@
+"""GradRegModel: exact updates, Keras conventions, saving, mixed precision, bad input."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gradreg as kg
+from helpers import batch, linear_classifier, numpy_direction, small_cnn
+
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+CE64 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+VARIANTS = [
+    dict(norm=n, difference=d, method=m)
+    for n in kg.NORMS
+    for d, m in [("forward", "finite_difference"), ("central", "finite_difference"),
+                 ("forward", "double_backprop")]
+]
+
+
+def _compile(model, lr=0.1, loss=CE, **kwargs):
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss=loss, **kwargs)
+    return model
+
+
+def _weights_close(a, b, rtol=1e-6, atol=1e-7):
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
+
+
+def _reference_step(w, b, x, y, *, lam, h, norm, difference, method, lr):
+    """One SGD step on the paper's objective, written out independently for logits = xW+b."""
+    w, b = tf.Variable(w), tf.Variable(b)
+    onehot = tf.one_hot(y, w.shape[1], dtype=w.dtype)
+
+    def loss_at(inputs):
+        return -tf.reduce_sum(onehot * tf.nn.log_softmax(inputs @ w + b), axis=1)
+
+    with tf.GradientTape() as tape:
+        g = (tf.nn.softmax(x @ w + b) - onehot) @ tf.transpose(w)  # closed-form grad_x
+        if method == "double_backprop":
+            penalty = {"l2": tf.reduce_sum(g**2, 1),
+                       "l1": tf.reduce_sum(tf.abs(g), 1) ** 2 / x.shape[1],
+                       "linf": tf.reduce_max(tf.abs(g), 1) ** 2}[norm]
+        else:
+            d = numpy_direction(g.numpy(), norm)
+            behind = loss_at(x - h * d) if difference == "central" else loss_at(x)
+            step = 2 * h if difference == "central" else h
+            penalty = ((loss_at(x + h * d) - behind) / step) ** 2
+        objective = tf.reduce_mean(loss_at(x)) + lam / 2 * tf.reduce_mean(penalty)
+    gw, gb = tape.gradient(objective, [w, b])
+    return [w.numpy() - lr * gw.numpy(), b.numpy() - lr * gb.numpy()]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_one_step_equals_an_independent_computation(variant):
+    base = linear_classifier(dtype="float64")
+    x, y = batch(dtype="float64")
+    expected = _reference_step(*base.get_weights(), x, y, lam=1.0, h=0.05, lr=0.5, **variant)
+    model = _compile(kg.GradRegModel.from_model(base, penalty_weight=1.0, h=0.05, **variant), lr=0.5, loss=CE64)
+    # a tf.data batch keeps float64 (NumPy arrays would be cast to float32)
+    model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_zero_penalty_weight_trains_exactly_like_keras_model():
+    x, y = batch(n=12, shape=(6, 6, 2))
+    plain = small_cnn(batchnorm=True, dropout=0.3)
+    gradreg = kg.GradRegModel.from_model(small_cnn(batchnorm=True, dropout=0.3), penalty_weight=0.0)
+    gradreg.set_weights(plain.get_weights())
+    for model in (plain, gradreg):
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9), CE)
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    _weights_close(plain, gradreg)
+    assert any("moving_mean" in v.path for v in gradreg.non_trainable_variables)
+
+
+def test_penalty_changes_the_weights_but_not_the_batchnorm_statistics():
+    """With lr = 0 only BatchNorm statistics move: they must match plain training."""
+    x, y = batch(n=12, shape=(6, 6, 2))
+    plain = _compile(small_cnn(batchnorm=True), lr=0.0)
+    gradreg = _compile(kg.GradRegModel.from_model(small_cnn(batchnorm=True), penalty_weight=1.0,
+                                                  difference="central"), lr=0.0)
+    gradreg.set_weights(plain.get_weights())
+    for model in (plain, gradreg):
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    _weights_close(plain, gradreg)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), gradreg.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_logs_show_loss_penalty_and_grad_norm_in_fit_and_evaluate():
+    base = linear_classifier()
+    x, y = batch(n=16)
+    model = _compile(kg.GradRegModel.from_model(base, penalty_weight=0.5, method="double_backprop"),
+                     lr=0.0, metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=4, epochs=1, validation_data=(x, y), verbose=0)
+    assert {"loss", "penalty", "grad_norm", "accuracy", "val_loss", "val_penalty",
+            "val_grad_norm", "val_accuracy"} <= set(history.history)
+    results = model.evaluate(x, y, batch_size=5, return_dict=True, verbose=0)
+    from helpers import linear_input_gradient, softmax
+    w, b = base.get_weights()
+    g = linear_input_gradient(base, x.astype("float64"), y)
+    ce = -np.log(softmax(x @ w + b)[np.arange(len(y)), y])
+    norms = np.linalg.norm(g, axis=1)
+    np.testing.assert_allclose(results["grad_norm"], norms.mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["penalty"], (norms**2).mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["loss"], ce.mean() + 0.25 * (norms**2).mean(), rtol=1e-5)
+    # with lr = 0, validation during fit saw the same model
+    np.testing.assert_allclose(history.history["val_loss"][0], results["loss"], rtol=1e-5)
+
+
+def test_sample_weight_scales_the_penalty_like_the_loss():
+    x, y = batch(n=8)
+    doubled_weight = _compile(kg.GradRegModel.from_model(linear_classifier(), penalty_weight=1.0), lr=0.1)
+    doubled_lr = _compile(kg.GradRegModel.from_model(linear_classifier(), penalty_weight=1.0), lr=0.2)
+    doubled_weight.fit(x, y, sample_weight=np.full(8, 2.0), batch_size=4, shuffle=False, verbose=0)
+    doubled_lr.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    _weights_close(doubled_weight, doubled_lr, rtol=1e-5)
+
+
+def _subclassed():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    return Net()
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_from_model_wraps_and_shares_weights(kind):
+    x, y = batch()
+    if kind == "sequential":
+        base = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    elif kind == "functional":
+        base = linear_classifier()
+    else:
+        base = _subclassed()
+    model = kg.GradRegModel.from_model(base, input_shape=(5,), penalty_weight=1.0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0), rtol=1e-6)
+    _compile(model).fit(x, y, verbose=0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_from_model_needs_input_shape_for_an_unbuilt_subclassed_model():
+    with pytest.raises(ValueError, match="input_shape="):
+        kg.GradRegModel.from_model(_subclassed())
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_symbolic_call_fit_and_keras_file_round_trip(variant, tmp_path):
+    """The keras-hub style check for every variant: symbolic call, a fit step, save/load."""
+    inputs = keras.Input((6, 6, 2))
+    outputs = small_cnn()(inputs)
+    model = kg.GradRegModel(inputs, outputs, penalty_weight=0.3, h=0.02, **variant)
+    assert tuple(model(keras.Input((6, 6, 2))).shape) == (None, 3)
+    x, y = batch(n=8, shape=(6, 6, 2))
+    _compile(model, metrics=["accuracy"]).fit(x, y, batch_size=4, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, kg.GradRegModel)
+    for key in ("penalty_weight", "h", "norm", "difference", "method"):
+        assert getattr(loaded, key) == getattr(model, key)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    # training continues from the loaded model exactly as from the original
+    model.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    _weights_close(model, loaded, rtol=1e-5)
+
+
+def test_jit_compiled_fit_gives_the_same_weights():
+    """In float64, so that XLA's reordering of float32 rounding does not hide a real change."""
+    x, y = batch(n=8, shape=(6, 6, 2), dtype="float64")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    models = []
+    for jit in (False, True):
+        base = small_cnn(batchnorm=True, dtype="float64")
+        model = kg.GradRegModel.from_model(base, penalty_weight=1.0, norm="l1")
+        _compile(model, loss=CE64, jit_compile=jit).fit(data, epochs=2, verbose=0)
+        models.append(model)
+    _weights_close(*models, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("policy,rtol", [("mixed_float16", 0.1), ("mixed_bfloat16", 0.3)])
+def test_mixed_precision_computes_the_difference_in_float32(policy, rtol):
+    """The losses and their difference are float32; what error remains comes from the
+    model's own half-precision activations (bfloat16 keeps 8 significant bits)."""
+    x, y = batch(n=8, shape=(6, 6, 2))
+    reference = small_cnn()
+    _, expected = kg.input_gradient_penalty(reference, x, y, CE, h=0.1, training=False)
+    keras.mixed_precision.set_global_policy(policy)
+    model = small_cnn()
+    model.set_weights(reference.get_weights())
+    assert model.layers[-1].compute_dtype != "float32"
+    loss, penalty = kg.input_gradient_penalty(model, x, y, CE, h=0.1, training=False)
+    assert loss.dtype == tf.float32 and penalty.dtype == tf.float32
+    np.testing.assert_allclose(penalty.numpy(), expected.numpy(), rtol=rtol)
+    gradreg = _compile(kg.GradRegModel.from_model(model, penalty_weight=1.0))
+    history = gradreg.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["penalty"][0] > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(penalty_weight=-0.1), "penalty_weight=-0.1"),
+        (dict(penalty_weight=float("inf")), "penalty_weight=inf"),
+        (dict(h=0), "h=0"),
+        (dict(norm="L2"), "norm='L2'"),
+        (dict(difference="centered"), "difference='centered'"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    inputs = keras.Input((5,))
+    with pytest.raises(ValueError, match=match):
+        kg.GradRegModel(inputs, keras.layers.Dense(3)(inputs), **kwargs)
+
+
+def test_integer_model_input_is_rejected_at_construction():
+    inputs = keras.Input((4,), dtype="int32")
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(10, 3)(inputs)))
+    with pytest.raises(ValueError, match="int32.*must be float"):
+        kg.GradRegModel(inputs, outputs)
+
+
+def test_list_of_losses_is_rejected_before_training():
+    model = kg.GradRegModel.from_model(linear_classifier())
+    model.compile("sgd", loss=[CE])
+    before = model.get_weights()
+    with pytest.raises(TypeError, match="not a Keras loss"):
+        model.fit(*batch(), verbose=0)
+    _weights_close_arrays(before, model.get_weights())
+
+
+def _weights_close_arrays(a, b):
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_nan_penalty_stops_fit_before_the_weights_change():
+    inputs = keras.Input((1,))
+    outputs = keras.layers.Dense(2)(keras.layers.Lambda(keras.ops.log)(inputs))
+    model = _compile(kg.GradRegModel(inputs, outputs, h=1.0, difference="central"))
+    x, y = np.array([[0.5], [0.7]], "float32"), np.array([0, 1])  # x - h d < 0: log is NaN
+    before = model.get_weights()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="penalty is NaN or Inf"):
+        model.fit(x, y, callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0)
+    _weights_close_arrays(before, model.get_weights())
+
+
+def test_tensorboard_receives_the_penalty(tmp_path):
+    model = _compile(kg.GradRegModel.from_model(linear_classifier()))
+    model.fit(*batch(), epochs=1, verbose=0, callbacks=[keras.callbacks.TensorBoard(str(tmp_path))])
+    tags = set()
+    for root, _, files in os.walk(tmp_path / "train"):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                tags.update(v.tag for v in event.summary.value)
+    assert {"epoch_penalty", "epoch_grad_norm", "epoch_loss"} <= tags
