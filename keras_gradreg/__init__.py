@@ -1,5 +1,6 @@
 """keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019)."""
 
+from keras_gradreg.data import load_offline_mnist
 from keras_gradreg.model import GradRegModel
 from keras_gradreg.penalty import DEFAULT_H
 from keras_gradreg.penalty import DIFFERENCES
@@ -20,4 +21,5 @@ __all__ = (
     "direction",
     "dual_norm",
     "input_gradient_penalty",
+    "load_offline_mnist",
 )

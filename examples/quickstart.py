@@ -1,0 +1,38 @@
+"""Trains a GradRegModel on the offline MNIST digits and prints its metrics.
+
+    python examples/quickstart.py --epochs=3 --penalty_weight=1 --norm=l1
+"""
+
+from absl import app
+from absl import flags
+import keras
+
+import keras_gradreg as kg
+
+flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
+flags.DEFINE_float("penalty_weight", 1.0, "lambda, the weight of the penalty.", lower_bound=0.0)
+flags.DEFINE_float("h", kg.DEFAULT_H, "Finite-difference step, in [0, 1] pixel units.")
+flags.DEFINE_enum("norm", "l1", kg.NORMS, "Penalised gradient norm (l1 defends l_inf attacks).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = kg.load_offline_mnist()
+    inputs = keras.Input((28, 28, 1))
+    hidden = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(inputs)
+    hidden = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(hidden)
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(hidden))
+    model = kg.GradRegModel(inputs, outputs, penalty_weight=FLAGS.penalty_weight, h=FLAGS.h,
+                            norm=FLAGS.norm)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=128, epochs=FLAGS.epochs,
+              validation_data=(x_test, y_test), verbose=2)
+    results = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    print("test:", ", ".join(f"{k} {v:.4f}" for k, v in sorted(results.items())))
+
+
+if __name__ == "__main__":
+    app.run(main)
