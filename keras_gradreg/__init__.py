@@ -1,6 +1,16 @@
 """keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019)."""
 
+from keras_gradreg.activations import smooth_relu
 from keras_gradreg.data import load_offline_mnist
+from keras_gradreg.metrics import ATTACK_NORMS
+from keras_gradreg.metrics import BoundTerms
+from keras_gradreg.metrics import CurvatureBound
+from keras_gradreg.metrics import LipschitzBound
+from keras_gradreg.metrics import bound_terms
+from keras_gradreg.metrics import curvature_bound
+from keras_gradreg.metrics import lipschitz_bound
+from keras_gradreg.metrics import misclassification_margin
+from keras_gradreg.metrics import top_hessian_eigenvalue
 from keras_gradreg.model import GradRegModel
 from keras_gradreg.penalty import DEFAULT_H
 from keras_gradreg.penalty import DIFFERENCES
@@ -13,13 +23,23 @@ from keras_gradreg.penalty import input_gradient_penalty
 __version__ = "0.1.0"
 
 __all__ = (
+    "ATTACK_NORMS",
+    "BoundTerms",
+    "CurvatureBound",
     "DEFAULT_H",
     "DIFFERENCES",
     "GradRegModel",
+    "LipschitzBound",
     "METHODS",
     "NORMS",
+    "bound_terms",
+    "curvature_bound",
     "direction",
     "dual_norm",
     "input_gradient_penalty",
+    "lipschitz_bound",
     "load_offline_mnist",
+    "misclassification_margin",
+    "smooth_relu",
+    "top_hessian_eigenvalue",
 )

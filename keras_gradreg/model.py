@@ -6,6 +6,7 @@ from typing import Any, Optional
 import keras
 import tensorflow as tf
 
+from keras_gradreg import metrics as metrics_lib
 from keras_gradreg import penalty as penalty_lib
 
 
@@ -178,6 +179,11 @@ class GradRegModel(keras.Model):
         gradients = tape.gradient(scaled, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
+        # The bound metrics (LipschitzBound, CurvatureBound) need the model and x.
+        with metrics_lib.model_inputs(self, x):
+            return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

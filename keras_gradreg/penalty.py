@@ -107,13 +107,14 @@ def per_example_loss_fn(loss: Any) -> LossFn:
     return fn
 
 
-def _flatten_per_example(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+def flatten_per_example(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
     """Concatenates the entries of each example over all tensors: (batch, N)."""
     batch = tf.shape(tensors[0])[0]
     return tf.concat([tf.reshape(t, [batch, -1]) for t in tensors], axis=1)
 
 
-def _unflatten_like(flat: tf.Tensor, like: Sequence[tf.Tensor]) -> list:
+def unflatten_like(flat: tf.Tensor, like: Sequence[tf.Tensor]) -> list:
+    """Splits (batch, N) back into tensors shaped like `like` (flatten_per_example's inverse)."""
     sizes = [tf.reduce_prod(tf.shape(t)[1:]) for t in like]
     parts = tf.split(flat, sizes, axis=1)
     return [tf.reshape(p, tf.shape(t)) for p, t in zip(parts, like)]
@@ -160,7 +161,8 @@ class CleanPass(NamedTuple):
     structure: Any  # the nesting of x, to rebuild perturbed inputs
 
 
-def _as_float(x: tf.Tensor) -> tf.Tensor:
+def as_float(x: tf.Tensor) -> tf.Tensor:
+    """The input as a float tensor: integer pixels are cast to floatx, floats kept."""
     x = tf.convert_to_tensor(x)
     if x.dtype.is_floating:
         return x
@@ -178,7 +180,7 @@ def clean_pass(model: Callable, x: Any, y: Any, loss_fn: LossFn, training: bool)
     Integer inputs (e.g. uint8 pixels) are cast to float first; gradients, the step
     h and the direction are then in the input's own units.
     """
-    flat_x = [_as_float(t) for t in tf.nest.flatten(x)]
+    flat_x = [as_float(t) for t in tf.nest.flatten(x)]
     state = [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(flat_x)
@@ -194,14 +196,14 @@ def clean_pass(model: Callable, x: Any, y: Any, loss_fn: LossFn, training: bool)
             "differentiable ops. Integer token ids fed to an Embedding, for instance, "
             "cannot be perturbed."
         )
-    gradient = _flatten_per_example([_at_least_float32(g) for g in grads])
+    gradient = flatten_per_example([_at_least_float32(g) for g in grads])
     return CleanPass(flat_x, outputs, loss, gradient, state, x)
 
 
 def _perturbed_loss(model, clean: CleanPass, step: tf.Tensor, y, loss_fn, training) -> tf.Tensor:
     """loss(x + step), with the model's state as before the clean pass, discarded after."""
     shifted = [
-        t + tf.cast(s, t.dtype) for t, s in zip(clean.inputs, _unflatten_like(step, clean.inputs))
+        t + tf.cast(s, t.dtype) for t, s in zip(clean.inputs, unflatten_like(step, clean.inputs))
     ]
     with keras.StatelessScope(state_mapping=clean.state):
         outputs = model(tf.nest.pack_sequence_as(clean.structure, shifted), training=training)

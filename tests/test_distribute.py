@@ -39,3 +39,24 @@ def test_two_replicas_give_the_same_weights_as_one_device(norm, difference):
         np.testing.assert_allclose(two[1][key], one[1][key], rtol=1e-6)
         np.testing.assert_allclose(two[2][key], one[2][key], rtol=1e-6)
     assert not np.allclose(one[0][0], weights[0])  # training moved the weights
+
+
+def _evaluate_bounds(strategy, x, y, weights):
+    with strategy.scope():
+        model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=1.0)
+        model.set_weights(weights)
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[kg.LipschitzBound("linf"), kg.LipschitzBound("l2", epsilon=0.05),
+                               kg.CurvatureBound(curvature_iterations=5)])
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    return model.evaluate(data, return_dict=True, verbose=0)
+
+
+def test_bound_metrics_give_the_same_value_on_two_replicas():
+    x, y = batch(n=40, shape=(6, 6, 2))
+    weights = small_cnn("softplus").get_weights()
+    one = _evaluate_bounds(tf.distribute.OneDeviceStrategy("CPU:0"), x, y, weights)
+    two = _evaluate_bounds(tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]), x, y, weights)
+    for key in ("lipschitz_bound_linf", "lipschitz_bound_l2_ge_0.05", "curvature_bound_l2"):
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, err_msg=key)
+    assert one["lipschitz_bound_linf"] > 0

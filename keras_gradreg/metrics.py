@@ -1,0 +1,414 @@
+"""Lower bounds on the adversarial distance (Finlay & Oberman, 2019), as Keras metrics.
+
+With the misclassification loss l(x) = max_{i != c} s_i(x) - s_c(x) (s the softmax
+probabilities, or the logits) an image is misclassified once l >= 0, and
+
+    L-bound:  ||v|| >= max(-l(x), 0) / L
+    C-bound:  ||v||_2 >= (-||g||_2 + sqrt(||g||_2^2 + 2 C max(-l(x), 0))) / C
+
+where g = grad_x l(x), L is the largest dual-norm gradient ||grad_x l||_* over the
+evaluated images (an empirical Lipschitz constant) and C the largest top eigenvalue of
+the input Hessian of l over them. These are the paper's bounds: empirical, not
+certificates (L and C are estimated on the data, not maximised over the input space).
+
+Because L and C are maxima over the whole evaluation set, a metric keeps one
+(gap, gradient norm[, curvature], weight) record per image and computes its result from
+all of them: after `evaluate`, the value does not depend on the batch size, the batch
+order or the number of replicas.
+"""
+
+import contextlib
+import threading
+from typing import Any, NamedTuple, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_gradreg import penalty as penalty_lib
+
+ATTACK_NORMS = ("l2", "linf")
+"""Norms in which the attacker, and so the bound, measures distance."""
+
+MARGINS = ("probability", "logit")
+DEFAULT_CURVATURE_ITERATIONS = 20
+"""Lanczos steps per image for the top Hessian eigenvalue (see top_hessian_eigenvalue)."""
+
+DEFAULT_MAX_IMAGES = 100_000
+"""Images one metric can hold between resets (400 kB of float32 per record field)."""
+
+_DUAL = {"l2": "l2", "linf": "l1"}
+
+
+class BoundTerms(NamedTuple):
+    """Per-image quantities the bounds are made of, each of shape (batch,)."""
+
+    gap: tf.Tensor  # max(-l(x), 0): how far the image is from misclassification
+    grad_norm: tf.Tensor  # ||grad_x l(x)||_*, dual of the attack norm
+    curvature: Optional[tf.Tensor]  # top eigenvalue of the input Hessian of l, or None
+
+
+def _check(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}.")
+
+
+def misclassification_margin(
+    outputs: tf.Tensor, y: Any, *, from_logits: bool = True, margin: str = "probability"
+) -> tf.Tensor:
+    """l(x) = max_{i != c} s_i - s_c per example: >= 0 exactly when misclassified.
+
+    Args:
+      outputs: class scores (batch, classes): logits if `from_logits`, else probabilities.
+      y: integer labels (batch,) or one-hot (batch, classes).
+      from_logits: whether `outputs` are logits.
+      margin: "probability" (the paper's choice: s = softmax) or "logit" (s = logits;
+        for probability outputs, their logarithms, which differ from the logits by a
+        per-example constant and so give the same margin).
+
+    Returns:
+      l(x), float32 (batch,).
+    """
+    _check("margin", margin, MARGINS)
+    outputs = tf.cast(outputs, tf.float32)
+    if margin == "probability":
+        scores = tf.nn.softmax(outputs) if from_logits else outputs
+    else:
+        scores = outputs if from_logits else tf.math.log(outputs)
+    classes = tf.shape(scores)[-1]
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == scores.shape.rank:  # one-hot
+        y = tf.argmax(y, axis=-1)
+    true_class = tf.equal(tf.range(classes)[None, :], tf.cast(tf.reshape(y, [-1, 1]), tf.int32))
+    true_score = tf.reduce_sum(tf.where(true_class, scores, 0.0), axis=-1)
+    best_other = tf.reduce_max(tf.where(true_class, -np.inf, scores), axis=-1)
+    return best_other - true_score
+
+
+def _hessian_vector_product(loss_at, x: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+    """Per-example H v for the per-example losses loss_at(x), x and v of shape (batch, N)."""
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            loss = tf.reduce_sum(loss_at(x))
+        gv = tf.reduce_sum(inner.gradient(loss, x) * v)
+    return outer.gradient(gv, x)
+
+
+def top_hessian_eigenvalue(loss_at, x: tf.Tensor, start: tf.Tensor, iterations: int) -> tf.Tensor:
+    """Largest (most positive) eigenvalue of each example's input Hessian, by Lanczos.
+
+    `iterations` Lanczos steps with full reorthogonalisation build, for every example,
+    a tridiagonal matrix whose largest eigenvalue converges to the Hessian's largest
+    from below, fast at the ends of the spectrum (negative eigenvalues of larger
+    magnitude do not get in the way, as they would in power iteration). It holds
+    iterations x batch x N floats. Hessian-vector products are exact (double backprop),
+    so the model needs twice-differentiable activations (softplus, tanh, smooth_relu);
+    with ReLU the Hessian is zero almost everywhere.
+
+    Args:
+      loss_at: function (batch, N) -> (batch,) of per-example losses; examples must not
+        interact (inference mode).
+      x: the points, (batch, N).
+      start: starting vectors, (batch, N), not orthogonal to the top eigenvector.
+      iterations: Lanczos steps (at most N are useful: an exhausted space stops early).
+
+    Returns:
+      (batch,) eigenvalues.
+    """
+    batch = tf.shape(x)[0]
+    basis = tf.zeros(tf.concat([[iterations], tf.shape(x)], 0), x.dtype)
+
+    def step(j, basis, alphas, betas, v, alive, used):
+        basis = tf.tensor_scatter_nd_update(basis, [[j]], v[None])
+        w = _hessian_vector_product(loss_at, x, v)
+        alpha = tf.where(alive, tf.reduce_sum(w * v, axis=1), 0.0)
+        # full reorthogonalisation against every basis vector so far (twice, for safety)
+        for _ in range(2):
+            w = w - tf.einsum("kb,kbn->bn", tf.einsum("bn,kbn->kb", w, basis), basis)
+        beta = tf.norm(w, axis=1)
+        scale = tf.reduce_max(tf.abs(alphas), axis=0) + tf.abs(alpha)
+        alive_next = alive & (beta > 1e-5 * scale)  # breakdown, relative to rounding
+        alphas = tf.tensor_scatter_nd_update(alphas, [[j]], alpha[None])
+        betas = tf.tensor_scatter_nd_update(betas, [[j]], tf.where(alive_next, beta, 0.0)[None])
+        used = tf.tensor_scatter_nd_update(used, [[j]], alive[None])
+        v = tf.where(alive_next[:, None], w / tf.maximum(beta, 1e-30)[:, None], 0.0)
+        return j + 1, basis, alphas, betas, v, alive_next, used
+
+    v0 = tf.math.divide_no_nan(start, tf.norm(start, axis=1, keepdims=True))
+    steps = tf.zeros([iterations, batch], x.dtype)
+    _, _, alphas, betas, _, _, used = tf.while_loop(
+        lambda j, *_: j < iterations,
+        step,
+        (tf.constant(0), basis, steps, steps, v0, tf.ones([batch], tf.bool),
+         tf.zeros([iterations, batch], tf.bool)),
+    )
+    alphas, betas, used = tf.transpose(alphas), tf.transpose(betas), tf.transpose(used)
+    # Steps taken after the space was exhausted form a diagonal block of their own; put
+    # its entries below every eigenvalue of the real block (Gershgorin), so they add
+    # nothing near the top, without the huge numbers that would spoil eigvalsh.
+    floor = -(tf.reduce_max(tf.abs(alphas), axis=1) + 2.0 * tf.reduce_max(betas, axis=1)) - 1.0
+    alphas = tf.where(used, alphas, floor[:, None])
+    off = betas[:, :-1]
+    tridiagonal = tf.linalg.diag(alphas) + tf.linalg.diag(off, k=1) + tf.linalg.diag(off, k=-1)
+    return tf.reduce_max(tf.linalg.eigvalsh(tridiagonal), axis=1)
+
+
+def bound_terms(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    norm: str,
+    from_logits: bool = True,
+    margin: str = "probability",
+    curvature_iterations: int = 0,
+) -> BoundTerms:
+    """Computes each image's gap, gradient norm and (optionally) curvature, in inference mode.
+
+    Args:
+      model: a Keras classifier, called as `model(x, training=False)`.
+      x: a batch of inputs (a tensor or a nest of tensors).
+      y: integer or one-hot labels.
+      norm: the attack norm, "l2" or "linf"; the gradient is measured in its dual.
+      from_logits: whether the model outputs logits (else probabilities).
+      margin: "probability" or "logit".
+      curvature_iterations: if > 0, also estimate each image's top Hessian eigenvalue
+        with that many Lanczos steps.
+
+    Returns:
+      BoundTerms of float32 (batch,) tensors.
+    """
+    _check("norm", norm, ATTACK_NORMS)
+    flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
+    flat = penalty_lib.flatten_per_example(flat_x)
+
+    def loss_at(points):
+        inputs = tf.nest.pack_sequence_as(x, penalty_lib.unflatten_like(points, flat_x))
+        outputs = model(inputs, training=False)
+        return misclassification_margin(outputs, y, from_logits=from_logits, margin=margin)
+
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        loss = loss_at(flat)
+    gradient = tf.cast(tape.gradient(loss, flat), tf.float32)
+    grad_norm = penalty_lib.dual_norm(gradient, _DUAL[norm])
+    curvature = None
+    if curvature_iterations > 0:
+        dims = tf.cast(tf.shape(gradient)[1], tf.float32)
+        start = penalty_lib.direction(gradient, "l2") + tf.math.rsqrt(dims)
+        curvature = top_hessian_eigenvalue(loss_at, flat, tf.cast(start, flat.dtype),
+                                           curvature_iterations)
+        curvature = tf.cast(curvature, tf.float32)
+    return BoundTerms(tf.maximum(-loss, 0.0), grad_norm, curvature)
+
+
+def lipschitz_bound(gap: Any, lipschitz: Any) -> tf.Tensor:
+    """The L-bound gap / L per image (inf where L = 0 < gap, 0 where gap = 0)."""
+    gap = tf.convert_to_tensor(gap, tf.float32)
+    lipschitz = tf.cast(lipschitz, tf.float32)
+    return tf.where(gap > 0, tf.math.divide(gap, lipschitz), 0.0)
+
+
+def curvature_bound(gap: Any, grad_norm: Any, curvature: Any) -> tf.Tensor:
+    """The C-bound per image, written 2 gap / (||g|| + sqrt(||g||^2 + 2 C gap)).
+
+    That form equals the paper's (-||g|| + sqrt(||g||^2 + 2 C gap)) / C without its
+    cancellation for small C, and tends to gap / ||g|| as C -> 0. A negative C (the loss
+    is concave everywhere it was measured) is replaced by 0, which keeps the bound valid.
+    """
+    gap = tf.convert_to_tensor(gap, tf.float32)
+    grad_norm = tf.convert_to_tensor(grad_norm, tf.float32)
+    curvature = tf.maximum(tf.cast(curvature, tf.float32), 0.0)
+    root = tf.sqrt(tf.square(grad_norm) + 2.0 * curvature * gap)
+    return tf.where(gap > 0, tf.math.divide(2.0 * gap, grad_norm + root), 0.0)
+
+
+_FEED = threading.local()  # .stack: (model, inputs, cache) of the enclosing model_inputs
+
+
+def _fed() -> list:
+    return getattr(_FEED, "stack", [])
+
+
+@contextlib.contextmanager
+def model_inputs(model: Any, x: Any):
+    """Lets bound metrics called inside see the model and its inputs.
+
+    GradRegModel wraps `compute_metrics` in it, which is how `compile(metrics=[...])`
+    feeds the bound metrics. In a custom loop, call `metric.update_from_model` instead.
+    """
+    _FEED.stack = _fed() + [(model, x, {})]
+    try:
+        yield
+    finally:
+        _FEED.stack = _fed()[:-1]
+
+
+class _DistanceBound(keras.metrics.Metric):
+    """Shared machinery of LipschitzBound and CurvatureBound."""
+
+    _kind = ""
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        epsilon: Optional[float] = None,
+        *,
+        from_logits: bool = True,
+        margin: str = "probability",
+        max_images: int = DEFAULT_MAX_IMAGES,
+        curvature_iterations: int = 0,
+        name: Optional[str] = None,
+        dtype: Any = None,
+    ):
+        _check("norm", norm, ATTACK_NORMS)
+        _check("margin", margin, MARGINS)
+        if epsilon is not None and not (isinstance(epsilon, (int, float)) and epsilon >= 0):
+            raise ValueError(f"epsilon={epsilon!r} must be None (the mean bound) or a number >= 0.")
+        if not (isinstance(max_images, int) and max_images > 0):
+            raise ValueError(f"max_images={max_images!r} must be a positive integer.")
+        if name is None:
+            name = f"{self._kind}_bound_{norm}" + ("" if epsilon is None else f"_ge_{epsilon:g}")
+        super().__init__(name=name, dtype=dtype)
+        self.norm, self.epsilon, self.from_logits, self.margin = norm, epsilon, from_logits, margin
+        self.max_images, self.curvature_iterations = max_images, curvature_iterations
+        fields = ["weight", "gap", "grad_norm"] + (["curvature"] if curvature_iterations else [])
+        self._records = {
+            field: self.add_variable((max_images,), "zeros", dtype="float32", name=field)
+            for field in fields
+        }
+        self._count = self.add_variable((), "zeros", dtype="int32", name="count")
+
+    def update_state(self, y_true, y_pred=None, sample_weight=None):
+        """Called by GradRegModel's compiled metrics; needs its model and inputs."""
+        if not _fed():
+            raise ValueError(
+                f"{type(self).__name__} needs the model and its inputs, which a plain Keras "
+                "model does not pass to metrics: compile it into a keras_gradreg.GradRegModel, "
+                "or call update_from_model(model, x, y) in your own loop."
+            )
+        model, x, cache = _fed()[-1]
+        key = (self.norm, self.from_logits, self.margin, self.curvature_iterations)
+        if key not in cache:  # metrics of one step share their gradients
+            cache[key] = bound_terms(
+                model, x, y_true, norm=self.norm, from_logits=self.from_logits,
+                margin=self.margin, curvature_iterations=self.curvature_iterations,
+            )
+        self.update_from_terms(cache[key], sample_weight)
+
+    def update_from_model(self, model: Any, x: Any, y: Any, sample_weight: Any = None) -> None:
+        """Adds a batch, for custom training or evaluation loops."""
+        with model_inputs(model, x):
+            self.update_state(y, None, sample_weight)
+
+    def update_from_terms(self, terms: BoundTerms, sample_weight: Any = None) -> None:
+        """Records one batch of per-image terms (see bound_terms)."""
+        n = tf.shape(terms.gap)[0]
+        weight = tf.ones([n], tf.float32)
+        if sample_weight is not None:
+            weight = weight * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica else 1
+        index = replica.replica_id_in_sync_group if replica else 0
+        # Replica r writes its k-th image to slot k * replicas + r: the replicas' records
+        # never collide, and summing them across replicas (on read) gives their union.
+        slots = (self._count.value + tf.range(n)) * replicas + index
+        tf.debugging.assert_less(
+            slots, self.max_images,
+            message=f"{self.name} holds at most max_images={self.max_images} images; "
+                    "pass a larger max_images",
+        )
+        values = {"weight": weight, "gap": terms.gap, "grad_norm": terms.grad_norm,
+                  "curvature": terms.curvature}
+        for field, variable in self._records.items():
+            variable.assign(tf.tensor_scatter_nd_update(
+                variable.value, slots[:, None], tf.cast(values[field], tf.float32)))
+        self._count.assign(self._count.value + n)
+
+    def per_image_bounds(self) -> tuple:
+        """(bounds, weights) over the recorded images, with the dataset-wide L or C."""
+        records = {field: tf.convert_to_tensor(v) for field, v in self._records.items()}
+        used = records["weight"] > 0
+        gap = tf.boolean_mask(records["gap"], used)
+        grad_norm = tf.boolean_mask(records["grad_norm"], used)
+        weight = tf.boolean_mask(records["weight"], used)
+        if self._kind == "lipschitz":
+            bounds = lipschitz_bound(gap, tf.reduce_max(tf.concat([[0.0], grad_norm], 0)))
+        else:  # curvature_bound replaces a negative C by 0 anyway
+            curvature = tf.boolean_mask(records["curvature"], used)
+            bounds = curvature_bound(gap, grad_norm, tf.reduce_max(tf.concat([[0.0], curvature], 0)))
+        return bounds, weight
+
+    def result(self):
+        bounds, weight = self.per_image_bounds()
+        if self.epsilon is None:
+            return tf.math.divide_no_nan(tf.reduce_sum(weight * bounds), tf.reduce_sum(weight))
+        certified = tf.cast(bounds >= self.epsilon, tf.float32)
+        return tf.math.divide_no_nan(tf.reduce_sum(weight * certified), tf.reduce_sum(weight))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(norm=self.norm, epsilon=self.epsilon, from_logits=self.from_logits,
+                      margin=self.margin, max_images=self.max_images)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_gradreg")
+class LipschitzBound(_DistanceBound):
+    """The paper's L-bound on the adversarial distance, as a Keras metric.
+
+    Its result is the mean over the images seen since the last reset of
+    max(-l(x), 0) / L (with `epsilon=None`), or the fraction of images whose bound is
+    >= `epsilon`, L being the largest ||grad_x l||_* over those images.
+
+    Use it in `GradRegModel.compile(metrics=[LipschitzBound("linf"),
+    LipschitzBound("linf", epsilon=0.1)])`: it then appears in the `fit`/`evaluate` logs,
+    History and TensorBoard, computed in inference mode. With a plain model or in a
+    custom loop, call `update_from_model(model, x, y)` per batch and `result()`.
+
+    Args:
+      norm: the attack norm, "linf" or "l2" (the gradient is measured in its dual).
+      epsilon: None for the mean bound, or a distance for the fraction bounded above it.
+      from_logits: whether the model outputs logits.
+      margin: "probability" (the paper's) or "logit".
+      max_images: how many images one evaluation may hold.
+      name, dtype: as for any Keras metric.
+    """
+
+    _kind = "lipschitz"
+
+
+@keras.saving.register_keras_serializable(package="keras_gradreg")
+class CurvatureBound(_DistanceBound):
+    """The paper's C-bound on the l2 adversarial distance, as a Keras metric.
+
+    As LipschitzBound, with (-||g|| + sqrt(||g||^2 + 2 C gap)) / C per image, C being the
+    largest top Hessian eigenvalue of l over the images, each estimated by
+    `curvature_iterations` Lanczos steps on exact Hessian-vector products: 2 *
+    iterations extra backward passes per batch. Use twice-differentiable activations
+    (softplus, `smooth_relu`).
+
+    Args:
+      epsilon, from_logits, margin, max_images, name, dtype: as for LipschitzBound.
+      curvature_iterations: Lanczos steps, > 0.
+    """
+
+    _kind = "curvature"
+
+    def __init__(self, epsilon: Optional[float] = None, *,
+                 curvature_iterations: int = DEFAULT_CURVATURE_ITERATIONS, **kwargs):
+        norm = kwargs.pop("norm", "l2")
+        if norm != "l2":
+            raise ValueError(f"norm={norm!r}: CurvatureBound is an l2 bound; use norm='l2'.")
+        if not (isinstance(curvature_iterations, int) and curvature_iterations > 0):
+            raise ValueError(
+                f"curvature_iterations={curvature_iterations!r} must be a positive integer."
+            )
+        super().__init__("l2", epsilon, curvature_iterations=curvature_iterations, **kwargs)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(curvature_iterations=self.curvature_iterations)
+        return config

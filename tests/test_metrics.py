@@ -1,0 +1,160 @@
+"""The adversarial-distance bound metrics: closed forms, dataset-wide exactness, curvature."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gradreg as kg
+from helpers import batch, small_cnn, softmax
+
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+EPSILON = 0.05
+
+
+def _per_image(metric):
+    bounds, weights = metric.per_image_bounds()
+    return bounds.numpy(), weights.numpy()
+
+
+@pytest.mark.parametrize("norm,dual_order", [("l2", 2), ("linf", 1)])
+def test_lipschitz_bound_of_a_linear_binary_classifier_is_the_exact_distance(norm, dual_order):
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(4, 2)), rng.normal(size=2)
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([w, b])
+    x, y = rng.normal(size=(20, 4)).astype("float32"), rng.integers(0, 2, 20)
+    metric = kg.LipschitzBound(norm, margin="logit")
+    metric.update_from_model(model, x, y)
+    logits = x @ w + b
+    margin = logits[np.arange(20), y] - logits[np.arange(20), 1 - y]
+    distance = np.maximum(margin, 0) / np.linalg.norm(w[:, 1] - w[:, 0], ord=dual_order)
+    bounds, _ = _per_image(metric)
+    np.testing.assert_allclose(bounds, distance, rtol=1e-5)
+    np.testing.assert_allclose(metric.result().numpy(), distance.mean(), rtol=1e-5)
+    # moving each correctly classified point by its distance towards the boundary flips it
+    step = np.sign(w[:, 1] - w[:, 0])[None] if norm == "linf" else (w[:, 1] - w[:, 0])[None] / np.linalg.norm(w[:, 1] - w[:, 0])
+    moved = x + np.where(y[:, None] == 0, 1, -1) * distance[:, None] * 1.0001 * step
+    assert np.all(np.argmax(moved @ w + b, axis=1)[margin > 0] != y[margin > 0])
+
+
+def _reference(model, x, y, epsilon):
+    """NumPy bounds from one pass over all images, with the dataset-wide L and C."""
+    lin = kg.bound_terms(model, x, y, norm="linf")
+    cur = kg.bound_terms(model, x, y, norm="l2", curvature_iterations=kg.metrics.DEFAULT_CURVATURE_ITERATIONS)
+    gap, g1 = lin.gap.numpy(), lin.grad_norm.numpy()
+    lbound = gap / g1.max()
+    g2, c = cur.grad_norm.numpy(), max(cur.curvature.numpy().max(), 0.0)
+    cbound = np.where(gap > 0, (-g2 + np.sqrt(g2**2 + 2 * c * gap)) / c, 0.0)
+    return {"lipschitz_bound_linf": lbound.mean(),
+            f"lipschitz_bound_linf_ge_{epsilon:g}": (lbound >= epsilon).mean(),
+            "curvature_bound_l2": cbound.mean(),
+            f"curvature_bound_l2_ge_{epsilon:g}": (cbound >= epsilon).mean()}
+
+
+def _bound_model():
+    model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1)
+    model.compile("sgd", CE, metrics=[kg.LipschitzBound("linf"), kg.LipschitzBound("linf", epsilon=EPSILON),
+                                      kg.CurvatureBound(), kg.CurvatureBound(epsilon=EPSILON)])
+    return model
+
+
+def test_evaluate_gives_the_dataset_wide_value_whatever_the_batches():
+    model = _bound_model()
+    x, y = batch(n=40, shape=(6, 6, 2))
+    expected = _reference(model, x, y, EPSILON)
+    assert 0 < expected[f"lipschitz_bound_linf_ge_{EPSILON:g}"] < 1  # the threshold bites
+    order = np.random.default_rng(0).permutation(40)
+    for batch_size, idx in [(7, np.arange(40)), (32, np.arange(40)), (16, order)]:
+        got = model.evaluate(x[idx], y[idx], batch_size=batch_size, return_dict=True, verbose=0)
+        for key, value in expected.items():
+            np.testing.assert_allclose(got[key], value, rtol=2e-4, err_msg=key)
+
+
+def test_bounds_appear_in_fit_logs_and_history():
+    model = _bound_model()
+    x, y = batch(n=16, shape=(6, 6, 2))
+    history = model.fit(x, y, batch_size=8, validation_data=(x, y), verbose=0)
+    assert {"lipschitz_bound_linf", "val_lipschitz_bound_linf", "curvature_bound_l2",
+            f"val_curvature_bound_l2_ge_{EPSILON:g}"} <= set(history.history)
+
+
+def test_curvature_matches_the_top_eigenvalue_of_the_exact_hessian():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="softplus")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="tanh")(hidden)))
+    x, y = batch(n=24, shape=(4,))
+    x = 3 * x - 1.5
+    terms = kg.bound_terms(model, x, y, norm="l2", curvature_iterations=50)
+    xt = tf.constant(x)
+    with tf.GradientTape() as outer:
+        outer.watch(xt)
+        with tf.GradientTape() as inner:
+            inner.watch(xt)
+            loss = tf.reduce_sum(kg.misclassification_margin(model(xt), y))
+        grad = inner.gradient(loss, xt)
+    hessians = outer.batch_jacobian(grad, xt).numpy()
+    eigenvalues = np.linalg.eigvalsh(hessians)
+    assert np.any(np.abs(eigenvalues[:, 0]) > eigenvalues[:, -1])  # the negative-dominant case occurs
+    np.testing.assert_allclose(terms.curvature.numpy(), eigenvalues[:, -1], rtol=0.01,
+                               atol=0.01 * np.abs(eigenvalues).max())
+
+
+def test_curvature_bound_equals_the_papers_formula_and_tends_to_the_linear_one():
+    gap, g, c = np.array([0.3, 0.0, 0.5]), np.array([2.0, 1.0, 0.7]), 1.7
+    paper = np.where(gap > 0, (-g + np.sqrt(g**2 + 2 * c * gap)) / c, 0.0)
+    np.testing.assert_allclose(kg.curvature_bound(gap, g, c).numpy(), paper, rtol=1e-6)
+    np.testing.assert_allclose(kg.curvature_bound(gap, g, 0.0).numpy(), gap / g, rtol=1e-6)
+    np.testing.assert_allclose(kg.curvature_bound(gap, g, -3.0).numpy(), gap / g, rtol=1e-6)
+
+
+def test_probability_margin_is_the_papers_loss():
+    logits = np.array([[2.0, 1.0, -1.0], [0.0, 3.0, 1.0]], "float32")
+    p = softmax(logits.astype("float64"))
+    margin = kg.misclassification_margin(logits, np.array([0, 0])).numpy()
+    np.testing.assert_allclose(margin, [p[0, 1] - p[0, 0], p[1, 1] - p[1, 0]], rtol=1e-6)
+    from_probs = kg.misclassification_margin(p, np.array([0, 0]), from_logits=False, margin="logit")
+    np.testing.assert_allclose(from_probs.numpy(), [-1.0, 3.0], rtol=1e-5)
+
+
+def test_saved_model_keeps_its_bound_metrics(tmp_path):
+    model = _bound_model()
+    x, y = batch(n=16, shape=(6, 6, 2))
+    before = model.evaluate(x, y, return_dict=True, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    after = keras.models.load_model(path).evaluate(x, y, return_dict=True, verbose=0)
+    assert set(before) == set(after)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5)
+
+
+def test_a_plain_keras_model_gets_a_clear_error():
+    model = small_cnn()
+    model.compile("sgd", CE, metrics=[kg.LipschitzBound("linf")])
+    with pytest.raises(ValueError, match="needs the model and its inputs"):
+        model.evaluate(*batch(n=4, shape=(6, 6, 2)), verbose=0)
+
+
+def test_too_many_images_is_an_error_not_a_silent_overwrite():
+    metric = kg.LipschitzBound("l2", max_images=5)
+    model = small_cnn()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_images=5"):
+        metric.update_from_model(model, *batch(n=6, shape=(6, 6, 2)))
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: kg.LipschitzBound("l1"), "norm='l1'"),
+        (lambda: kg.LipschitzBound("linf", margin="hinge"), "margin='hinge'"),
+        (lambda: kg.LipschitzBound("linf", epsilon=-0.1), "epsilon=-0.1"),
+        (lambda: kg.CurvatureBound(norm="linf"), "norm='linf'"),
+        (lambda: kg.CurvatureBound(curvature_iterations=0), "curvature_iterations=0"),
+    ],
+)
+def test_bad_arguments_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
