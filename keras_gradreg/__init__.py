@@ -1,7 +1,16 @@
 """keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019)."""
 
 from keras_gradreg.activations import smooth_relu
+from keras_gradreg.attacks import ATTACKS
+from keras_gradreg.attacks import AttackSettings
+from keras_gradreg.attacks import CarliniWagnerL2
+from keras_gradreg.attacks import SPSAAdam
 from keras_gradreg.data import load_offline_mnist
+from keras_gradreg.evaluation import RobustnessReport
+from keras_gradreg.evaluation import SanityCheck
+from keras_gradreg.evaluation import evaluate_robustness
+from keras_gradreg.evaluation import format_table
+from keras_gradreg.evaluation import write_results
 from keras_gradreg.metrics import ATTACK_NORMS
 from keras_gradreg.metrics import BoundTerms
 from keras_gradreg.metrics import CurvatureBound
@@ -23,8 +32,11 @@ from keras_gradreg.penalty import input_gradient_penalty
 __version__ = "0.1.0"
 
 __all__ = (
+    "ATTACKS",
     "ATTACK_NORMS",
+    "AttackSettings",
     "BoundTerms",
+    "CarliniWagnerL2",
     "CurvatureBound",
     "DEFAULT_H",
     "DIFFERENCES",
@@ -32,14 +44,20 @@ __all__ = (
     "LipschitzBound",
     "METHODS",
     "NORMS",
+    "RobustnessReport",
+    "SPSAAdam",
+    "SanityCheck",
     "bound_terms",
     "curvature_bound",
     "direction",
     "dual_norm",
+    "evaluate_robustness",
+    "format_table",
     "input_gradient_penalty",
     "lipschitz_bound",
     "load_offline_mnist",
     "misclassification_margin",
     "smooth_relu",
     "top_hessian_eigenvalue",
+    "write_results",
 )

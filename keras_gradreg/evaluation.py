@@ -1,0 +1,440 @@
+"""Robustness evaluation as in Finlay & Oberman (2019): the best attack per image.
+
+For each evaluated image the smallest adversarial distance found by ANY attack is kept
+(0 for an image the model already misclassifies). "% error at eps" is the fraction of
+images whose best distance is <= eps; the mean distance is the mean of the best
+distances. Sanity checks after Carlini et al. (2019), "On Evaluating Adversarial
+Robustness", run with every evaluation and warn when they fail.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import warnings
+from typing import Any, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_gradreg import attacks as attacks_lib
+from keras_gradreg import metrics as metrics_lib
+
+DEFAULT_ATTACKS = {"linf": ("fgm", "pgd", "mim"), "l2": ("fgm", "pgd", "cw")}
+DEFAULT_EPSILONS = {"linf": (2 / 255, 8 / 255, 0.1, 0.3), "l2": (0.5, 1.0, 2.0)}
+"""Radii for data in [0, 1]: the paper's CIFAR-10 l_inf radii and the usual MNIST ones."""
+
+UNBOUNDED_SUCCESS = 0.99
+"""Fraction of correctly classified images an attack at the largest radius should break."""
+GRADIENT_FREE_MARGIN = 0.9
+"""SPSA "beats" the gradient attacks on an image when its distance is below 0.9x theirs."""
+GRADIENT_FREE_SHARE = 0.05
+"""Share of images on which SPSA may beat the gradient attacks before that is a warning."""
+MORE_STEPS_CHANGE = 0.02
+"""Largest rise in PGD's error at a radius, when its steps are doubled, that passes."""
+
+
+@dataclasses.dataclass
+class SanityCheck:
+    """One of the evaluation's sanity checks and its outcome."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclasses.dataclass
+class RobustnessReport:
+    """What `evaluate_robustness` measured for one model.
+
+    Attributes:
+      name: the model's name in tables and plots.
+      norm: "l2" or "linf".
+      epsilons: the radii reported in the table.
+      distances: each image's best adversarial distance (0: misclassified already;
+        inf: no attack succeeded), in the order of the evaluated images.
+      best_attack: which attack found it, per image ("clean", an attack name, or "none").
+      attack_distances: each attack's distances, per image.
+      adversarial: the best adversarial example per image (the image where none).
+      indices: positions of the evaluated images in the data given.
+      search_tolerance: largest relative width of a final search bracket.
+      checks: the sanity checks.
+      lower_bounds: the L-bound per image, if computed (see metrics.LipschitzBound).
+      training_time: seconds, if known.
+    """
+
+    name: str
+    norm: str
+    epsilons: tuple
+    distances: np.ndarray
+    best_attack: np.ndarray
+    attack_distances: dict
+    adversarial: np.ndarray
+    indices: np.ndarray
+    search_tolerance: float
+    checks: list
+    lower_bounds: Optional[np.ndarray] = None
+    training_time: Optional[float] = None
+
+    def error_at(self, eps: float) -> float:
+        """Fraction of images whose best adversarial distance is <= eps."""
+        return float(np.mean(self.distances <= eps))
+
+    @property
+    def clean_error(self) -> float:
+        return float(np.mean(self.distances == 0))
+
+    @property
+    def mean_distance(self) -> float:
+        return float(np.mean(self.distances))
+
+    @property
+    def median_distance(self) -> float:
+        return float(np.median(self.distances))
+
+    @property
+    def success_rates(self) -> dict:
+        """Per attack, the fraction of correctly classified images it broke."""
+        correct = self.distances > 0
+        return {name: float(np.mean(np.isfinite(d[correct]))) if correct.any() else 0.0
+                for name, d in self.attack_distances.items()}
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable summary, with per-image values (inf written as None)."""
+
+        def finite(values):
+            return [float(v) if np.isfinite(v) else None for v in np.asarray(values, float)]
+
+        return {
+            "name": self.name,
+            "norm": self.norm,
+            "num_images": int(len(self.distances)),
+            "clean_error": self.clean_error,
+            "error_at": {f"{eps:g}": self.error_at(eps) for eps in self.epsilons},
+            "mean_distance": finite([self.mean_distance])[0],
+            "median_distance": finite([self.median_distance])[0],
+            "success_rates": self.success_rates,
+            "search_tolerance": self.search_tolerance,
+            "training_time_s": self.training_time,
+            "checks": [dataclasses.asdict(c) for c in self.checks],
+            "images": {
+                "index": [int(i) for i in self.indices],
+                "distance": finite(self.distances),
+                "best_attack": [str(a) for a in self.best_attack],
+                "lower_bound": None if self.lower_bounds is None else finite(self.lower_bounds),
+                **{f"distance_{name}": finite(d) for name, d in self.attack_distances.items()},
+            },
+        }
+
+
+def _max_radius(norm: str, clip_min: float, clip_max: float, dims: int) -> float:
+    """The largest distance between two points of the data range: an unbounded attack."""
+    span = clip_max - clip_min
+    return span if norm == "linf" else span * float(np.sqrt(dims))
+
+
+def _as_arrays(x: Any, y: Any, num_images: int) -> tuple:
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise ValueError("Pass labels inside the dataset ((image, label) elements), not as y.")
+        spec = x.element_spec[0]
+        data = x.unbatch() if spec.shape.rank and spec.shape[0] is None else x
+        images, labels = [], []
+        for image, label in data.take(num_images):
+            images.append(image.numpy())
+            labels.append(label.numpy())
+        return np.stack(images), np.stack(labels)
+    if y is None:
+        raise ValueError("Labels y are required with array inputs.")
+    return np.asarray(x), np.asarray(y)
+
+
+def _class_scores(model: Any, x: np.ndarray, batch_size: int) -> tuple:
+    """Logits of the model on x, whether it outputs logits or probabilities."""
+    sample = np.asarray(model(x[:batch_size], training=False))
+    if sample.ndim != 2 or sample.shape[1] < 2 or not np.issubdtype(sample.dtype, np.floating):
+        raise ValueError(
+            f"The model must output class scores of shape (batch, classes >= 2); it "
+            f"returned shape {sample.shape}, dtype {sample.dtype}."
+        )
+    probabilities = bool(np.all(sample >= 0) and np.allclose(sample.sum(1), 1.0, atol=1e-3))
+
+    def model_fn(images):
+        outputs = tf.cast(model(images, training=False), tf.float32)
+        # log-probabilities differ from logits by a per-image constant: same attacks
+        return tf.math.log(tf.maximum(outputs, 1e-30)) if probabilities else outputs
+
+    return model_fn, probabilities, sample.shape[1]
+
+
+def _validate(norm, attacks, epsilons, x, y, num_classes, clip_min, clip_max, max_eps):
+    if norm not in metrics_lib.ATTACK_NORMS:
+        raise ValueError(f"norm={norm!r} is not supported; use one of {metrics_lib.ATTACK_NORMS}.")
+    for name in attacks:
+        if name not in attacks_lib.ATTACKS:
+            raise ValueError(f"Unknown attack {name!r}; use any of {tuple(attacks_lib.ATTACKS)}.")
+        if norm not in attacks_lib.ATTACKS[name]:
+            raise ValueError(
+                f"Attack {name!r} does not support norm={norm!r} (it supports "
+                f"{attacks_lib.ATTACKS[name]})."
+            )
+    for eps in epsilons:
+        if not 0 < eps <= max_eps:
+            raise ValueError(
+                f"epsilon {eps!r} is outside (0, {max_eps:g}], the largest {norm} distance "
+                f"within the data range [{clip_min}, {clip_max}]."
+            )
+    if x.min() < clip_min or x.max() > clip_max:
+        raise ValueError(
+            f"Images span [{x.min():g}, {x.max():g}], outside the declared range "
+            f"[clip_min={clip_min}, clip_max={clip_max}]."
+        )
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels.")
+    if y.ndim != 1 or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(
+            f"Labels must be integers in [0, {num_classes}) of shape ({len(x)},) or one-hot; "
+            f"got shape {y.shape}, range [{y.min()}, {y.max()}]."
+        )
+
+
+def evaluate_robustness(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    norm: str = "linf",
+    epsilons: Optional[Sequence[float]] = None,
+    attacks: Optional[Sequence[str]] = None,
+    num_images: int = 1000,
+    batch_size: int = 128,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    seed: int = 0,
+    settings: attacks_lib.AttackSettings = attacks_lib.AttackSettings(),
+    sanity_checks: bool = True,
+    lower_bound: bool = True,
+    name: Optional[str] = None,
+    training_time: Optional[float] = None,
+    verbose: int = 1,
+) -> RobustnessReport:
+    """Attacks a classifier with every given attack and keeps each image's best one.
+
+    Args:
+      model: a Keras classifier (logits or softmax outputs), e.g. a GradRegModel.
+      x: images (NumPy) with labels `y`, or a tf.data dataset of (image, label) elements
+        or batches (its first `num_images` images are used: shuffle it yourself).
+      y: integer or one-hot labels, with array `x`.
+      norm: the attack norm, "linf" or "l2".
+      epsilons: radii for "% error at eps"; default DEFAULT_EPSILONS scaled to the range.
+      attacks: names from attacks.ATTACKS; default DEFAULT_ATTACKS[norm].
+      num_images: how many images; with arrays, a random subset chosen by `seed`.
+      batch_size: images per attack call.
+      clip_min, clip_max: the data range; adversarial examples stay in it.
+      seed: seeds the choice of images and the attacks' randomness.
+      settings: attack budgets (attacks.AttackSettings).
+      sanity_checks: run the checks (they cost about 3 PGD runs per radius).
+      lower_bound: also compute each image's L-bound.
+      name: the model's name in reports (default: model.name).
+      training_time: seconds, for the table.
+      verbose: 1 shows a progress bar.
+
+    Returns:
+      A RobustnessReport.
+    """
+    attacks = tuple(attacks or DEFAULT_ATTACKS.get(norm, ()))
+    x, y = _as_arrays(x, y, num_images)
+    model_fn, probabilities, num_classes = _class_scores(model, x, batch_size)
+    if y.ndim == 2 and y.shape[1] == num_classes:
+        y = y.argmax(axis=1)
+    max_eps = _max_radius(norm, clip_min, clip_max, int(np.prod(x.shape[1:])))
+    span = clip_max - clip_min
+    epsilons = tuple(epsilons if epsilons is not None else
+                     (e * span for e in DEFAULT_EPSILONS.get(norm, ())))
+    _validate(norm, attacks, epsilons, x, y, num_classes, clip_min, clip_max, max_eps)
+    if num_images < 1:
+        raise ValueError(f"num_images={num_images!r} must be >= 1.")
+
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(len(x), min(num_images, len(x)), replace=False))
+    x, y = x[indices].astype(np.float32), y[indices].astype(np.int64)
+    tf.random.set_seed(seed)
+
+    def predict(images):
+        return np.concatenate([np.argmax(model_fn(images[i:i + batch_size]), 1)
+                               for i in range(0, len(images), batch_size)])
+
+    def is_adversarial(x_adv, labels):
+        in_range = np.all((x_adv >= clip_min) & (x_adv <= clip_max),
+                          axis=tuple(range(1, x_adv.ndim)))
+        return in_range & (predict(x_adv) != labels)
+
+    correct = predict(x) == y
+    batches = [np.flatnonzero(correct)[i:i + batch_size]
+               for i in range(0, int(correct.sum()), batch_size)]
+    progress = keras.utils.Progbar(len(attacks) * len(batches) + (2 * len(epsilons) if sanity_checks else 0),
+                                   verbose=verbose, unit_name="attack batch")
+    attack_distances, adversarial = {}, {}
+    tolerance = 0.0
+    for attack_name in attacks:
+        distance = np.where(correct, np.inf, 0.0)
+        examples = x.copy()
+        if attack_name == "cw":
+            cw = attacks_lib.carlini_wagner(model_fn, settings, clip_min, clip_max, num_classes)
+        else:
+            attack = attacks_lib.fixed_budget_attack(model_fn, attack_name, norm, settings,
+                                                     clip_min, clip_max)
+        for idx in batches:
+            if attack_name == "cw":
+                x_adv = np.asarray(cw(tf.constant(x[idx]), tf.constant(y[idx])))
+                ok = is_adversarial(x_adv, y[idx])
+                dist = np.where(ok, attacks_lib.perturbation_norm(x_adv, x[idx], norm), np.inf)
+            else:
+                dist, x_adv, width = attacks_lib.minimum_distance(
+                    attack, is_adversarial, x[idx], y[idx], norm, max_eps, settings.search_steps)
+                tolerance = max(tolerance, float(np.max(width, initial=0.0)))
+            distance[idx], examples[idx] = dist, np.where(
+                np.isfinite(dist).reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x[idx])
+            progress.add(1)
+        attack_distances[attack_name], adversarial[attack_name] = distance, examples
+
+    table = np.stack([attack_distances[a] for a in attacks]) if attacks else np.full((1, len(x)), np.inf)
+    best = np.where(correct, table.min(axis=0), 0.0)
+    winner = table.argmin(axis=0)
+    best_attack = np.array(["clean" if not c else (attacks[w] if np.isfinite(b) else "none")
+                            for c, w, b in zip(correct, winner, best)])
+    best_examples = x.copy()
+    for attack_name in attacks:
+        chosen = best_attack == attack_name
+        best_examples[chosen] = adversarial[attack_name][chosen]
+
+    checks = []
+    if sanity_checks:
+        checks = _sanity_checks(model_fn, x, y, correct, norm, epsilons, attack_distances,
+                                best, max_eps, settings, clip_min, clip_max, batch_size,
+                                is_adversarial, progress)
+        for check in checks:
+            if not check.passed:
+                warnings.warn(f"Sanity check {check.name!r} failed: {check.detail}", stacklevel=2)
+
+    lower = None
+    if lower_bound:
+        metric = metrics_lib.LipschitzBound(norm, from_logits=not probabilities,
+                                            max_images=max(len(x), 1))
+        for i in range(0, len(x), batch_size):
+            metric.update_from_model(model, x[i:i + batch_size], y[i:i + batch_size])
+        lower = metric.per_image_bounds()[0].numpy().astype(np.float64)
+
+    return RobustnessReport(
+        name=name or getattr(model, "name", "model"), norm=norm, epsilons=epsilons,
+        distances=best, best_attack=best_attack, attack_distances=attack_distances,
+        adversarial=best_examples, indices=indices, search_tolerance=tolerance,
+        checks=checks, lower_bounds=lower, training_time=training_time,
+    )
+
+
+def _sanity_checks(model_fn, x, y, correct, norm, epsilons, attack_distances, best, max_eps,
+                   settings, clip_min, clip_max, batch_size, is_adversarial, progress) -> list:
+    """The checks of Carlini et al. (2019) that this evaluation can run."""
+    checks = []
+
+    def fixed_radius_error(attack_settings):
+        attack = attacks_lib.fixed_budget_attack(model_fn, "pgd", norm, attack_settings,
+                                                 clip_min, clip_max)
+        errors = []
+        for eps in epsilons:
+            fooled = ~correct.copy()
+            for i in range(0, len(x), batch_size):
+                sl = slice(i, i + batch_size)
+                x_adv = np.asarray(attack(x[sl], y[sl], np.full(len(x[sl]), eps)))
+                fooled[sl] |= is_adversarial(x_adv, y[sl])
+            errors.append(float(np.mean(fooled)))
+            progress.add(1)
+        return np.array(errors)
+
+    order = np.argsort(epsilons)
+    base = fixed_radius_error(settings)
+    drops = np.diff(base[order])
+    checks.append(SanityCheck(
+        "error grows with epsilon", bool(np.all(drops >= 0)),
+        "PGD error at " + ", ".join(f"{epsilons[i]:g}: {base[i]:.3f}" for i in order),
+    ))
+    broken = np.mean(np.isfinite(best[correct])) if correct.any() else 1.0
+    checks.append(SanityCheck(
+        "unbounded attack succeeds", bool(broken >= UNBOUNDED_SUCCESS),
+        f"{broken:.3f} of correctly classified images broken at radius {max_eps:g} "
+        f"(expected >= {UNBOUNDED_SUCCESS})",
+    ))
+    gradient = [d for a, d in attack_distances.items() if a not in attacks_lib.GRADIENT_FREE]
+    free = [d for a, d in attack_distances.items() if a in attacks_lib.GRADIENT_FREE]
+    if gradient and free and correct.any():
+        best_gradient, best_free = np.min(gradient, axis=0), np.min(free, axis=0)
+        beats = np.mean((best_free < GRADIENT_FREE_MARGIN * best_gradient)[correct])
+        checks.append(SanityCheck(
+            "gradient-free attack does not beat gradient attacks",
+            bool(beats <= GRADIENT_FREE_SHARE),
+            f"SPSA found a clearly smaller distance on {beats:.3f} of the images "
+            f"(a sign of gradient masking above {GRADIENT_FREE_SHARE})",
+        ))
+    doubled = fixed_radius_error(settings.doubled())
+    rise = float(np.max(doubled - base)) if len(base) else 0.0
+    checks.append(SanityCheck(
+        "doubling PGD steps changes little", bool(rise <= MORE_STEPS_CHANGE),
+        f"largest rise in error with {2 * settings.steps} instead of {settings.steps} steps: "
+        f"{rise:.3f} (allowed {MORE_STEPS_CHANGE})",
+    ))
+    return checks
+
+
+def format_table(reports: Sequence[RobustnessReport]) -> str:
+    """The paper's table: % clean error, % error at each radius, mean distance, hours."""
+    epsilons = reports[0].epsilons
+    header = (["model", "% clean error"] + [f"% error at {e:.4g}" for e in epsilons]
+              + ["mean distance", "training time (h)"])
+    rows = [[r.name, f"{100 * r.clean_error:.2f}"] + [f"{100 * r.error_at(e):.2f}" for e in epsilons]
+            + [f"{r.mean_distance:.3e}",
+               "-" if r.training_time is None else f"{r.training_time / 3600:.3f}"]
+            for r in reports]
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    norm = reports[0].norm
+    return "\n".join([f"{norm} attacks, best attack per image, {len(reports[0].distances)} images"]
+                     + lines)
+
+
+def write_results(reports: Sequence[RobustnessReport], output_dir: str,
+                  overwrite: bool = False) -> dict:
+    """Writes results.json, results.csv and error_vs_distance.png into output_dir.
+
+    Refuses, before writing anything, to replace existing result files unless
+    `overwrite` is set.
+
+    Returns:
+      The paths written, by kind.
+    """
+    from keras_gradreg import plotting  # matplotlib is imported only when plotting
+
+    paths = {"json": os.path.join(output_dir, "results.json"),
+             "csv": os.path.join(output_dir, "results.csv"),
+             "plot": os.path.join(output_dir, "error_vs_distance.png")}
+    existing = [p for p in paths.values() if os.path.exists(p)]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(existing)} already exist(s); pass overwrite=True (--overwrite) to "
+            "replace them, or choose another output directory."
+        )
+    os.makedirs(output_dir, exist_ok=True)
+    with open(paths["json"], "w") as f:
+        json.dump([r.to_dict() for r in reports], f, indent=1)
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        epsilons = reports[0].epsilons
+        writer.writerow(["model", "norm", "clean_error"] + [f"error_at_{e:g}" for e in epsilons]
+                        + ["mean_distance", "median_distance", "training_time_s"])
+        for r in reports:
+            writer.writerow([r.name, r.norm, r.clean_error] + [r.error_at(e) for e in epsilons]
+                            + [r.mean_distance, r.median_distance, r.training_time])
+    plotting.plot_error_curves(reports, paths["plot"])
+    return paths

@@ -1,0 +1,203 @@
+"""Robustness evaluation: closed-form distances, verified examples, sanity checks, files."""
+
+import csv
+import json
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gradreg as kg
+
+FAST = kg.AttackSettings(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
+                         cw_learning_rate=0.05, spsa_samples=64)
+
+
+def _linear_problem(seed=0, n=24, classes=3):
+    """A linear classifier on 2x2x1 images whose closest boundary points stay inside [0, 1]."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(4, classes))
+    b = -0.5 * w.sum(axis=0) + 0.05 * rng.normal(size=classes)  # boundaries cross the data
+    inputs = keras.Input((2, 2, 1))
+    dense = keras.layers.Dense(classes)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([w, b])
+    x = rng.uniform(0.35, 0.65, size=(n, 2, 2, 1)).astype("float32")
+    logits = x.reshape(n, -1) @ w + b
+    y = logits.argmax(1)
+    return model, x, y, w, logits
+
+
+def _true_distance(w, logits, y, norm):
+    """min over other classes j of (z_y - z_j) / ||w_y - w_j||_*, the exact distance."""
+    dual = {"l2": 2, "linf": 1}[norm]
+    out = np.full(len(y), np.inf)
+    for j in range(w.shape[1]):
+        diff = np.linalg.norm(w[:, y] - w[:, [j]], ord=dual, axis=0)
+        gap = logits[np.arange(len(y)), y] - logits[:, j]
+        out = np.where(y == j, out, np.minimum(out, gap / np.where(diff > 0, diff, np.inf)))
+    return out
+
+
+NORM_ATTACKS = [("linf", ("fgm", "pgd", "mim")), ("l2", ("fgm", "pgd", "cw"))]
+
+
+@pytest.mark.parametrize("norm,attacks", NORM_ATTACKS)
+def test_distances_on_a_binary_linear_classifier_are_the_exact_ones(norm, attacks):
+    model, x, y, w, logits = _linear_problem(classes=2)
+    true = _true_distance(w, logits, y, norm)
+    assert np.all(true < 0.3)  # the closest boundary points lie inside the data range
+    report = kg.evaluate_robustness(model, x, y, norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
+                                    settings=FAST, sanity_checks=False, verbose=0)
+    assert np.all(report.distances >= true * (1 - 1e-4))  # no attack beats the exact distance
+    np.testing.assert_allclose(report.distances, true, rtol=0.02)
+    for name, distance in report.attack_distances.items():  # each attack alone is strong too
+        assert np.all(distance >= true * (1 - 1e-4)), name
+        # CW's Adam steps (lr 0.05 in tanh space) cannot resolve distances below ~0.01
+        np.testing.assert_allclose(distance, true, rtol=0.1, atol=0.015 if name == "cw" else 0,
+                                   err_msg=name)
+    np.testing.assert_allclose(report.error_at(0.1), np.mean(true <= 0.1))
+    # the L-bound of a linear model (logit margin ~ probability margin) never exceeds the distance
+    assert np.all(report.lower_bounds <= report.distances * (1 + 1e-4))
+
+
+@pytest.mark.parametrize("norm,attacks", NORM_ATTACKS)
+def test_distances_on_a_three_class_linear_classifier_are_within_a_small_factor(norm, attacks):
+    """Untargeted attacks head for the runner-up class, not always the nearest boundary."""
+    model, x, y, w, logits = _linear_problem()
+    true = _true_distance(w, logits, y, norm)
+    report = kg.evaluate_robustness(model, x, y, norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
+                                    settings=FAST, sanity_checks=False, verbose=0)
+    ratio = report.distances / true
+    assert np.all(ratio >= 1 - 1e-4)
+    assert np.median(ratio) < 1.01 and np.all(ratio <= 2.0)
+
+
+def test_every_adversarial_example_is_misclassified_in_range_and_within_its_distance():
+    model, x, y, _, _ = _linear_problem(seed=1)
+    report = kg.evaluate_robustness(model, x, y, norm="linf", settings=FAST, sanity_checks=False,
+                                    lower_bound=False, verbose=0)
+    adv = report.adversarial
+    assert np.all(np.argmax(model.predict(adv, verbose=0), 1) != y)
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    actual = np.abs(adv - x).reshape(len(x), -1).max(1)
+    np.testing.assert_allclose(actual, report.distances, rtol=1e-6)
+    assert set(report.best_attack) <= {"fgm", "pgd", "mim"}
+
+
+def test_misclassified_images_have_distance_zero_and_count_as_clean_error():
+    model, x, y, _, _ = _linear_problem(seed=2)
+    wrong = y.copy()
+    wrong[:5] = (y[:5] + 1) % 3
+    report = kg.evaluate_robustness(model, x, wrong, attacks=("fgm",), settings=FAST,
+                                    sanity_checks=False, lower_bound=False, verbose=0)
+    assert np.all(report.distances[:5] == 0) and np.all(report.distances[5:] > 0)
+    assert list(report.best_attack[:5]) == ["clean"] * 5
+    assert report.clean_error == pytest.approx(5 / len(y))
+
+
+def test_softmax_outputs_are_detected_and_give_the_same_distances():
+    model, x, y, _, _ = _linear_problem(seed=3)
+    probs = keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0]))
+    kwargs = dict(attacks=("pgd",), settings=FAST, sanity_checks=False, lower_bound=False, verbose=0)
+    a = kg.evaluate_robustness(model, x, y, **kwargs)
+    b = kg.evaluate_robustness(probs, x, y, **kwargs)
+    np.testing.assert_allclose(b.distances, a.distances, rtol=0.01)
+
+
+def test_carlini_wagner_and_spsa_run_on_keras_3():
+    """cleverhans 4.0.0's own CW-L2 and SPSA fail on Keras 3; the adapters must keep working."""
+    model, x, y, w, logits = _linear_problem(seed=4, n=4)
+    cw = kg.evaluate_robustness(model, x, y, norm="l2", attacks=("cw",), settings=FAST,
+                                sanity_checks=False, lower_bound=False, verbose=0)
+    assert np.all(np.isfinite(cw.distances))
+    spsa = kg.evaluate_robustness(model, x, y, norm="linf", attacks=("spsa",), settings=FAST,
+                                  sanity_checks=False, lower_bound=False, verbose=0)
+    assert np.sum(np.isfinite(spsa.distances)) >= 2  # gradient-free and given few steps
+    assert np.all(spsa.distances >= _true_distance(w, logits, y, "linf") * (1 - 1e-4))
+
+
+def _masked_model():
+    """Rounds its input to 4 levels: zero gradients everywhere, a gradient-masking model."""
+    model, x, y, _, _ = _linear_problem(seed=5)
+    inputs = keras.Input((2, 2, 1))
+    quantised = keras.layers.Lambda(
+        lambda t: 0.0 * t + tf.stop_gradient(tf.round(t * 4.0) / 4.0))(inputs)
+    return keras.Model(inputs, model(quantised)), x, y
+
+
+def test_sanity_checks_fire_on_a_gradient_masking_model():
+    model, x, y = _masked_model()
+    with pytest.warns(UserWarning, match="Sanity check"):
+        report = kg.evaluate_robustness(model, x, y, attacks=("pgd", "spsa"), epsilons=(0.1, 0.3),
+                                        settings=FAST, lower_bound=False, verbose=0)
+    failed = {c.name for c in report.checks if not c.passed}
+    assert "unbounded attack succeeds" in failed
+    assert "gradient-free attack does not beat gradient attacks" in failed
+
+
+def test_sanity_checks_stay_quiet_on_a_plain_model():
+    model, x, y, _, _ = _linear_problem(seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        report = kg.evaluate_robustness(model, x, y, epsilons=(0.05, 0.1, 0.2), settings=FAST,
+                                        lower_bound=False, verbose=0)
+    assert report.checks and all(c.passed for c in report.checks)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(norm="l1"), "norm='l1'"),
+        (dict(attacks=("deepfool",)), "Unknown attack 'deepfool'"),
+        (dict(norm="linf", attacks=("cw",)), "'cw' does not support norm='linf'"),
+        (dict(epsilons=(0.1, 1.5)), "epsilon 1.5 is outside"),
+        (dict(epsilons=(0.0,)), "epsilon 0.0 is outside"),
+        (dict(clip_max=0.5), "outside the declared range"),
+        (dict(num_images=0), "num_images=0"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_attack(kwargs, match):
+    model, x, y, _, _ = _linear_problem()
+    with pytest.raises(ValueError, match=match):
+        kg.evaluate_robustness(model, x, y, verbose=0, **kwargs)
+
+
+def test_bad_labels_and_outputs_are_rejected():
+    model, x, y, _, _ = _linear_problem()
+    with pytest.raises(ValueError, match="labels"):
+        kg.evaluate_robustness(model, x, y[:-1], verbose=0)
+    with pytest.raises(ValueError, match=r"integers in \[0, 3\)"):
+        kg.evaluate_robustness(model, x, y + 3, verbose=0)
+    flat = keras.Model(model.inputs, keras.layers.Flatten()(model.inputs[0])[:, :1])
+    with pytest.raises(ValueError, match="class scores"):
+        kg.evaluate_robustness(flat, x, y, verbose=0)
+
+
+def test_dataset_input_and_files_table_and_plot(tmp_path):
+    model, x, y, _, _ = _linear_problem(seed=7)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
+    reports = [kg.evaluate_robustness(model, data, attacks=("fgm", "pgd"), epsilons=(0.05, 0.1),
+                                      settings=FAST, sanity_checks=False, verbose=0, name=name,
+                                      training_time=36.0)
+               for name in ("a", "b")]
+    assert len(reports[0].distances) == len(x)
+    table = kg.format_table(reports)
+    assert "% error at 0.05" in table and "0.010" in table  # 36 s = 0.010 h
+    paths = kg.write_results(reports, str(tmp_path / "out"))
+    loaded = json.load(open(paths["json"]))
+    assert loaded[0]["error_at"]["0.1"] == reports[0].error_at(0.1)
+    assert len(loaded[0]["images"]["distance"]) == len(x)
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["model"] for r in rows] == ["a", "b"]
+    assert float(rows[0]["error_at_0.05"]) == pytest.approx(reports[0].error_at(0.05))
+    assert os.path.getsize(paths["plot"]) > 1000
+    before = open(paths["json"]).read()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        kg.write_results(reports[:1], str(tmp_path / "out"))
+    assert open(paths["json"]).read() == before
+    kg.write_results(reports[:1], str(tmp_path / "out"), overwrite=True)
+    assert len(json.load(open(paths["json"]))) == 1
