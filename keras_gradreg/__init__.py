@@ -1,10 +1,19 @@
 """keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019)."""
 
+from keras_gradreg import adversarial_training
+from keras_gradreg import data
+from keras_gradreg import evaluation
+from keras_gradreg import models
+from keras_gradreg import training
+from keras_gradreg.adversarial_training import AdversarialTrainingModel
+from keras_gradreg.adversarial_training import EpsilonRamp
+
 from keras_gradreg.activations import smooth_relu
 from keras_gradreg.attacks import ATTACKS
 from keras_gradreg.attacks import AttackSettings
 from keras_gradreg.attacks import CarliniWagnerL2
 from keras_gradreg.attacks import SPSAAdam
+from keras_gradreg.data import load_dataset
 from keras_gradreg.data import load_offline_mnist
 from keras_gradreg.evaluation import RobustnessReport
 from keras_gradreg.evaluation import SanityCheck
@@ -32,6 +41,7 @@ from keras_gradreg.penalty import input_gradient_penalty
 __version__ = "0.1.0"
 
 __all__ = (
+    "AdversarialTrainingModel",
     "ATTACKS",
     "ATTACK_NORMS",
     "AttackSettings",
@@ -40,6 +50,7 @@ __all__ = (
     "CurvatureBound",
     "DEFAULT_H",
     "DIFFERENCES",
+    "EpsilonRamp",
     "GradRegModel",
     "LipschitzBound",
     "METHODS",
@@ -54,10 +65,16 @@ __all__ = (
     "evaluate_robustness",
     "format_table",
     "input_gradient_penalty",
+    "adversarial_training",
+    "data",
+    "evaluation",
     "lipschitz_bound",
+    "load_dataset",
     "load_offline_mnist",
     "misclassification_margin",
+    "models",
     "smooth_relu",
     "top_hessian_eigenvalue",
+    "training",
     "write_results",
 )

@@ -404,6 +404,15 @@ def format_table(reports: Sequence[RobustnessReport]) -> str:
                      + lines)
 
 
+RESULT_FILES = {"json": "results.json", "csv": "results.csv", "plot": "error_vs_distance.png"}
+
+
+def existing_results(output_dir: str) -> list:
+    """The result files already in output_dir (check before a long evaluation)."""
+    return [os.path.join(output_dir, name) for name in RESULT_FILES.values()
+            if os.path.exists(os.path.join(output_dir, name))]
+
+
 def write_results(reports: Sequence[RobustnessReport], output_dir: str,
                   overwrite: bool = False) -> dict:
     """Writes results.json, results.csv and error_vs_distance.png into output_dir.
@@ -416,10 +425,8 @@ def write_results(reports: Sequence[RobustnessReport], output_dir: str,
     """
     from keras_gradreg import plotting  # matplotlib is imported only when plotting
 
-    paths = {"json": os.path.join(output_dir, "results.json"),
-             "csv": os.path.join(output_dir, "results.csv"),
-             "plot": os.path.join(output_dir, "error_vs_distance.png")}
-    existing = [p for p in paths.values() if os.path.exists(p)]
+    paths = {kind: os.path.join(output_dir, name) for kind, name in RESULT_FILES.items()}
+    existing = existing_results(output_dir)
     if existing and not overwrite:
         raise FileExistsError(
             f"{', '.join(existing)} already exist(s); pass overwrite=True (--overwrite) to "

@@ -1,6 +1,9 @@
-"""The offline MNIST digits: shapes, ranges, a fixed stratified split, no network."""
+"""Data pipelines: the offline digits, augmentation, TFDS without the network."""
 
 import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import keras_gradreg as kg
 
@@ -15,6 +18,61 @@ def test_offline_mnist_split_is_stratified_fixed_and_in_range():
     np.testing.assert_array_equal(again, x_train)
     (_, _), (other_test, _) = kg.load_offline_mnist(seed=1)
     assert not np.array_equal(other_test, again_test)
-    # no digit is in both halves
     train_keys = {img.tobytes() for img in x_train}
     assert not any(img.tobytes() in train_keys for img in x_test)
+
+
+def test_offline_pipeline_batches_and_shuffles_deterministically():
+    test = kg.data.dataset_arrays(kg.load_dataset("offline_mnist", "test", batch_size=100))
+    assert test[0].shape == (1000, 28, 28, 1) and test[1].dtype == np.int64
+    np.testing.assert_array_equal(test[0], kg.load_offline_mnist()[1][0])
+    one = kg.data.dataset_arrays(kg.load_dataset("offline_mnist", "train", training=True, seed=3, limit=300))
+    two = kg.data.dataset_arrays(kg.load_dataset("offline_mnist", "train", training=True, seed=3, limit=300))
+    np.testing.assert_array_equal(one[1], two[1])
+    assert sorted(one[1]) == sorted(kg.load_offline_mnist()[0][1][:300])
+
+
+def _matches_a_shift(out, image):
+    """out equals image shifted by at most 4 pixels (and maybe flipped), where out is not 0."""
+    padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
+    kept = np.any(out != 0, axis=-1)
+    for candidate in (padded, padded[:, ::-1]):
+        for dy in range(9):
+            for dx in range(9):
+                window = candidate[dy:dy + 32, dx:dx + 32]
+                if np.allclose(window[kept], out[kept]):
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("cutout", [False, True])
+def test_cifar_augmentation_is_a_padded_crop_and_flip_with_optional_cutout(cutout):
+    tf.random.set_seed(0)
+    image = tf.random.uniform((32, 32, 3), 0.1, 1.0).numpy()
+    for _ in range(5):
+        out = kg.data.cifar_augment(tf.constant(image), cutout=cutout).numpy()
+        assert out.shape == (32, 32, 3) and _matches_a_shift(out, image)
+        zeros = np.all(out == 0, axis=-1).sum()
+        assert zeros <= 2 * 4 * 32 + (17 * 17 if cutout else 0)
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_tfds_pipeline_with_mocked_data(name, shape):
+    with tfds.testing.mock_data(num_examples=20):
+        images, labels = kg.data.dataset_arrays(kg.load_dataset(name, "test", batch_size=8))
+        augmented = next(iter(kg.load_dataset(name, "train", batch_size=8, training=True)))
+    assert images.shape == (20,) + shape and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 1 and labels.dtype == np.int64
+    assert augmented[0].shape[1:] == shape
+
+
+def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(RuntimeError, match="--download.*offline_mnist"):
+        kg.load_dataset("cifar10", "test", data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(name="svhn"), "dataset='svhn'"),
+                                          (dict(name="offline_mnist", split="validation"), "split=")])
+def test_bad_dataset_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kg.load_dataset(**kwargs)

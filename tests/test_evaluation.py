@@ -201,3 +201,29 @@ def test_dataset_input_and_files_table_and_plot(tmp_path):
     assert open(paths["json"]).read() == before
     kg.write_results(reports[:1], str(tmp_path / "out"), overwrite=True)
     assert len(json.load(open(paths["json"]))) == 1
+
+
+@pytest.fixture(scope="module")
+def trained_cnn():
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = kg.load_offline_mnist()
+    model = kg.models.small_cnn((28, 28, 1), 10)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, batch_size=128, epochs=2, verbose=0)
+    return model, x_test, y_test
+
+
+def test_a_trained_cnn_on_mnist_digits(trained_cnn, tmp_path):
+    """Error grows with epsilon to 100 %, and the L-bound stays below the attacks' distances."""
+    model, x, y = trained_cnn
+    report = kg.evaluate_robustness(model, x, y, num_images=60, epsilons=(0.05, 0.1, 0.2, 1.0),
+                                    settings=FAST, verbose=0)
+    errors = [report.error_at(e) for e in report.epsilons]
+    assert errors == sorted(errors) and errors[0] > report.clean_error and errors[-1] == 1.0
+    assert report.clean_error < 0.3
+    assert all(c.passed for c in report.checks), report.checks
+    correct = report.distances > 0
+    below = report.lower_bounds[correct] <= report.distances[correct]
+    assert below.mean() >= 0.95
+    paths = kg.write_results([report], str(tmp_path))
+    assert json.load(open(paths["json"]))[0]["num_images"] == 60

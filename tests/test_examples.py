@@ -1,5 +1,7 @@
-"""The example scripts run end to end through absl flag parsing."""
+"""The example scripts run end to end through absl flag parsing, on tiny settings."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -7,9 +9,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script, *flags):
+def _run(script, *flags, cwd=None):
     return subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *flags],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_quickstart_trains_and_prints_test_metrics():
@@ -21,7 +23,40 @@ def test_quickstart_trains_and_prints_test_metrics():
     assert float(metrics["penalty"]) > 0 and float(metrics["grad_norm"]) > 0
 
 
-def test_quickstart_rejects_a_bad_flag():
+def test_train_then_evaluate(tmp_path):
+    model_dir = str(tmp_path / "gr")
+    result = _run("train.py", f"--model_dir={model_dir}", "--epochs=1", "--train_limit=256",
+                  "--batch_size=64", "--method=gradreg", "--norm=l1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained in" in result.stdout
+    assert os.path.exists(os.path.join(model_dir, "model.keras"))
+    again = _run("train.py", f"--model_dir={model_dir}", "--epochs=1")
+    assert again.returncode != 0 and "overwrite" in again.stderr
+    out = str(tmp_path / "eval")
+    flags = [f"--model_path={model_dir}/model.keras", "--num_images=20", "--epsilons=0.1,0.3",
+             "--attacks=fgm,pgd", f"--output_dir={out}"]
+    result = _run("evaluate.py", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "% error at 0.1" in result.stdout
+    rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+    assert rows[0]["model"] == "gr" and float(rows[0]["training_time_s"]) > 0
+    refused = _run("evaluate.py", *flags)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+
+
+def test_reproduce_on_tiny_settings(tmp_path):
+    result = _run("reproduce.py", f"--output_dir={tmp_path}", "--epochs=1", "--train_limit=256",
+                  "--num_images=20", "--at_ramp_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "undefended" in result.stdout and "pgd_at" in result.stdout
+    assert "radius ramped linearly" in result.stdout
+    results = json.load(open(tmp_path / "results" / "results.json"))
+    assert [r["name"] for r in results] == ["undefended", "gradreg_l1", "pgd_at"]
+    assert all(r["num_images"] == 20 and r["training_time_s"] > 0 for r in results)
+
+
+def test_bad_flags_name_the_value_and_the_choices(tmp_path):
+    result = _run("train.py", f"--model_dir={tmp_path}", "--method=trades")
+    assert result.returncode != 0 and "trades" in result.stderr and "pgd_at" in result.stderr
     result = _run("quickstart.py", "--norm=l3")
-    assert result.returncode != 0
-    assert "l3" in result.stderr and "l2" in result.stderr
+    assert result.returncode != 0 and "l3" in result.stderr and "l2" in result.stderr

@@ -1,0 +1,59 @@
+"""Attacks saved models on the same test images and reports them as the paper does.
+
+    python examples/evaluate.py --model_path=runs/plain/model.keras \
+        --model_path=runs/gradreg/model.keras --norm=linf --output_dir=runs/eval
+
+Prints the table (clean error, error at each epsilon, mean distance, training time when
+known) and writes results.json, results.csv and error_vs_distance.png to OUTPUT_DIR,
+refusing to replace earlier results unless --overwrite is given.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import keras
+
+import keras_gradreg as kg
+from keras_gradreg import training
+
+flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the flag).",
+                          required=True)
+flags.DEFINE_enum("dataset", "offline_mnist", list(kg.data.DATASETS), "Dataset of the test images.")
+flags.DEFINE_enum("norm", "linf", list(kg.ATTACK_NORMS), "Attack norm.")
+flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii for the error-at-epsilon columns.")
+flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}; default by norm.")
+flags.DEFINE_integer("num_images", 1000, "Test images to attack.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Images per attack call.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the image choice and the attacks.")
+flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
+flags.DEFINE_bool("overwrite", False, "Replace results already in OUTPUT_DIR.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    epsilons = tuple(float(e) for e in FLAGS.epsilons)
+    for path in FLAGS.model_path:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--model_path {path} does not exist.")
+    existing = kg.evaluation.existing_results(FLAGS.output_dir)
+    if existing and not FLAGS.overwrite:
+        raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
+    x, y = training.test_images(FLAGS.dataset, FLAGS.num_images, data_dir=FLAGS.data_dir)
+    reports = []
+    for path in FLAGS.model_path:
+        model = keras.models.load_model(path)
+        reports.append(kg.evaluate_robustness(
+            model, x, y, norm=FLAGS.norm, epsilons=epsilons, attacks=FLAGS.attacks,
+            num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+            name=os.path.basename(os.path.dirname(os.path.abspath(path))),
+            training_time=training.training_seconds(os.path.dirname(path))))
+    print(kg.format_table(reports))
+    paths = kg.write_results(reports, FLAGS.output_dir, overwrite=FLAGS.overwrite)
+    print("wrote", ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,54 @@
+"""The model zoo: every model builds, and takes a training step with every method."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from keras_gradreg import training
+
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _one_step(model, shape, classes=10):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4,) + shape).astype("float32")
+    y = rng.integers(0, classes, 4)
+    model.compile(keras.optimizers.SGD(0.01), CE)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("method", training.METHODS)
+@pytest.mark.parametrize("name,dataset", [("small_cnn", "offline_mnist"), ("cifar_resnet", "cifar10")])
+def test_each_method_takes_a_step(name, dataset, method, tmp_path):
+    config = training.TrainConfig(model_dir=str(tmp_path), dataset=dataset, model=name,
+                                  method=method, activation="softplus")
+    model = training.build(config)
+    _one_step(model, kg.data.DATASETS[dataset].image_shape)
+
+
+def test_papers_resnext_has_three_stages_of_five_grouped_bottlenecks():
+    model = kg.models.build_model("resnext34_2x32", (32, 32, 3), 10, "smooth_relu")
+    grouped = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups == 2]
+    assert len(grouped) == 15
+    assert model.output_shape == (None, 10)
+    _one_step(kg.GradRegModel.from_model(model), (32, 32, 3))
+
+
+def test_resnet50_takes_the_chosen_activation():
+    model = kg.models.build_model("resnet50", (32, 32, 3), 7, "softplus")
+    activations = {l.get_config()["activation"] for l in model.layers
+                   if isinstance(l, keras.layers.Activation)}
+    assert activations == {"softplus"}
+    assert model.output_shape == (None, 7)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(name="vgg"), "model='vgg'"),
+                                          (dict(activation="gelu"), "activation='gelu'")])
+def test_bad_model_arguments(kwargs, match):
+    args = {"name": "small_cnn", "input_shape": (28, 28, 1), "num_classes": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        kg.models.build_model(**args)
