@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
+from keras_gradreg.model import symbolic_io
 
 AT_STEPS = 7
 """PGD steps per training batch in the paper's adversarial-training baseline."""
@@ -42,10 +43,10 @@ class AdversarialTrainingModel(keras.Model):
         self._pgd: Optional[callable] = None
 
     @classmethod
-    def from_model(cls, model: keras.Model, **kwargs) -> "AdversarialTrainingModel":
-        """Wraps a functional or Sequential model, sharing its weights."""
-        inputs = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
-        outputs = model.outputs[0] if isinstance(model, keras.Sequential) else model.output
+    def from_model(cls, model: keras.Model, input_shape: Optional[tuple] = None,
+                   **kwargs) -> "AdversarialTrainingModel":
+        """Wraps a model, sharing its weights (as GradRegModel.from_model)."""
+        inputs, outputs = symbolic_io(model, input_shape)
         return cls(inputs=inputs, outputs=outputs, **kwargs)
 
     def adversarial_examples(self, x, y) -> tf.Tensor:

@@ -394,7 +394,7 @@ def format_table(reports: Sequence[RobustnessReport]) -> str:
               + ["mean distance", "training time (h)"])
     rows = [[r.name, f"{100 * r.clean_error:.2f}"] + [f"{100 * r.error_at(e):.2f}" for e in epsilons]
             + [f"{r.mean_distance:.3e}",
-               "-" if r.training_time is None else f"{r.training_time / 3600:.3f}"]
+               "-" if r.training_time is None else f"{r.training_time / 3600:.3g}"]
             for r in reports]
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header] + rows]

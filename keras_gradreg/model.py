@@ -20,6 +20,27 @@ def _validate_penalty_weight(penalty_weight: float) -> None:
         )
 
 
+def symbolic_io(model: keras.Model, input_shape: Optional[tuple] = None) -> tuple:
+    """A model's symbolic (inputs, outputs), to build a functional model that shares it.
+
+    Sequential and functional models give theirs (keeping their nesting); a subclassed
+    model is called on `keras.Input(input_shape)`.
+    """
+    if isinstance(model, keras.Sequential) and model.inputs:
+        return model.inputs[0], model.outputs[0]
+    try:
+        return model.input, model.output
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic graph
+        pass
+    if input_shape is None:
+        raise ValueError(
+            f"Model {model.name!r} has no symbolic inputs (a subclassed model); pass "
+            "input_shape=, the shape of one example, e.g. input_shape=(28, 28, 1)."
+        )
+    inputs = keras.Input(shape=tuple(input_shape))
+    return inputs, model(inputs)
+
+
 @keras.saving.register_keras_serializable(package="keras_gradreg")
 class GradRegModel(keras.Model):
     """A Keras model whose `fit` minimises `loss + penalty_weight / 2 * ||grad_x loss||_*^2`.
@@ -108,19 +129,8 @@ class GradRegModel(keras.Model):
         Returns:
           A GradRegModel computing the same function.
         """
-        if isinstance(model, keras.Sequential) and model.inputs:
-            return cls(inputs=model.inputs[0], outputs=model.outputs[0], **kwargs)
-        try:  # a functional model, with its inputs' and outputs' nesting
-            return cls(inputs=model.input, outputs=model.output, **kwargs)
-        except (AttributeError, ValueError):  # a subclassed model has no symbolic graph
-            pass
-        if input_shape is None:
-            raise ValueError(
-                f"Model {model.name!r} has no symbolic inputs (a subclassed model); pass "
-                "input_shape=, the shape of one example, e.g. input_shape=(28, 28, 1)."
-            )
-        inputs = keras.Input(shape=tuple(input_shape))
-        return cls(inputs=inputs, outputs=model(inputs), **kwargs)
+        inputs, outputs = symbolic_io(model, input_shape)
+        return cls(inputs=inputs, outputs=outputs, **kwargs)
 
     def get_config(self) -> dict:
         config = super().get_config()

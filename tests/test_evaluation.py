@@ -186,7 +186,7 @@ def test_dataset_input_and_files_table_and_plot(tmp_path):
                for name in ("a", "b")]
     assert len(reports[0].distances) == len(x)
     table = kg.format_table(reports)
-    assert "% error at 0.05" in table and "0.010" in table  # 36 s = 0.010 h
+    assert "% error at 0.05" in table and "  0.01  " in table  # 36 s = 0.01 h
     paths = kg.write_results(reports, str(tmp_path / "out"))
     loaded = json.load(open(paths["json"]))
     assert loaded[0]["error_at"]["0.1"] == reports[0].error_at(0.1)

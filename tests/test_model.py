@@ -148,6 +148,11 @@ def test_from_model_wraps_and_shares_weights(kind):
     np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0), rtol=1e-6)
 
 
+def test_from_model_reports_bad_arguments_as_such():
+    with pytest.raises(ValueError, match="penalty_weight=-1"):
+        kg.GradRegModel.from_model(linear_classifier(), penalty_weight=-1.0)
+
+
 def test_from_model_needs_input_shape_for_an_unbuilt_subclassed_model():
     with pytest.raises(ValueError, match="input_shape="):
         kg.GradRegModel.from_model(_subclassed())

@@ -1,0 +1,166 @@
+"""Times one training step of each method on the same model, batch and optimizer.
+
+    python examples/benchmark.py --output_json=bench.json
+
+Methods: plain (keras.Model), gradreg (the finite-difference penalty, forward),
+gradreg_central, double_backprop (the exact penalty) and pgd_at (7-step PGD adversarial
+training). Steps are timed in rounds that interleave the methods (warm-up excluded);
+the table gives the median milliseconds per step, the spread (min-max over rounds) and
+the ratio to plain. With --memory each method also runs in a process of its own to
+measure its peak resident memory above the same process idle (model built, no step).
+--fit_check compares one epoch of GradRegModel.fit with steps x the measured step time.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_gradreg as kg
+
+MODELS = {  # name: (zoo model, input shape, batch size); softplus activations throughout
+    "small_cnn": ("small_cnn", (28, 28, 1), 128),
+    "resnet_bn": ("cifar_resnet", (32, 32, 3), 64),  # 6 residual blocks with BatchNorm
+}
+METHODS = ("plain", "gradreg", "gradreg_central", "double_backprop", "pgd_at")
+
+flags.DEFINE_list("models", list(MODELS), f"Models, from {list(MODELS)}.")
+flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
+flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.", lower_bound=1)
+flags.DEFINE_integer("steps", 10, "Steps per method per round.", lower_bound=1)
+flags.DEFINE_bool("memory", False, "Also measure peak memory, one process per method.")
+flags.DEFINE_bool("fit_check", False, "Compare a GradRegModel.fit epoch with the step time.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps.")
+flags.DEFINE_string("output_json", None, "Write the results here (refuses to overwrite).")
+flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in this process.")
+FLAGS = flags.FLAGS
+
+
+def build(model_name: str, method: str) -> tuple:
+    """A compiled model for a method and a fixed batch for it."""
+    zoo, shape, batch = MODELS[model_name]
+    keras.utils.set_random_seed(0)
+    base = kg.models.build_model(zoo, shape, 10, "softplus")
+    if method == "plain":
+        model = base
+    elif method == "pgd_at":
+        model = kg.AdversarialTrainingModel.from_model(base, epsilon=0.1)
+    else:
+        model = kg.GradRegModel.from_model(
+            base, penalty_weight=1.0, difference="central" if method == "gradreg_central" else "forward",
+            method="double_backprop" if method == "double_backprop" else "finite_difference")
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=FLAGS.jit_compile)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch,) + shape).astype("float32")
+    y = rng.integers(0, 10, batch)
+    return model, x, y
+
+
+def time_steps(model, x, y, steps: int) -> float:
+    """Seconds per step of `steps` consecutive train_on_batch calls."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return (time.perf_counter() - start) / steps
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure_memory(model_name: str, method: str) -> float:
+    """Peak RSS above the idle process (model built and compiled, no step), in MB."""
+    model, x, y = build(model_name, method)
+    idle = rss_mb()
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - idle
+
+
+def benchmark_model(model_name: str, methods, rounds: int, steps: int) -> dict:
+    built = {m: build(model_name, m) for m in methods}
+    for model, x, y in built.values():  # warm-up: trace and build optimiser state
+        time_steps(model, x, y, 2)
+    times = {m: [] for m in methods}
+    for _ in range(rounds):
+        for method, (model, x, y) in built.items():
+            times[method].append(time_steps(model, x, y, steps))
+    plain = np.median(times["plain"]) if "plain" in times else None
+    results = {}
+    for method, values in times.items():
+        ms = 1000 * np.median(values)
+        results[method] = {"ms": ms, "min_ms": 1000 * min(values), "max_ms": 1000 * max(values),
+                           "ratio": float(np.median(values) / plain) if plain else None}
+    return results
+
+
+def fit_overhead(model_name: str) -> dict:
+    """One GradRegModel.fit epoch against steps x the step time of the same model."""
+    model, x, y = build(model_name, "gradreg")
+    batches = 20
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(batches)
+    model.fit(data, epochs=1, verbose=0)  # warm-up
+    step = np.median([time_steps(model, x, y, 5) for _ in range(3)])
+    start = time.perf_counter()
+    model.fit(data, epochs=1, verbose=0)
+    epoch = time.perf_counter() - start
+    return {"epoch_s": epoch, "steps_x_step_s": batches * step, "ratio": epoch / (batches * step)}
+
+
+def main(argv):
+    del argv
+    if FLAGS.memory_child:
+        model_name, method = FLAGS.memory_child.split(":")
+        print(json.dumps({"peak_mb": measure_memory(model_name, method)}))
+        return
+    for name in FLAGS.models:
+        if name not in MODELS:
+            raise ValueError(f"--models: {name!r} is not one of {list(MODELS)}.")
+    for method in FLAGS.methods:
+        if method not in METHODS:
+            raise ValueError(f"--methods: {method!r} is not one of {list(METHODS)}.")
+    if FLAGS.output_json and os.path.exists(FLAGS.output_json):
+        raise FileExistsError(f"--output_json {FLAGS.output_json} exists; choose another path.")
+    results = {}
+    for name in FLAGS.models:
+        results[name] = benchmark_model(name, FLAGS.methods, FLAGS.rounds, FLAGS.steps)
+        if FLAGS.memory:
+            for method in FLAGS.methods:
+                child = subprocess.run(
+                    [sys.executable, __file__, f"--memory_child={name}:{method}"],
+                    capture_output=True, text=True, check=True)
+                results[name][method]["peak_mb"] = json.loads(child.stdout.splitlines()[-1])["peak_mb"]
+        if FLAGS.fit_check:
+            results[name]["fit_overhead"] = fit_overhead(name)
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, jit_compile={FLAGS.jit_compile}, "
+          f"{os.cpu_count()} CPUs")
+    for name, rows in results.items():
+        _, shape, batch = MODELS[name]
+        print(f"\n{name} {shape}, batch {batch}")
+        print(f"{'method':<16} {'ms/step':>9} {'min-max':>15} {'ratio':>6} {'peak MB':>8}")
+        for method in FLAGS.methods:
+            r = rows[method]
+            peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+            print(f"{method:<16} {r['ms']:>9.1f} {r['min_ms']:>7.1f}-{r['max_ms']:<7.1f} {ratio:>6} {peak:>8}")
+        if "fit_overhead" in rows:
+            f = rows["fit_overhead"]
+            print(f"fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s: ratio {f['ratio']:.3f}")
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
