@@ -60,3 +60,18 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
     assert result.returncode != 0 and "trades" in result.stderr and "pgd_at" in result.stderr
     result = _run("quickstart.py", "--norm=l3")
     assert result.returncode != 0 and "l3" in result.stderr and "l2" in result.stderr
+
+
+def test_benchmark_writes_its_json_schema(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _run("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg,pgd_at",
+                  "--rounds=1", "--steps=1", "--memory", f"--output_json={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.load(open(out))["small_cnn"]
+    assert set(rows) == {"plain", "gradreg", "pgd_at"}
+    assert rows["plain"]["ratio"] == 1.0
+    assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
+    refused = _run("benchmark.py", "--models=small_cnn", f"--output_json={out}")
+    assert refused.returncode != 0 and "exists" in refused.stderr
+    bad = _run("benchmark.py", "--methods=sgd")
+    assert bad.returncode != 0 and "'sgd'" in bad.stderr
