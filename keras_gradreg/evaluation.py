@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
+from keras_gradreg import data as data_lib
 from keras_gradreg import metrics as metrics_lib
 
 DEFAULT_ATTACKS = {"linf": ("fgm", "pgd", "mim"), "l2": ("fgm", "pgd", "cw")}
@@ -139,12 +140,8 @@ def _as_arrays(x: Any, y: Any, num_images: int) -> tuple:
         if y is not None:
             raise ValueError("Pass labels inside the dataset ((image, label) elements), not as y.")
         spec = x.element_spec[0]
-        data = x.unbatch() if spec.shape.rank and spec.shape[0] is None else x
-        images, labels = [], []
-        for image, label in data.take(num_images):
-            images.append(image.numpy())
-            labels.append(label.numpy())
-        return np.stack(images), np.stack(labels)
+        elements = x.unbatch() if spec.shape.rank and spec.shape[0] is None else x
+        return data_lib.dataset_arrays(elements.take(num_images).batch(256))
     if y is None:
         raise ValueError("Labels y are required with array inputs.")
     return np.asarray(x), np.asarray(y)
