@@ -3,10 +3,10 @@
     python examples/benchmark.py --output_json=bench.json
 
 Methods: plain (keras.Model), gradreg (the finite-difference penalty, forward),
-gradreg_fast (the same with stop_clean_gradient=True), gradreg_central, double_backprop
-(the exact penalty) and pgd_at (7-step PGD adversarial training). Steps are timed in
-rounds that interleave the methods (warm-up excluded); the table gives the median
-milliseconds per step, the spread (min-max over rounds) and the ratio to plain. With --memory each method also runs in a process of its own to
+gradreg_central, double_backprop (the exact penalty) and pgd_at (7-step PGD adversarial
+training). Steps are timed in rounds that interleave the methods (warm-up excluded);
+the table gives the median milliseconds per step, the spread (min-max over rounds) and
+the ratio to plain. With --memory each method also runs in a process of its own to
 measure its peak resident memory above the same process idle (model built, no step).
 --fit_check compares one epoch of GradRegModel.fit with steps x the measured step time.
 """
@@ -29,7 +29,7 @@ MODELS = {  # name: (zoo model, input shape, batch size); softplus activations t
     "small_cnn": ("small_cnn", (28, 28, 1), 128),
     "resnet_bn": ("cifar_resnet", (32, 32, 3), 64),  # 6 residual blocks with BatchNorm
 }
-METHODS = ("plain", "gradreg", "gradreg_fast", "gradreg_central", "double_backprop", "pgd_at")
+METHODS = ("plain", "gradreg", "gradreg_central", "double_backprop", "pgd_at")
 
 flags.DEFINE_list("models", list(MODELS), f"Models, from {list(MODELS)}.")
 flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
@@ -55,8 +55,7 @@ def build(model_name: str, method: str) -> tuple:
     else:
         model = kg.GradRegModel.from_model(
             base, penalty_weight=1.0, difference="central" if method == "gradreg_central" else "forward",
-            method="double_backprop" if method == "double_backprop" else "finite_difference",
-            stop_clean_gradient=method == "gradreg_fast")
+            method="double_backprop" if method == "double_backprop" else "finite_difference")
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=FLAGS.jit_compile)

@@ -29,7 +29,6 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_float("penalty_weight", 10.0, "lambda of the squared l1 penalty (measured better "
                    "here than the paper's 0.1-1 for CIFAR).", lower_bound=0)
 flags.DEFINE_float("h", 0.1, "Finite-difference step, in [0, 1] pixel units.")
-flags.DEFINE_bool("stop_clean_gradient", False, "The penalty's fast variant (see GradRegModel).")
 flags.DEFINE_float("at_epsilon", 0.3, "PGD-AT radius (l_inf) at full strength.")
 flags.DEFINE_integer("at_ramp_epochs", 5, "Epochs over which the PGD-AT radius ramps up from 0.")
 flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "l_inf radii of the table.")
@@ -55,8 +54,7 @@ def main(argv):
         config = training.TrainConfig(
             model_dir=os.path.join(FLAGS.output_dir, name), dataset=FLAGS.dataset,
             model=FLAGS.model, method=method, penalty_weight=FLAGS.penalty_weight, h=FLAGS.h,
-            norm="l1", stop_clean_gradient=FLAGS.stop_clean_gradient,
-            at_epsilon=FLAGS.at_epsilon, at_ramp_epochs=FLAGS.at_ramp_epochs,
+            norm="l1", at_epsilon=FLAGS.at_epsilon, at_ramp_epochs=FLAGS.at_ramp_epochs,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             seed=FLAGS.seed, data_dir=FLAGS.data_dir, train_limit=FLAGS.train_limit,
             overwrite=FLAGS.overwrite)
@@ -77,8 +75,7 @@ def main(argv):
                                               name=name, training_time=seconds, verbose=0))
     print()
     print(kg.format_table(reports))
-    print(f"gradreg_l1: lambda={FLAGS.penalty_weight}, h={FLAGS.h}, squared l1 norm (against l_inf)"
-          f"{', stop_clean_gradient' if FLAGS.stop_clean_gradient else ''}; "
+    print(f"gradreg_l1: lambda={FLAGS.penalty_weight}, h={FLAGS.h}, squared l1 norm (against l_inf); "
           f"pgd_at: {kg.adversarial_training.AT_STEPS}-step PGD at l_inf {FLAGS.at_epsilon}, "
           f"radius ramped linearly from 0 over the first {FLAGS.at_ramp_epochs} epochs; "
           f"{FLAGS.epochs} epochs, Adam lr {FLAGS.learning_rate}, batch {FLAGS.batch_size} for all.")

@@ -29,8 +29,6 @@ flags.DEFINE_enum("norm", _DEFAULTS.norm, list(training.penalty_lib.NORMS),
                   "Penalised gradient norm (l1 defends l_inf attacks).")
 flags.DEFINE_enum("difference", _DEFAULTS.difference, list(training.penalty_lib.DIFFERENCES),
                   "Finite difference.")
-flags.DEFINE_bool("stop_clean_gradient", _DEFAULTS.stop_clean_gradient,
-                  "Fast variant: no penalty gradient through loss(x); ~2x plain instead of ~2.3x.")
 flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "PGD-AT l_inf radius.")
 flags.DEFINE_integer("at_ramp_epochs", _DEFAULTS.at_ramp_epochs, "Epochs to ramp the PGD-AT radius.")
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs.")

@@ -174,26 +174,6 @@ def as_float(x: tf.Tensor) -> tf.Tensor:
     )
 
 
-def model_state(model: Any) -> list:
-    """(variable, current value) for every non-trainable variable: the perturbed passes'
-    view of BatchNorm statistics and dropout seeds. Read it before the clean pass."""
-    return [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
-
-
-def input_gradient(grads: Sequence[Any], inputs: Sequence[tf.Tensor]) -> tf.Tensor:
-    """Per-example input gradients flattened to (batch, N), or a clear error if missing."""
-    missing = [i for i, g in enumerate(grads) if g is None]
-    if missing:
-        raise ValueError(
-            f"The loss does not depend differentiably on input(s) {missing} of "
-            f"{len(inputs)} (dtypes {[t.dtype.name for t in inputs]}): input-gradient "
-            "regularisation perturbs the inputs, so they must reach the output through "
-            "differentiable ops. Integer token ids fed to an Embedding, for instance, "
-            "cannot be perturbed."
-        )
-    return flatten_per_example([_at_least_float32(g) for g in grads])
-
-
 def clean_pass(model: Callable, x: Any, y: Any, loss_fn: LossFn, training: bool) -> CleanPass:
     """Runs the model at x, recording the per-example loss and its input gradient.
 
@@ -201,12 +181,22 @@ def clean_pass(model: Callable, x: Any, y: Any, loss_fn: LossFn, training: bool)
     h and the direction are then in the input's own units.
     """
     flat_x = [as_float(t) for t in tf.nest.flatten(x)]
-    state = model_state(model)
+    state = [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(flat_x)
         outputs = model(tf.nest.pack_sequence_as(x, flat_x), training=training)
         loss = loss_fn(y, outputs)
-    gradient = input_gradient(tape.gradient(loss, flat_x), flat_x)
+    grads = tape.gradient(loss, flat_x)
+    missing = [i for i, g in enumerate(grads) if g is None]
+    if missing:
+        raise ValueError(
+            f"The loss does not depend differentiably on input(s) {missing} of "
+            f"{len(flat_x)} (dtypes {[t.dtype.name for t in flat_x]}): input-gradient "
+            "regularisation perturbs the inputs, so they must reach the output through "
+            "differentiable ops. Integer token ids fed to an Embedding, for instance, "
+            "cannot be perturbed."
+        )
+    gradient = flatten_per_example([_at_least_float32(g) for g in grads])
     return CleanPass(flat_x, outputs, loss, gradient, state, x)
 
 

@@ -45,7 +45,6 @@ class TrainConfig:
     h: float = penalty_lib.DEFAULT_H
     norm: str = "l1"
     difference: str = "forward"
-    stop_clean_gradient: bool = False
     at_epsilon: float = 0.3
     at_ramp_epochs: int = 5
     epochs: int = 10
@@ -115,8 +114,7 @@ def build(config: TrainConfig) -> keras.Model:
         return adversarial_training.AdversarialTrainingModel.from_model(base, epsilon=config.at_epsilon)
     method = "double_backprop" if config.method == "double_backprop" else "finite_difference"
     return GradRegModel.from_model(base, penalty_weight=config.penalty_weight, h=config.h,
-                                   norm=config.norm, difference=config.difference, method=method,
-                                   stop_clean_gradient=config.stop_clean_gradient)
+                                   norm=config.norm, difference=config.difference, method=method)
 
 
 class _TrainingClock(keras.callbacks.Callback):
