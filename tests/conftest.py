@@ -12,6 +12,7 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
+assert len(tf.config.list_logical_devices("CPU")) == 2, "the distribution tests need 2 CPUs"
 
 
 @pytest.fixture(autouse=True)

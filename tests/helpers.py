@@ -42,7 +42,9 @@ def linear_input_gradient(model, x, y):
     w, b = [np.asarray(v, dtype=np.float64) for v in model.get_weights()]
     p = softmax(x @ w + b)
     p[np.arange(len(y)), y] -= 1.0
-    return p @ w.T
+    gradient = p @ w.T
+    assert gradient.shape == x.shape
+    return gradient
 
 
 def numpy_direction(g, norm):

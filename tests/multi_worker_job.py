@@ -24,6 +24,7 @@ from helpers import batch, small_cnn  # noqa: E402
 def main(output):
     if "TF_CONFIG" in os.environ:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
     else:
         strategy = tf.distribute.OneDeviceStrategy("CPU:0")
     keras.utils.set_random_seed(0)
