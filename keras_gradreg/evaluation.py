@@ -240,6 +240,8 @@ def evaluate_robustness(
     Returns:
       A RobustnessReport.
     """
+    if not (isinstance(num_images, int) and num_images >= 1):
+        raise ValueError(f"num_images={num_images!r} must be an integer >= 1.")
     attacks = tuple(attacks or DEFAULT_ATTACKS.get(norm, ()))
     x, y = _as_arrays(x, y, num_images)
     model_fn, probabilities, num_classes = _class_scores(model, x, batch_size)
@@ -250,8 +252,6 @@ def evaluate_robustness(
     epsilons = tuple(epsilons if epsilons is not None else
                      (e * span for e in DEFAULT_EPSILONS.get(norm, ())))
     _validate(norm, attacks, epsilons, x, y, num_classes, clip_min, clip_max, max_eps)
-    if num_images < 1:
-        raise ValueError(f"num_images={num_images!r} must be >= 1.")
 
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(len(x), min(num_images, len(x)), replace=False))
