@@ -8,7 +8,8 @@ training). Steps are timed in rounds that interleave the methods (warm-up exclud
 the table gives the median milliseconds per step, the spread (min-max over rounds) and
 the ratio to plain. With --memory each method also runs in a process of its own to
 measure its peak resident memory above the same process idle (model built, no step).
---fit_check compares one epoch of GradRegModel.fit with steps x the measured step time.
+--fit_check compares one fit epoch with steps x the step time, for plain Model.fit and
+GradRegModel.fit.
 """
 
 import json
@@ -111,24 +112,24 @@ def benchmark_model(model_name: str, methods, rounds: int, steps: int) -> dict:
     return results
 
 
-def fit_overhead(model_name: str, batches: int = 20) -> dict:
-    """A GradRegModel.fit epoch against `batches` x the step time of an identical model.
+def fit_overhead(model_name: str, method: str, batches: int = 20) -> dict:
+    """A fit epoch against `batches` x the step time of an identical model.
 
-    Two instances, because switching one model between train_on_batch and fit retraces
-    its train function; both are warmed up first, and the medians of 3 are compared.
+    Two instances, each timed on its own after a warm-up (medians of 3): switching one
+    model between train_on_batch and fit retraces it, and so, for GradRegModel, did
+    training another model in between (measured; not explained yet).
     """
-    fitted, x, y = build(model_name, "gradreg")
-    stepped, _, _ = build(model_name, "gradreg")
+    fitted, x, y = build(model_name, method)
     data = tf.data.Dataset.from_tensors((x, y)).repeat(batches)
-    fitted.fit(data, epochs=1, verbose=0)
-    time_steps(stepped, x, y, 2)
-    epochs, steps = [], []
-    for _ in range(3):
+    epochs = []
+    for _ in range(4):  # the first is the warm-up
         start = time.perf_counter()
         fitted.fit(data, epochs=1, verbose=0)
         epochs.append(time.perf_counter() - start)
-        steps.append(batches * time_steps(stepped, x, y, batches))
-    epoch, step = float(np.median(epochs)), float(np.median(steps))
+    stepped, _, _ = build(model_name, method)
+    time_steps(stepped, x, y, 2)
+    steps = [batches * time_steps(stepped, x, y, batches) for _ in range(3)]
+    epoch, step = float(np.median(epochs[1:])), float(np.median(steps))
     return {"epoch_s": epoch, "steps_x_step_s": step, "ratio": epoch / step}
 
 
@@ -155,8 +156,8 @@ def main(argv):
                     [sys.executable, __file__, f"--memory_child={name}:{method}"],
                     capture_output=True, text=True, check=True)
                 results[name][method]["peak_mb"] = json.loads(child.stdout.splitlines()[-1])["peak_mb"]
-        if FLAGS.fit_check:
-            results[name]["fit_overhead"] = fit_overhead(name)
+        if FLAGS.fit_check:  # GradRegModel's fit overhead, beside plain Model.fit's
+            results[name]["fit_overhead"] = {m: fit_overhead(name, m) for m in ("plain", "gradreg")}
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, jit_compile={FLAGS.jit_compile}, "
           f"{os.cpu_count()} CPUs")
     for name, rows in results.items():
@@ -168,9 +169,8 @@ def main(argv):
             peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
             print(f"{method:<16} {r['ms']:>9.1f} {r['min_ms']:>7.1f}-{r['max_ms']:<7.1f} {ratio:>6} {peak:>8}")
-        if "fit_overhead" in rows:
-            f = rows["fit_overhead"]
-            print(f"gradreg fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s: "
+        for method, f in rows.get("fit_overhead", {}).items():
+            print(f"{method} fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s: "
                   f"ratio {f['ratio']:.3f}")
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w") as f:
