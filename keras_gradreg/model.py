@@ -1,7 +1,7 @@
 """GradRegModel: a keras.Model trained with the finite-difference input-gradient penalty."""
 
 import math
-from typing import Any, Optional
+from typing import Optional
 
 import keras
 import tensorflow as tf
