@@ -66,6 +66,17 @@ class AttackSettings:
     spsa_learning_rate: float = 0.01
     spsa_delta: float = 0.01
 
+    def __post_init__(self):
+        counts = ("steps", "restarts", "search_steps", "cw_binary_steps", "cw_iterations")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in counts and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"AttackSettings {field.name}={value!r} must be an integer >= 1.")
+            if not value > 0:
+                raise ValueError(f"AttackSettings {field.name}={value!r} must be > 0.")
+        if self.spsa_samples % 2:
+            raise ValueError(f"AttackSettings spsa_samples={self.spsa_samples!r} must be even.")
+
     def doubled(self) -> "AttackSettings":
         """The same settings with twice the iterations (a sanity check)."""
         return dataclasses.replace(self, steps=2 * self.steps)

@@ -160,8 +160,8 @@ class GradRegModel(keras.Model):
         )
         penalty = tf.debugging.check_numerics(
             penalty,
-            "keras_gradreg: the input-gradient penalty is NaN or Inf, so this step's "
-            "weights were not updated. Lower the learning rate or penalty_weight, or "
+            "keras_gradreg: the input-gradient penalty is NaN or Inf; stopped before this "
+            "step could update any weight. Lower the learning rate or penalty_weight, or "
             "check the data for NaN",
         )
         weighted = penalty

@@ -82,6 +82,11 @@ def validate(config: TrainConfig) -> None:
     if config.penalty_weight < 0 or config.weight_decay < 0:
         raise ValueError(f"penalty_weight={config.penalty_weight!r} and weight_decay="
                          f"{config.weight_decay!r} must be >= 0.")
+    if config.method == "pgd_at" and not 0 < config.at_epsilon <= 1:
+        raise ValueError(f"at_epsilon={config.at_epsilon!r} must be in (0, 1], the [0, 1] "
+                         "pixel range.")
+    if config.method == "pgd_at" and not config.at_ramp_epochs >= 1:
+        raise ValueError(f"at_ramp_epochs={config.at_ramp_epochs!r} must be >= 1.")
     if config.train_limit is not None and config.train_limit < config.batch_size:
         raise ValueError(f"train_limit={config.train_limit!r} must be at least batch_size "
                          f"({config.batch_size}).")

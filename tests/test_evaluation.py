@@ -166,6 +166,14 @@ def test_bad_input_is_rejected_before_any_attack(kwargs, match):
         kg.evaluate_robustness(model, x, y, verbose=0, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps=0"), (dict(restarts=1.5), "restarts=1.5"),
+                                          (dict(cw_learning_rate=-1.0), "cw_learning_rate=-1.0"),
+                                          (dict(spsa_samples=3), "spsa_samples=3")])
+def test_bad_attack_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kg.AttackSettings(**kwargs)
+
+
 def test_bad_labels_and_outputs_are_rejected():
     model, x, y, _, _ = _linear_problem()
     with pytest.raises(ValueError, match="labels"):

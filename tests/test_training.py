@@ -83,7 +83,9 @@ def test_adversarial_training_examples_stay_within_epsilon_and_range():
     "kwargs,match",
     [(dict(method="trades"), "method='trades'"), (dict(dataset="svhn"), "dataset='svhn'"),
      (dict(epochs=0), "epochs=0"), (dict(h=-0.1), "h=-0.1"), (dict(norm="l3"), "norm='l3'"),
-     (dict(penalty_weight=-1.0), "penalty_weight=-1.0"), (dict(strategy="tpu"), "strategy='tpu'")],
+     (dict(penalty_weight=-1.0), "penalty_weight=-1.0"), (dict(strategy="tpu"), "strategy='tpu'"),
+     (dict(method="pgd_at", at_epsilon=0.0), "at_epsilon=0.0"),
+     (dict(method="pgd_at", at_ramp_epochs=0), "at_ramp_epochs=0")],
 )
 def test_bad_settings_fail_before_anything_is_built(tmp_path, kwargs, match):
     config = _config(tmp_path, **kwargs)
