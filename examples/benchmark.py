@@ -3,8 +3,8 @@
     python examples/benchmark.py --output_json=bench.json
 
 Methods: plain (keras.Model), gradreg (the finite-difference penalty, forward),
-gradreg_central, double_backprop (the exact penalty) and pgd_at (7-step PGD adversarial
-training). Steps are timed in rounds that interleave the methods (warm-up excluded);
+gradreg_central, gradreg_lazy (the penalty on every --penalty_every-th step only),
+double_backprop (the exact penalty) and pgd_at (7-step PGD adversarial training). Steps are timed in rounds that interleave the methods (warm-up excluded);
 the table gives the median milliseconds per step, the spread (min-max over rounds) and
 the ratio to plain. With --memory each method also runs in a process of its own to
 measure its peak resident memory above the same process idle (model built, no step).
@@ -30,12 +30,15 @@ MODELS = {  # name: (zoo model, input shape, batch size); softplus activations t
     "small_cnn": ("small_cnn", (28, 28, 1), 128),
     "resnet_bn": ("cifar_resnet", (32, 32, 3), 64),  # 6 residual blocks with BatchNorm
 }
-METHODS = ("plain", "gradreg", "gradreg_central", "double_backprop", "pgd_at")
+METHODS = ("plain", "gradreg", "gradreg_central", "gradreg_lazy", "double_backprop", "pgd_at")
 
 flags.DEFINE_list("models", list(MODELS), f"Models, from {list(MODELS)}.")
 flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
 flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.", lower_bound=1)
-flags.DEFINE_integer("steps", 10, "Steps per method per round.", lower_bound=1)
+flags.DEFINE_integer("steps", 12, "Steps per method per round (a multiple of --penalty_every).",
+                     lower_bound=1)
+flags.DEFINE_integer("penalty_every", 4, "gradreg_lazy penalises every k-th step.", lower_bound=2)
+flags.DEFINE_integer("batch_size", None, "Override each model's batch size.", lower_bound=1)
 flags.DEFINE_bool("memory", False, "Also measure peak memory, one process per method.")
 flags.DEFINE_bool("fit_check", False, "Compare a GradRegModel.fit epoch with the step time.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps.")
@@ -47,6 +50,7 @@ FLAGS = flags.FLAGS
 def build(model_name: str, method: str) -> tuple:
     """A compiled model for a method and a fixed batch for it."""
     zoo, shape, batch = MODELS[model_name]
+    batch = FLAGS.batch_size or batch
     keras.utils.set_random_seed(0)
     base = kg.models.build_model(zoo, shape, 10, "softplus")
     if method == "plain":
@@ -56,7 +60,8 @@ def build(model_name: str, method: str) -> tuple:
     else:
         model = kg.GradRegModel.from_model(
             base, penalty_weight=1.0, difference="central" if method == "gradreg_central" else "forward",
-            method="double_backprop" if method == "double_backprop" else "finite_difference")
+            method="double_backprop" if method == "double_backprop" else "finite_difference",
+            penalty_every=FLAGS.penalty_every if method == "gradreg_lazy" else 1)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=FLAGS.jit_compile)
@@ -98,7 +103,7 @@ def measure_memory(model_name: str, method: str) -> float:
 def benchmark_model(model_name: str, methods, rounds: int, steps: int) -> dict:
     built = {m: build(model_name, m) for m in methods}
     for model, x, y in built.values():  # warm-up: trace and build optimiser state
-        time_steps(model, x, y, 2)
+        time_steps(model, x, y, FLAGS.penalty_every)  # keeps gradreg_lazy's rounds in phase
     times = {m: [] for m in methods}
     for _ in range(rounds):
         for method, (model, x, y) in built.items():
@@ -146,6 +151,9 @@ def main(argv):
     for method in FLAGS.methods:
         if method not in METHODS:
             raise ValueError(f"--methods: {method!r} is not one of {list(METHODS)}.")
+    if "gradreg_lazy" in FLAGS.methods and FLAGS.steps % FLAGS.penalty_every:
+        raise ValueError(f"--steps={FLAGS.steps} must be a multiple of --penalty_every="
+                         f"{FLAGS.penalty_every}, so that every round has as many penalised steps.")
     if FLAGS.output_json and os.path.exists(FLAGS.output_json):
         raise FileExistsError(f"--output_json {FLAGS.output_json} exists; choose another path.")
     results = {}
@@ -154,7 +162,9 @@ def main(argv):
         if FLAGS.memory:
             for method in FLAGS.methods:
                 child = subprocess.run(
-                    [sys.executable, __file__, f"--memory_child={name}:{method}"],
+                    [sys.executable, __file__, f"--memory_child={name}:{method}",
+                     f"--penalty_every={FLAGS.penalty_every}", f"--jit_compile={FLAGS.jit_compile}"]
+                    + ([f"--batch_size={FLAGS.batch_size}"] if FLAGS.batch_size else []),
                     capture_output=True, text=True, check=True)
                 results[name][method]["peak_mb"] = json.loads(child.stdout.splitlines()[-1])["peak_mb"]
         if FLAGS.fit_check:  # GradRegModel's fit overhead, beside plain Model.fit's
@@ -163,6 +173,7 @@ def main(argv):
           f"{os.cpu_count()} CPUs")
     for name, rows in results.items():
         _, shape, batch = MODELS[name]
+        batch = FLAGS.batch_size or batch
         print(f"\n{name} {shape}, batch {batch}")
         print(f"{'method':<16} {'ms/step':>9} {'min-max':>15} {'ratio':>6} {'peak MB':>8}")
         for method in FLAGS.methods:

@@ -29,6 +29,9 @@ flags.DEFINE_enum("norm", _DEFAULTS.norm, list(training.penalty_lib.NORMS),
                   "Penalised gradient norm (l1 defends l_inf attacks).")
 flags.DEFINE_enum("difference", _DEFAULTS.difference, list(training.penalty_lib.DIFFERENCES),
                   "Finite difference.")
+flags.DEFINE_integer("penalty_every", _DEFAULTS.penalty_every,
+                     "Penalise every k-th step only, with k x penalty_weight (lazy regularisation).",
+                     lower_bound=1)
 flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "PGD-AT l_inf radius.")
 flags.DEFINE_integer("at_ramp_epochs", _DEFAULTS.at_ramp_epochs, "Epochs to ramp the PGD-AT radius.")
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs.")

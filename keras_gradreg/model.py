@@ -20,6 +20,15 @@ def _validate_penalty_weight(penalty_weight: float) -> None:
         )
 
 
+def validate_penalty_every(penalty_every: int) -> None:
+    """Raises ValueError unless penalty_every is an integer >= 1."""
+    if isinstance(penalty_every, bool) or not isinstance(penalty_every, int) or penalty_every < 1:
+        raise ValueError(
+            f"penalty_every={penalty_every!r} must be an integer >= 1 (1 penalises every "
+            "step; k penalises every k-th step with k * penalty_weight)."
+        )
+
+
 def symbolic_io(model: keras.Model, input_shape: Optional[tuple] = None) -> tuple:
     """A model's symbolic (inputs, outputs), to build a functional model that shares it.
 
@@ -67,7 +76,12 @@ class GradRegModel(keras.Model):
     - under a `tf.distribute` strategy the penalty is scaled like the compiled loss, so
       training on R replicas matches one device with the same global batch;
     - a NaN or Inf penalty stops `fit` with an InvalidArgumentError before the weights
-      of that step are updated.
+      of that step are updated;
+    - with `penalty_every=k > 1` ("lazy regularisation", Karras et al. 2020, Sec. 3.1)
+      only every k-th training step (optimizer iterations 0, k, 2k, ...) computes the
+      penalty, weighted by `k * penalty_weight`; the others are plain Keras steps. The
+      `penalty` and `grad_norm` logs then average over the penalised steps only, and
+      gradients of weights the loss does not reach are zeros rather than None.
 
     Args:
       penalty_weight: lambda, >= 0. At 0 the model trains exactly like `keras.Model`.
@@ -76,6 +90,8 @@ class GradRegModel(keras.Model):
         l1 penalty, against l_inf attacks) or "linf" (against l1 attacks).
       difference: "forward" or "central".
       method: "finite_difference" or "double_backprop" (the exact, slower baseline).
+      penalty_every: k >= 1; penalise every k-th step only, with weight k * lambda
+        (cheaper: about (k - 1 + 2) / k plain steps' time per step).
       *args, **kwargs: as for `keras.Model` (e.g. `inputs`, `outputs`, `name`).
     """
 
@@ -87,9 +103,11 @@ class GradRegModel(keras.Model):
         norm: str = "l2",
         difference: str = "forward",
         method: str = "finite_difference",
+        penalty_every: int = 1,
         **kwargs,
     ):
         _validate_penalty_weight(penalty_weight)
+        validate_penalty_every(penalty_every)
         penalty_lib.validate_options(h, norm, difference, method)
         super().__init__(*args, **kwargs)
         self.penalty_weight = float(penalty_weight)
@@ -97,6 +115,7 @@ class GradRegModel(keras.Model):
         self.norm = norm
         self.difference = difference
         self.method = method
+        self.penalty_every = penalty_every
         self._check_float_inputs()
         self._penalty_tracker = keras.metrics.Mean(name="penalty")
         self._grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
@@ -124,7 +143,7 @@ class GradRegModel(keras.Model):
           input_shape: shape of one example, needed only for a subclassed model
             without `inputs`.
           **kwargs: GradRegModel arguments (penalty_weight, h, norm, difference,
-            method, name).
+            method, penalty_every, name).
 
         Returns:
           A GradRegModel computing the same function.
@@ -140,13 +159,26 @@ class GradRegModel(keras.Model):
             norm=self.norm,
             difference=self.difference,
             method=self.method,
+            penalty_every=self.penalty_every,
         )
         return config
 
-    def _objective(self, x, y, sample_weight, training: bool):
-        """Returns y_pred and this replica's share of the objective; updates the trackers."""
+    def _objective(self, x, y, sample_weight, training: bool, penalty_weight: Optional[float]):
+        """Returns y_pred and this replica's share of the objective; updates the trackers.
+
+        With penalty_weight=None no input gradient is taken: a plain Keras step.
+        """
         if self.loss is None:
             raise ValueError("GradRegModel needs a compiled loss: the penalty is its input gradient.")
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        if penalty_weight is None:
+            y_pred = self(x, training=training)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            )
+            self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
+            return y_pred, loss
         loss_fn = penalty_lib.per_example_loss_fn(self.loss)
         clean = penalty_lib.clean_pass(self, x, y, loss_fn, training)
         # The compiled loss is read before the perturbed passes, which reset the
@@ -169,25 +201,37 @@ class GradRegModel(keras.Model):
             weighted = penalty * tf.reshape(tf.cast(sample_weight, penalty.dtype), [-1])
         # Like Keras' compiled loss: mean over the local batch, divided by the number
         # of replicas, so that the gradients summed over replicas are the global mean's.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss = loss + tf.cast(
-            self.penalty_weight / 2.0 / replicas * tf.reduce_mean(weighted), loss.dtype
+            penalty_weight / 2.0 / replicas * tf.reduce_mean(weighted), loss.dtype
         )
         grad_norm = penalty_lib.dual_norm(clean.gradient, self.norm)
         self._penalty_tracker.update_state(penalty, sample_weight=sample_weight)
         self._grad_norm_tracker.update_state(grad_norm, sample_weight=sample_weight)
-        batch = tf.shape(clean.loss)[0]
         self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
         return clean.outputs, loss
 
+    def _step_gradients(self, x, y, sample_weight, penalty_weight: Optional[float]) -> tuple:
+        """(y_pred, gradients of the trainable weights) of one training step."""
+        with tf.GradientTape() as tape:
+            y_pred, loss = self._objective(x, y, sample_weight, True, penalty_weight)
+            scaled = self.optimizer.scale_loss(loss)
+        # The two branches of the lazy step's tf.cond must return tensors, not None.
+        unconnected = "zero" if self.penalty_every > 1 else "none"
+        gradients = tape.gradient(scaled, self.trainable_weights, unconnected_gradients=unconnected)
+        return y_pred, gradients
+
     def train_step(self, data) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred, loss = self._objective(x, y, sample_weight, training=True)
-            scaled = self.optimizer.scale_loss(loss)
-        trainable_weights = self.trainable_weights
-        gradients = tape.gradient(scaled, trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+        if self.penalty_every == 1:
+            y_pred, gradients = self._step_gradients(x, y, sample_weight, self.penalty_weight)
+        else:
+            y_pred, gradients = tf.cond(
+                tf.equal(self.optimizer.iterations % self.penalty_every, 0),
+                lambda: self._step_gradients(
+                    x, y, sample_weight, self.penalty_every * self.penalty_weight),
+                lambda: self._step_gradients(x, y, sample_weight, None),
+            )
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
@@ -197,5 +241,5 @@ class GradRegModel(keras.Model):
 
     def test_step(self, data) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred, _ = self._objective(x, y, sample_weight, training=False)
+        y_pred, _ = self._objective(x, y, sample_weight, False, self.penalty_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

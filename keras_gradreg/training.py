@@ -20,7 +20,7 @@ from keras_gradreg import adversarial_training
 from keras_gradreg import data as data_lib
 from keras_gradreg import models as models_lib
 from keras_gradreg import penalty as penalty_lib
-from keras_gradreg.model import GradRegModel
+from keras_gradreg import model as model_lib
 
 METHODS = ("plain", "gradreg", "double_backprop", "pgd_at")
 STRATEGIES = ("default", "mirrored")
@@ -45,6 +45,7 @@ class TrainConfig:
     h: float = penalty_lib.DEFAULT_H
     norm: str = "l1"
     difference: str = "forward"
+    penalty_every: int = 1
     at_epsilon: float = 0.3
     at_ramp_epochs: int = 5
     epochs: int = 10
@@ -82,6 +83,7 @@ def validate(config: TrainConfig) -> None:
     if config.penalty_weight < 0 or config.weight_decay < 0:
         raise ValueError(f"penalty_weight={config.penalty_weight!r} and weight_decay="
                          f"{config.weight_decay!r} must be >= 0.")
+    model_lib.validate_penalty_every(config.penalty_every)
     if config.method == "pgd_at" and not 0 < config.at_epsilon <= 1:
         raise ValueError(f"at_epsilon={config.at_epsilon!r} must be in (0, 1], the [0, 1] "
                          "pixel range.")
@@ -118,8 +120,9 @@ def build(config: TrainConfig) -> keras.Model:
     if config.method == "pgd_at":
         return adversarial_training.AdversarialTrainingModel.from_model(base, epsilon=config.at_epsilon)
     method = "double_backprop" if config.method == "double_backprop" else "finite_difference"
-    return GradRegModel.from_model(base, penalty_weight=config.penalty_weight, h=config.h,
-                                   norm=config.norm, difference=config.difference, method=method)
+    return model_lib.GradRegModel.from_model(
+        base, penalty_weight=config.penalty_weight, h=config.h, norm=config.norm,
+        difference=config.difference, method=method, penalty_every=config.penalty_every)
 
 
 class _TrainingClock(keras.callbacks.Callback):

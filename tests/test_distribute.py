@@ -25,14 +25,16 @@ def _train(strategy, x, y, weights, **gradreg_kwargs):
     return model.get_weights(), history.history, model.evaluate(data, return_dict=True, verbose=0)
 
 
-@pytest.mark.parametrize("norm,difference", [("l2", "forward"), ("l1", "central")])
-def test_two_replicas_give_the_same_weights_as_one_device(norm, difference):
+@pytest.mark.parametrize("norm,difference,every", [("l2", "forward", 1), ("l1", "central", 1),
+                                                   ("l2", "forward", 3)])
+def test_two_replicas_give_the_same_weights_as_one_device(norm, difference, every):
     x, y = batch(n=32, shape=(6, 6, 2), dtype="float64")
     weights = small_cnn("softplus", dtype="float64").get_weights()
     mirrored = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
     assert mirrored.num_replicas_in_sync == 2
-    one = _train(tf.distribute.OneDeviceStrategy("CPU:0"), x, y, weights, norm=norm, difference=difference)
-    two = _train(mirrored, x, y, weights, norm=norm, difference=difference)
+    options = dict(norm=norm, difference=difference, penalty_every=every)
+    one = _train(tf.distribute.OneDeviceStrategy("CPU:0"), x, y, weights, **options)
+    two = _train(mirrored, x, y, weights, **options)
     for a, b in zip(one[0], two[0]):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
     for key in ("loss", "penalty", "grad_norm"):

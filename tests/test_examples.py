@@ -64,14 +64,18 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
 
 def test_benchmark_writes_its_json_schema(tmp_path):
     out = tmp_path / "bench.json"
-    result = _run("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg,pgd_at",
-                  "--rounds=1", "--steps=1", "--memory", f"--output_json={out}")
+    result = _run("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg,gradreg_lazy,pgd_at",
+                  "--rounds=1", "--steps=2", "--penalty_every=2", "--batch_size=32", "--memory",
+                  f"--output_json={out}")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch 32" in result.stdout
     rows = json.load(open(out))["small_cnn"]
-    assert set(rows) == {"plain", "gradreg", "pgd_at"}
+    assert set(rows) == {"plain", "gradreg", "gradreg_lazy", "pgd_at"}
     assert rows["plain"]["ratio"] == 1.0
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
     refused = _run("benchmark.py", "--models=small_cnn", f"--output_json={out}")
     assert refused.returncode != 0 and "exists" in refused.stderr
     bad = _run("benchmark.py", "--methods=sgd")
     assert bad.returncode != 0 and "'sgd'" in bad.stderr
+    bad = _run("benchmark.py", "--steps=3", "--penalty_every=2")
+    assert bad.returncode != 0 and "--steps=3" in bad.stderr and "--penalty_every=2" in bad.stderr

@@ -66,6 +66,46 @@ def test_one_step_equals_an_independent_computation(variant):
         np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
+def test_lazy_penalty_penalises_every_kth_step_with_k_times_the_weight():
+    """penalty_every=2: steps 0 and 2 follow the objective with 2 lambda, step 1 is plain."""
+    base = linear_classifier(dtype="float64")
+    x, y = batch(dtype="float64")
+    expected = base.get_weights()
+    for lam in (2.0, 0.0, 2.0):
+        expected = _reference_step(*expected, x, y, lam=lam, h=0.05, lr=0.5, norm="l2",
+                                   difference="forward", method="finite_difference")
+    model = _compile(kg.GradRegModel.from_model(base, penalty_weight=1.0, h=0.05, penalty_every=2),
+                     lr=0.5, loss=CE64)
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(3), epochs=1, verbose=0)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_lazy_penalty_logs_average_over_the_penalised_steps():
+    """With lr = 0 every step sees the same weights: the logged penalty is that of one
+    penalised step, and the logged loss averages to loss + lambda / 2 * penalty."""
+    base = linear_classifier()
+    x, y = batch()
+    loss, penalty = kg.input_gradient_penalty(base, x, y, CE)
+    model = _compile(kg.GradRegModel.from_model(base, penalty_weight=2.0, penalty_every=3), lr=0.0)
+    history = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(3), epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["penalty"][0], np.mean(penalty), rtol=1e-5)
+    np.testing.assert_allclose(history["loss"][0], np.mean(loss) + np.mean(penalty), rtol=1e-5)
+
+
+def test_lazy_penalty_keeps_its_phase_through_a_keras_file(tmp_path):
+    """The phase is the optimizer's iteration count, which the .keras file keeps."""
+    x, y = batch(n=12, shape=(6, 6, 2))
+    model = _compile(kg.GradRegModel.from_model(small_cnn(), penalty_weight=1.0, penalty_every=2))
+    model.fit(x, y, batch_size=4, shuffle=False, verbose=0)  # 3 steps: the next is lazy
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.penalty_every == 2
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    _weights_close(model, loaded, rtol=1e-5)
+
+
 def test_zero_penalty_weight_trains_exactly_like_keras_model():
     x, y = batch(n=12, shape=(6, 6, 2))
     plain = small_cnn(batchnorm=True, dropout=0.3)
@@ -180,14 +220,16 @@ def test_symbolic_call_fit_and_keras_file_round_trip(variant, tmp_path):
     _weights_close(model, loaded, rtol=1e-5)
 
 
-def test_jit_compiled_fit_gives_the_same_weights():
+@pytest.mark.parametrize("penalty_every", [1, 2])
+def test_jit_compiled_fit_gives_the_same_weights(penalty_every):
     """In float64, so that XLA's reordering of float32 rounding does not hide a real change."""
     x, y = batch(n=8, shape=(6, 6, 2), dtype="float64")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     models = []
     for jit in (False, True):
         base = small_cnn(batchnorm=True, dtype="float64")
-        model = kg.GradRegModel.from_model(base, penalty_weight=1.0, norm="l1")
+        model = kg.GradRegModel.from_model(base, penalty_weight=1.0, norm="l1",
+                                           penalty_every=penalty_every)
         _compile(model, loss=CE64, jit_compile=jit).fit(data, epochs=2, verbose=0)
         models.append(model)
     _weights_close(*models, rtol=1e-9, atol=1e-12)
@@ -221,6 +263,9 @@ def test_mixed_precision_computes_the_difference_in_float32(policy, rtol):
         (dict(h=0), "h=0"),
         (dict(norm="L2"), "norm='L2'"),
         (dict(difference="centered"), "difference='centered'"),
+        (dict(penalty_every=0), "penalty_every=0"),
+        (dict(penalty_every=2.0), "penalty_every=2.0"),
+        (dict(penalty_every=True), "penalty_every=True"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, match):

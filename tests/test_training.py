@@ -84,6 +84,7 @@ def test_adversarial_training_examples_stay_within_epsilon_and_range():
     [(dict(method="trades"), "method='trades'"), (dict(dataset="svhn"), "dataset='svhn'"),
      (dict(epochs=0), "epochs=0"), (dict(h=-0.1), "h=-0.1"), (dict(norm="l3"), "norm='l3'"),
      (dict(penalty_weight=-1.0), "penalty_weight=-1.0"), (dict(strategy="tpu"), "strategy='tpu'"),
+     (dict(penalty_every=0), "penalty_every=0"),
      (dict(method="pgd_at", at_epsilon=0.0), "at_epsilon=0.0"),
      (dict(method="pgd_at", at_ramp_epochs=0), "at_ramp_epochs=0")],
 )
