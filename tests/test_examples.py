@@ -10,8 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(script, *flags, cwd=None):
+    # The checkout's package, not whichever copy pip installed last.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *flags],
-                          capture_output=True, text=True, timeout=600, cwd=cwd)
+                          capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
 
 
 def test_quickstart_trains_and_prints_test_metrics():
