@@ -10,6 +10,7 @@ run with the same directory was interrupted.
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Optional
 
@@ -29,7 +30,7 @@ the README shows the distributed loop that works."""
 SCHEDULES = ("constant", "paper")
 PAPER_SCHEDULE = ((0.3, 0.2), (0.6, 0.04), (0.8, 0.008))
 """The paper's CIFAR schedule (x0.2 at epochs 60, 120, 160 of 200), as fractions of the run."""
-MODEL_FILE, TIME_FILE = "model.keras", "training_time.json"
+MODEL_FILE, TIME_FILE, SETTINGS_FILE = "model.keras", "training_time.json", "settings.json"
 
 
 @dataclasses.dataclass
@@ -154,12 +155,48 @@ def training_seconds(model_dir: str) -> Optional[float]:
         return float(json.load(f)["seconds"])
 
 
-def finished_run(model_dir: str) -> Optional[tuple]:
-    """(loaded model, training seconds) of a finished run in model_dir, or None."""
-    model_path = os.path.join(model_dir, MODEL_FILE)
+def settings(config: TrainConfig) -> dict:
+    """The settings a trained model depends on: not where files go, nor the unused ones."""
+    unused = {"model_dir", "overwrite", "download", "data_dir"}
+    if config.method != "pgd_at":
+        unused |= {"at_epsilon", "at_ramp_epochs"}
+    if config.method in ("plain", "pgd_at"):
+        unused |= {"penalty_weight", "h", "norm", "difference", "penalty_every"}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Raises ValueError if config.model_dir holds a run (finished or not) of other settings.
+
+    A model of unknown settings (no settings file beside it) counts as different.
+    """
+    path = os.path.join(config.model_dir, SETTINGS_FILE)
+    if not os.path.exists(path):
+        if os.path.exists(os.path.join(config.model_dir, MODEL_FILE)):
+            raise ValueError(f"{config.model_dir} holds a model without {SETTINGS_FILE}, so its "
+                             "settings are unknown; choose another model_dir or pass overwrite=True.")
+        return
+    with open(path) as f:
+        stored = json.load(f)
+    wanted = settings(config)
+    differ = [f"{k}={stored.get(k)!r} there, {wanted.get(k)!r} asked"
+              for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+    if differ:
+        raise ValueError(f"{config.model_dir} holds a run with other settings ({'; '.join(differ)}); "
+                         "choose another model_dir or pass overwrite=True (--overwrite) to start afresh.")
+
+
+def finished_run(config: TrainConfig) -> Optional[tuple]:
+    """(loaded model, training seconds) of the finished run of `config`, or None.
+
+    Raises:
+      ValueError: config.model_dir holds a run with other settings.
+    """
+    model_path = os.path.join(config.model_dir, MODEL_FILE)
     if not os.path.exists(model_path):
         return None
-    return keras.models.load_model(model_path), training_seconds(model_dir)
+    check_settings(config)
+    return keras.models.load_model(model_path), training_seconds(config.model_dir)
 
 
 def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None,
@@ -176,8 +213,12 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
     Returns:
       (trained model, keras History of this process's epochs, total training seconds).
 
+    An unfinished run of the same settings in model_dir resumes from its last completed
+    epoch; overwrite=True starts afresh instead, replacing whatever model_dir holds.
+
     Raises:
       FileExistsError: model_dir already holds a finished model and overwrite is False.
+      ValueError: model_dir holds an unfinished run with other settings and overwrite is False.
     """
     validate(config)
     model_path = os.path.join(config.model_dir, MODEL_FILE)
@@ -186,13 +227,19 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
             f"{model_path} already exists (a finished run); pass overwrite=True "
             "(--overwrite) to train it again, or choose another model_dir."
         )
-    os.makedirs(config.model_dir, exist_ok=True)
     clock = _TrainingClock(os.path.join(config.model_dir, TIME_FILE))
     history_path = os.path.join(config.model_dir, "history.csv")
-    if config.overwrite and os.path.exists(model_path):  # asked to start the finished run afresh
-        for stale in (clock.path, history_path):
+    backup_dir = os.path.join(config.model_dir, "backup")
+    if config.overwrite:  # asked to start afresh
+        for stale in (clock.path, history_path, os.path.join(config.model_dir, SETTINGS_FILE)):
             if os.path.exists(stale):
                 os.remove(stale)
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    else:
+        check_settings(config)
+    os.makedirs(config.model_dir, exist_ok=True)
+    with open(os.path.join(config.model_dir, SETTINGS_FILE), "w") as f:
+        json.dump(settings(config), f, indent=1)
     keras.utils.set_random_seed(config.seed)
     policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:

@@ -1,6 +1,7 @@
 """Training runs: files, resuming after an interruption, refusing to clobber, bad settings."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -23,7 +24,7 @@ def test_a_run_writes_model_time_history_and_logs(tmp_path):
     model, history, seconds = training.train(config, verbose=0)
     assert isinstance(model, kg.GradRegModel) and model.norm == "l1"
     assert seconds > 0 and len(history.history["loss"]) == 3
-    loaded, loaded_seconds = training.finished_run(config.model_dir)
+    loaded, loaded_seconds = training.finished_run(config)
     assert loaded_seconds == pytest.approx(seconds)
     x = np.zeros((2, 28, 28, 1), "float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
@@ -40,6 +41,31 @@ def test_a_finished_model_is_not_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         training.train(config, verbose=0)
     assert os.path.getmtime(path) == stamp
+
+
+def test_a_run_of_other_settings_is_neither_reused_nor_resumed(tmp_path, monkeypatch):
+    config = _config(tmp_path, epochs=1)
+    training.train(config, verbose=0)
+    other = dataclasses.replace(config, penalty_every=2)
+    with pytest.raises(ValueError, match="penalty_every=1 there, 2 asked"):
+        training.finished_run(other)
+    assert training.finished_run(config) is not None
+    # an unfinished run: its settings file and backup, no model yet
+    os.remove(os.path.join(config.model_dir, "model.keras"))
+    before = sorted(os.listdir(config.model_dir))
+    with pytest.raises(ValueError, match="penalty_every=1 there, 2 asked"):
+        training.train(other, verbose=0)
+    assert sorted(os.listdir(config.model_dir)) == before
+    _, history, _ = training.train(dataclasses.replace(other, overwrite=True), verbose=0)
+    assert len(history.history["loss"]) == 1
+    assert training.finished_run(other)[0].penalty_every == 2
+
+
+def test_settings_ignore_what_a_method_does_not_use(tmp_path):
+    plain = _config(tmp_path, method="plain")
+    assert training.settings(plain) == training.settings(dataclasses.replace(plain, penalty_weight=5.0))
+    gradreg = _config(tmp_path)
+    assert training.settings(gradreg) != training.settings(dataclasses.replace(gradreg, h=0.5))
 
 
 class _Interrupt(Exception):
