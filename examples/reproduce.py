@@ -58,7 +58,8 @@ def main(argv):
         config = training.TrainConfig(
             model_dir=os.path.join(FLAGS.output_dir, name), dataset=FLAGS.dataset,
             model=FLAGS.model, method=method, penalty_weight=FLAGS.penalty_weight, h=FLAGS.h,
-            norm="l1", penalty_every=FLAGS.penalty_every, at_epsilon=FLAGS.at_epsilon, at_ramp_epochs=FLAGS.at_ramp_epochs,
+            norm="l1", penalty_every=FLAGS.penalty_every, at_epsilon=FLAGS.at_epsilon,
+            at_ramp_epochs=FLAGS.at_ramp_epochs,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             seed=FLAGS.seed, data_dir=FLAGS.data_dir, train_limit=FLAGS.train_limit,
             overwrite=FLAGS.overwrite)
