@@ -5,11 +5,11 @@
 Methods: plain (keras.Model), gradreg (the finite-difference penalty, forward),
 gradreg_central, gradreg_lazy (the penalty on every --penalty_every-th step only),
 double_backprop (the exact penalty) and pgd_at (7-step PGD adversarial training).
-Steps are timed in rounds that interleave the methods (warm-up excluded); the table gives the median milliseconds per step, the spread (min-max over rounds) and
-the ratio to plain. With --memory each method also runs in a process of its own to
-measure its peak resident memory above the same process idle (model built, no step).
---fit_check compares one fit epoch with steps x the step time, for plain Model.fit and
-GradRegModel.fit.
+Steps are timed in rounds that interleave the methods (warm-up excluded); the table
+gives the median milliseconds per step, the spread (min-max over rounds) and the ratio
+to plain. With --memory each method also runs in a process of its own to measure its
+peak resident memory above the same process idle (model built, no step). --fit_check
+compares a fit epoch with steps x the step time, for plain Model.fit and GradRegModel.fit.
 """
 
 import json
