@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,14 +48,19 @@ def test_train_then_evaluate(tmp_path):
 
 
 def test_reproduce_on_tiny_settings(tmp_path):
-    result = _run("reproduce.py", f"--output_dir={tmp_path}", "--epochs=1", "--train_limit=256",
-                  "--num_images=20", "--at_ramp_epochs=1")
+    tiny = (f"--output_dir={tmp_path}", "--epochs=1", "--train_limit=256", "--num_images=20",
+            "--at_ramp_epochs=1")
+    result = _run("reproduce.py", *tiny, "--penalty_every=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "undefended" in result.stdout and "pgd_at" in result.stdout
-    assert "radius ramped linearly" in result.stdout
+    assert "radius ramped linearly" in result.stdout and "penalised every 2 step(s)" in result.stdout
     results = json.load(open(tmp_path / "results" / "results.json"))
     assert [r["name"] for r in results] == ["undefended", "gradreg_l1", "pgd_at"]
     assert all(r["num_images"] == 20 and r["training_time_s"] > 0 for r in results)
+    # Asked for other settings, it reuses nothing trained differently.
+    shutil.rmtree(tmp_path / "results")
+    refused = _run("reproduce.py", *tiny, "--penalty_every=3")
+    assert refused.returncode != 0 and "penalty_every=2 there, 3 asked" in refused.stderr
 
 
 def test_bad_flags_name_the_value_and_the_choices(tmp_path):
