@@ -49,7 +49,7 @@ flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of data order, augmentation a
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 flags.DEFINE_bool("download", False, "Let TFDS download the dataset (needs network).")
 flags.DEFINE_integer("train_limit", None, "Use only the first N training images.")
-flags.DEFINE_bool("overwrite", False, "Retrain even if MODEL_DIR holds a finished model.")
+flags.DEFINE_bool("overwrite", False, "Start afresh, replacing a finished or unfinished run in MODEL_DIR.")
 FLAGS = flags.FLAGS
 
 

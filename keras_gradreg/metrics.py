@@ -379,6 +379,11 @@ class LipschitzBound(_DistanceBound):
 
     _kind = "lipschitz"
 
+    def __init__(self, norm: str = "linf", epsilon: Optional[float] = None, **kwargs):
+        if "curvature_iterations" in kwargs:  # would compute a curvature and never use it
+            raise ValueError("LipschitzBound takes no curvature_iterations; that is CurvatureBound's.")
+        super().__init__(norm, epsilon, **kwargs)
+
 
 @keras.saving.register_keras_serializable(package="keras_gradreg")
 class CurvatureBound(_DistanceBound):

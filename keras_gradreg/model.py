@@ -171,21 +171,28 @@ class GradRegModel(keras.Model):
         if self.loss is None:
             raise ValueError("GradRegModel needs a compiled loss: the penalty is its input gradient.")
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
         if penalty_weight is None:
             y_pred = self(x, training=training)
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-            )
-            self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
-            return y_pred, loss
-        loss_fn = penalty_lib.per_example_loss_fn(self.loss)
-        clean = penalty_lib.clean_pass(self, x, y, loss_fn, training)
+        else:
+            loss_fn = penalty_lib.per_example_loss_fn(self.loss)
+            clean = penalty_lib.clean_pass(self, x, y, loss_fn, training)
+            y_pred = clean.outputs
         # The compiled loss is read before the perturbed passes, which reset the
         # layers' add_loss() losses.
         loss = self.compute_loss(
-            x=x, y=y, y_pred=clean.outputs, sample_weight=sample_weight, training=training
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
+        if penalty_weight is not None:
+            penalty = self._penalty(clean, y, loss_fn, sample_weight, training)
+            # Like Keras' compiled loss: mean over the local batch, divided by the number
+            # of replicas, so that the gradients summed over replicas are the global mean's.
+            loss = loss + tf.cast(penalty_weight / 2.0 / replicas * penalty, loss.dtype)
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
+        return y_pred, loss
+
+    def _penalty(self, clean, y, loss_fn, sample_weight, training: bool) -> tf.Tensor:
+        """The local batch's sample-weighted mean penalty; updates penalty and grad_norm."""
         penalty = penalty_lib.penalty_from_clean_pass(
             self, clean, y, loss_fn, h=self.h, norm=self.norm,
             difference=self.difference, method=self.method, training=training,
@@ -196,19 +203,12 @@ class GradRegModel(keras.Model):
             "step could update any weight. Lower the learning rate or penalty_weight, or "
             "check the data for NaN",
         )
-        weighted = penalty
-        if sample_weight is not None:
-            weighted = penalty * tf.reshape(tf.cast(sample_weight, penalty.dtype), [-1])
-        # Like Keras' compiled loss: mean over the local batch, divided by the number
-        # of replicas, so that the gradients summed over replicas are the global mean's.
-        loss = loss + tf.cast(
-            penalty_weight / 2.0 / replicas * tf.reduce_mean(weighted), loss.dtype
-        )
-        grad_norm = penalty_lib.dual_norm(clean.gradient, self.norm)
         self._penalty_tracker.update_state(penalty, sample_weight=sample_weight)
+        grad_norm = penalty_lib.dual_norm(clean.gradient, self.norm)
         self._grad_norm_tracker.update_state(grad_norm, sample_weight=sample_weight)
-        self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
-        return clean.outputs, loss
+        if sample_weight is not None:
+            penalty = penalty * tf.reshape(tf.cast(sample_weight, penalty.dtype), [-1])
+        return tf.reduce_mean(penalty)
 
     def _step_gradients(self, x, y, sample_weight, penalty_weight: Optional[float]) -> tuple:
         """(y_pred, gradients of the trainable weights) of one training step."""

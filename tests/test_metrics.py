@@ -153,6 +153,7 @@ def test_too_many_images_is_an_error_not_a_silent_overwrite():
         (lambda: kg.LipschitzBound("linf", epsilon=-0.1), "epsilon=-0.1"),
         (lambda: kg.CurvatureBound(norm="linf"), "norm='linf'"),
         (lambda: kg.CurvatureBound(curvature_iterations=0), "curvature_iterations=0"),
+        (lambda: kg.LipschitzBound("l2", curvature_iterations=5), "no curvature_iterations"),
     ],
 )
 def test_bad_arguments_are_named(make, match):
