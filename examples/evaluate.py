@@ -1,7 +1,7 @@
 """Attacks saved models on the same test images and reports them as the paper does.
 
     python examples/evaluate.py --model_path=runs/plain/model.keras \
-        --model_path=runs/gradreg/model.keras --norm=linf --output_dir=runs/eval
+        --model_path=runs/gradreg/model.keras --attack_norm=linf --output_dir=runs/eval
 
 Prints the table (clean error, error at each epsilon, mean distance, training time when
 known) and writes results.json, results.csv and error_vs_distance.png to OUTPUT_DIR,
@@ -20,9 +20,11 @@ from keras_gradreg import training
 flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the flag).",
                           required=True)
 flags.DEFINE_enum("dataset", "offline_mnist", list(kg.data.DATASETS), "Dataset of the test images.")
-flags.DEFINE_enum("norm", "linf", list(kg.ATTACK_NORMS), "Attack norm.")
-flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "Radii for the error-at-epsilon columns.")
-flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}; default by norm.")
+flags.DEFINE_enum("attack_norm", "linf", list(kg.attacks.ATTACK_NORMS), "Attack norm.")
+flags.DEFINE_list("epsilons", None, "Radii for the error-at-epsilon columns; default: the "
+                  "dataset's for the attack norm (l_inf: 0.1, 0.2, 0.3 for digits; 2/255, 8/255 "
+                  "for CIFAR and ImageNet).")
+flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}; default by attack norm.")
 flags.DEFINE_integer("num_images", 1000, "Test images to attack.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Images per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the image choice and the attacks.")
@@ -32,24 +34,34 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 FLAGS = flags.FLAGS
 
 
+def _load(path: str) -> tuple:
+    """(model, training seconds) of a saved model, or an error naming the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--model_path {path} does not exist.")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # Keras raises many kinds for a damaged file
+        raise ValueError(f"--model_path {path} cannot be loaded ({type(error).__name__}: "
+                         f"{error}); no model was attacked.") from error
+    return model, training.training_seconds(os.path.dirname(path))
+
+
 def main(argv):
     del argv
-    epsilons = tuple(float(e) for e in FLAGS.epsilons)
-    for path in FLAGS.model_path:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--model_path {path} does not exist.")
+    epsilons = kg.evaluation.check_radii(
+        FLAGS.epsilons or kg.data.DATASETS[FLAGS.dataset].radii[FLAGS.attack_norm],
+        FLAGS.attack_norm)
     existing = kg.evaluation.existing_results(FLAGS.output_dir)
     if existing and not FLAGS.overwrite:
         raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
+    models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack
     x, y = training.test_images(FLAGS.dataset, FLAGS.num_images, data_dir=FLAGS.data_dir)
     reports = []
-    for path in FLAGS.model_path:
-        model = keras.models.load_model(path)
+    for path, (model, seconds) in models.items():
         reports.append(kg.evaluate_robustness(
-            model, x, y, norm=FLAGS.norm, epsilons=epsilons, attacks=FLAGS.attacks,
+            model, x, y, attack_norm=FLAGS.attack_norm, epsilons=epsilons, attacks=FLAGS.attacks,
             num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-            name=os.path.basename(os.path.dirname(os.path.abspath(path))),
-            training_time=training.training_seconds(os.path.dirname(path))))
+            name=os.path.basename(os.path.dirname(os.path.abspath(path))), training_time=seconds))
     print(kg.format_table(reports))
     paths = kg.write_results(reports, FLAGS.output_dir, overwrite=FLAGS.overwrite)
     print("wrote", ", ".join(paths.values()))

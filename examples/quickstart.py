@@ -1,6 +1,6 @@
 """Trains a GradRegModel on the offline MNIST digits and prints its metrics.
 
-    python examples/quickstart.py --epochs=3 --penalty_weight=1 --norm=l1
+    python examples/quickstart.py --epochs=3 --penalty_weight=1 --attack_norm=linf
 """
 
 from absl import app
@@ -12,7 +12,8 @@ import keras_gradreg as kg
 flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
 flags.DEFINE_float("penalty_weight", 1.0, "lambda, the weight of the penalty.", lower_bound=0.0)
 flags.DEFINE_float("h", kg.DEFAULT_H, "Finite-difference step, in [0, 1] pixel units.")
-flags.DEFINE_enum("norm", "l1", kg.NORMS, "Penalised gradient norm (l1 defends l_inf attacks).")
+flags.DEFINE_enum("attack_norm", "linf", kg.ATTACK_NORMS,
+                  "Attack to defend against (linf: the paper's squared l1 penalty).")
 FLAGS = flags.FLAGS
 
 
@@ -25,7 +26,7 @@ def main(argv):
     hidden = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(hidden)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(hidden))
     model = kg.GradRegModel(inputs, outputs, penalty_weight=FLAGS.penalty_weight, h=FLAGS.h,
-                            norm=FLAGS.norm)
+                            attack_norm=FLAGS.attack_norm)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=128, epochs=FLAGS.epochs,

@@ -35,7 +35,8 @@ flags.DEFINE_integer("penalty_every", 1, "Penalise every k-th step only, with k 
                      "(lazy regularisation; cheaper).", lower_bound=1)
 flags.DEFINE_float("at_epsilon", 0.3, "PGD-AT radius (l_inf) at full strength.")
 flags.DEFINE_integer("at_ramp_epochs", 5, "Epochs over which the PGD-AT radius ramps up from 0.")
-flags.DEFINE_list("epsilons", ["0.1", "0.2", "0.3"], "l_inf radii of the table.")
+flags.DEFINE_list("epsilons", None, "l_inf radii of the table; default: the dataset's "
+                  "(0.1, 0.2, 0.3 for digits; 2/255, 8/255 for CIFAR and ImageNet).")
 flags.DEFINE_integer("num_images", 1000, "Test images attacked.", lower_bound=1)
 flags.DEFINE_integer("train_limit", None, "Train on the first N images only (quick trials).")
 flags.DEFINE_integer("seed", 0, "Seed.")
@@ -52,30 +53,31 @@ def main(argv):
     existing = kg.evaluation.existing_results(results_dir)
     if existing and not FLAGS.overwrite:
         raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
-    epsilons = tuple(float(e) for e in FLAGS.epsilons)
+    epsilons = kg.evaluation.check_radii(
+        FLAGS.epsilons or kg.data.DATASETS[FLAGS.dataset].radii["linf"], "linf")
+    configs = {name: training.validate(training.TrainConfig(
+        model_dir=os.path.join(FLAGS.output_dir, name), dataset=FLAGS.dataset,
+        model=FLAGS.model, method=method, penalty_weight=FLAGS.penalty_weight, h=FLAGS.h,
+        attack_norm="linf", penalty_every=FLAGS.penalty_every, at_epsilon=FLAGS.at_epsilon,
+        at_ramp_epochs=FLAGS.at_ramp_epochs,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        seed=FLAGS.seed, data_dir=FLAGS.data_dir, train_limit=FLAGS.train_limit,
+        overwrite=FLAGS.overwrite)) for name, method in METHODS.items()}  # all, before any work
     runs = {}
-    for name, method in METHODS.items():
-        config = training.TrainConfig(
-            model_dir=os.path.join(FLAGS.output_dir, name), dataset=FLAGS.dataset,
-            model=FLAGS.model, method=method, penalty_weight=FLAGS.penalty_weight, h=FLAGS.h,
-            norm="l1", penalty_every=FLAGS.penalty_every, at_epsilon=FLAGS.at_epsilon,
-            at_ramp_epochs=FLAGS.at_ramp_epochs,
-            epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-            seed=FLAGS.seed, data_dir=FLAGS.data_dir, train_limit=FLAGS.train_limit,
-            overwrite=FLAGS.overwrite)
+    for name, config in configs.items():
         finished = None if FLAGS.overwrite else training.finished_run(config)
         if finished:
             print(f"{name}: reusing the finished model in {config.model_dir}")
             runs[name] = finished
         else:
-            print(f"{name}: training ({method})")
+            print(f"{name}: training ({config.method})")
             model, _, seconds = training.train(config)
             runs[name] = (model, seconds)
     x, y = training.test_images(FLAGS.dataset, FLAGS.num_images, data_dir=FLAGS.data_dir)
     reports = []
     for name, (model, seconds) in runs.items():
         print(f"{name}: attacking {len(x)} test images")
-        reports.append(kg.evaluate_robustness(model, x, y, norm="linf", epsilons=epsilons,
+        reports.append(kg.evaluate_robustness(model, x, y, attack_norm="linf", epsilons=epsilons,
                                               num_images=FLAGS.num_images, seed=FLAGS.seed,
                                               name=name, training_time=seconds, verbose=0))
     print()

@@ -1,6 +1,6 @@
 """Trains one model: plain, gradient-regularised, double backprop or PGD adversarial training.
 
-    python examples/train.py --method=gradreg --norm=l1 --penalty_weight=1 --model_dir=runs/gr
+    python examples/train.py --method=gradreg --attack_norm=linf --penalty_weight=1 --model_dir=runs/gr
 
 The model is saved as MODEL_DIR/model.keras with its training time, TensorBoard logs in
 MODEL_DIR/logs and the epoch history in MODEL_DIR/history.csv. If the process is killed,
@@ -25,8 +25,9 @@ flags.DEFINE_enum("activation", _DEFAULTS.activation, list(training.models_lib.A
 flags.DEFINE_enum("method", _DEFAULTS.method, list(training.METHODS), "Training method.")
 flags.DEFINE_float("penalty_weight", _DEFAULTS.penalty_weight, "lambda of the penalty.")
 flags.DEFINE_float("h", _DEFAULTS.h, "Finite-difference step, in input units.")
-flags.DEFINE_enum("norm", _DEFAULTS.norm, list(training.penalty_lib.NORMS),
-                  "Penalised gradient norm (l1 defends l_inf attacks).")
+flags.DEFINE_enum("attack_norm", _DEFAULTS.attack_norm, list(training.penalty_lib.ATTACK_NORMS),
+                  "Attack to defend against; the penalty is the squared dual norm of the input "
+                  "gradient (linf: the paper's squared l1 penalty).")
 flags.DEFINE_enum("difference", _DEFAULTS.difference, list(training.penalty_lib.DIFFERENCES),
                   "Finite difference.")
 flags.DEFINE_integer("penalty_every", _DEFAULTS.penalty_every,
@@ -60,9 +61,14 @@ def config_from_flags() -> training.TrainConfig:
 
 def main(argv):
     del argv
-    _, history, seconds = training.train(config_from_flags())
+    config = config_from_flags()
+    _, history, seconds = training.train(config)
     last = {k: round(v[-1], 4) for k, v in history.history.items()} if history.history else {}
-    print(f"trained in {seconds:.1f} s; last epoch: {last}")
+    penalised = ""
+    if config.method in ("gradreg", "double_backprop"):
+        dual = training.penalty_lib.DUAL_NORMS[config.attack_norm]
+        penalised = f"penalised the squared {dual} norm of the input gradient (against {config.attack_norm}); "
+    print(f"trained in {seconds:.1f} s; {penalised}last epoch: {last}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from keras_gradreg.evaluation import SanityCheck
 from keras_gradreg.evaluation import evaluate_robustness
 from keras_gradreg.evaluation import format_table
 from keras_gradreg.evaluation import write_results
-from keras_gradreg.metrics import ATTACK_NORMS
+from keras_gradreg.metrics import BOUND_NORMS
 from keras_gradreg.metrics import BoundTerms
 from keras_gradreg.metrics import CurvatureBound
 from keras_gradreg.metrics import LipschitzBound
@@ -30,10 +30,12 @@ from keras_gradreg.metrics import lipschitz_bound
 from keras_gradreg.metrics import misclassification_margin
 from keras_gradreg.metrics import top_hessian_eigenvalue
 from keras_gradreg.model import GradRegModel
+from keras_gradreg.model import NonFiniteGuard
+from keras_gradreg.penalty import ATTACK_NORMS
 from keras_gradreg.penalty import DEFAULT_H
 from keras_gradreg.penalty import DIFFERENCES
+from keras_gradreg.penalty import DUAL_NORMS
 from keras_gradreg.penalty import METHODS
-from keras_gradreg.penalty import NORMS
 from keras_gradreg.penalty import direction
 from keras_gradreg.penalty import dual_norm
 from keras_gradreg.penalty import input_gradient_penalty
@@ -45,16 +47,18 @@ __all__ = (
     "ATTACKS",
     "ATTACK_NORMS",
     "AttackSettings",
+    "BOUND_NORMS",
     "BoundTerms",
     "CarliniWagnerL2",
     "CurvatureBound",
     "DEFAULT_H",
     "DIFFERENCES",
+    "DUAL_NORMS",
     "EpsilonRamp",
     "GradRegModel",
     "LipschitzBound",
     "METHODS",
-    "NORMS",
+    "NonFiniteGuard",
     "RobustnessReport",
     "SPSAAdam",
     "SanityCheck",

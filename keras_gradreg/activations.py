@@ -10,15 +10,12 @@ def smooth_relu(x):
 
     It equals ReLU outside [-1/2, 1/2], is continuously differentiable everywhere and
     has a bounded second derivative, so input Hessians (and the curvature bound) exist.
-    Usable by name once keras_gradreg is imported: `Dense(10, activation="smooth_relu")`.
+    Pass the function itself, `Dense(10, activation=kg.smooth_relu)`; it is registered
+    with Keras' public serialization API, so saved models load without custom_objects.
+    (Keras 3 looks activation *names* up in its own table only, which has no public
+    way in.)
     """
     x = ops.convert_to_tensor(x)
     shifted = ops.clip(x + 0.5, 0.0, 1.0)  # the polynomial's argument, kept in its range
     inside = -0.5 * shifted**4 + shifted**3
     return ops.where(ops.abs(x) < 0.5, inside, ops.relu(x))
-
-
-# `keras.activations.get("smooth_relu")`, which layers use for activation="smooth_relu",
-# looks names up only in Keras' own table; the decorator above covers saved models.
-_KERAS_ACTIVATIONS = keras.src.activations.ALL_OBJECTS_DICT
-_KERAS_ACTIVATIONS.setdefault("smooth_relu", smooth_relu)

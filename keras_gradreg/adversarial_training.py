@@ -1,12 +1,14 @@
 """The baseline the paper compares with: Madry et al.'s PGD adversarial training."""
 
+import math
 from typing import Optional
 
 import keras
 import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
-from keras_gradreg.model import symbolic_io
+from keras_gradreg import validation
+from keras_gradreg.model import WrapsModel
 
 AT_STEPS = 7
 """PGD steps per training batch in the paper's adversarial-training baseline."""
@@ -15,7 +17,7 @@ AT_STEP_FRACTION = 1.75
 
 
 @keras.saving.register_keras_serializable(package="keras_gradreg")
-class AdversarialTrainingModel(keras.Model):
+class AdversarialTrainingModel(WrapsModel, keras.Model):
     """Trains on l_inf PGD adversarial examples of each batch (Madry et al., 2018).
 
     Built like a functional model (`AdversarialTrainingModel(inputs, outputs,
@@ -33,21 +35,14 @@ class AdversarialTrainingModel(keras.Model):
 
     def __init__(self, *args, epsilon: float = 0.3, steps: int = AT_STEPS,
                  clip_min: float = 0.0, clip_max: float = 1.0, **kwargs):
-        if not 0 < epsilon <= clip_max - clip_min:
-            raise ValueError(f"epsilon={epsilon!r} must be in (0, {clip_max - clip_min}].")
-        if not (isinstance(steps, int) and steps > 0):
-            raise ValueError(f"steps={steps!r} must be a positive integer.")
+        clip_min = validation.check_number("clip_min", clip_min, low=-math.inf)
+        clip_max = validation.check_number("clip_max", clip_max, low=clip_min)
+        epsilon = validation.check_number("epsilon", epsilon, high=clip_max - clip_min)
+        steps = validation.check_number("steps", steps, low=1, low_open=False, integer=True)
         super().__init__(*args, **kwargs)
         self.epsilon, self.steps, self.clip_min, self.clip_max = epsilon, steps, clip_min, clip_max
         self.current_epsilon = keras.Variable(epsilon, trainable=False, name="current_epsilon")
         self._pgd: Optional[callable] = None
-
-    @classmethod
-    def from_model(cls, model: keras.Model, input_shape: Optional[tuple] = None,
-                   **kwargs) -> "AdversarialTrainingModel":
-        """Wraps a model, sharing its weights (as GradRegModel.from_model)."""
-        inputs, outputs = symbolic_io(model, input_shape)
-        return cls(inputs=inputs, outputs=outputs, **kwargs)
 
     def adversarial_examples(self, x, y) -> tf.Tensor:
         """PGD examples of x within current_epsilon (l_inf), against labels y."""
@@ -79,9 +74,8 @@ class EpsilonRamp(keras.callbacks.Callback):
 
     def __init__(self, epochs: int):
         super().__init__()
-        if not (isinstance(epochs, int) and epochs >= 1):
-            raise ValueError(f"ramp epochs={epochs!r} must be an integer >= 1.")
-        self.epochs = epochs
+        self.epochs = validation.check_number("ramp epochs", epochs, low=1, low_open=False,
+                                              integer=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.current_epsilon.assign(self.model.epsilon * min(1.0, (epoch + 1) / self.epochs))

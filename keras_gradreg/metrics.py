@@ -26,9 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import validation
 
-ATTACK_NORMS = ("l2", "linf")
-"""Norms in which the attacker, and so the bound, measures distance."""
+BOUND_NORMS = ("linf", "l2")
+"""Attack norms the bounds measure distance in (the gradient is measured in the dual)."""
 
 MARGINS = ("probability", "logit")
 DEFAULT_CURVATURE_ITERATIONS = 20
@@ -36,8 +37,6 @@ DEFAULT_CURVATURE_ITERATIONS = 20
 
 DEFAULT_MAX_IMAGES = 100_000
 """Images one metric can hold between resets (400 kB of float32 per record field)."""
-
-_DUAL = {"l2": "l2", "linf": "l1"}
 
 
 class BoundTerms(NamedTuple):
@@ -48,11 +47,6 @@ class BoundTerms(NamedTuple):
     curvature: Optional[tf.Tensor]  # top eigenvalue of the input Hessian of l, or None
 
 
-def _check(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}.")
-
-
 def misclassification_margin(
     outputs: tf.Tensor, y: Any, *, from_logits: bool = True, margin: str = "probability"
 ) -> tf.Tensor:
@@ -60,7 +54,7 @@ def misclassification_margin(
 
     Args:
       outputs: class scores (batch, classes): logits if `from_logits`, else probabilities.
-      y: integer labels (batch,) or one-hot (batch, classes).
+      y: integer labels, (batch,) or (batch, 1), or one-hot (batch, classes).
       from_logits: whether `outputs` are logits.
       margin: "probability" (the paper's choice: s = softmax) or "logit" (s = logits;
         for probability outputs, their logarithms, which differ from the logits by a
@@ -69,7 +63,7 @@ def misclassification_margin(
     Returns:
       l(x), float32 (batch,).
     """
-    _check("margin", margin, MARGINS)
+    validation.check_choice("margin", margin, MARGINS)
     outputs = tf.cast(outputs, tf.float32)
     if margin == "probability":
         scores = tf.nn.softmax(outputs) if from_logits else outputs
@@ -77,8 +71,8 @@ def misclassification_margin(
         scores = outputs if from_logits else tf.math.log(outputs)
     classes = tf.shape(scores)[-1]
     y = tf.convert_to_tensor(y)
-    if y.shape.rank == scores.shape.rank:  # one-hot
-        y = tf.argmax(y, axis=-1)
+    if y.shape.rank == scores.shape.rank:  # (batch, 1) integer labels, or one-hot
+        y = y[..., 0] if y.shape[-1] == 1 else tf.argmax(y, axis=-1)
     true_class = tf.equal(tf.range(classes)[None, :], tf.cast(tf.reshape(y, [-1, 1]), tf.int32))
     true_score = tf.reduce_sum(tf.where(true_class, scores, 0.0), axis=-1)
     best_other = tf.reduce_max(tf.where(true_class, -np.inf, scores), axis=-1)
@@ -160,7 +154,7 @@ def bound_terms(
     x: Any,
     y: Any,
     *,
-    norm: str,
+    attack_norm: str,
     from_logits: bool = True,
     margin: str = "probability",
     curvature_iterations: int = 0,
@@ -171,7 +165,7 @@ def bound_terms(
       model: a Keras classifier, called as `model(x, training=False)`.
       x: a batch of inputs (a tensor or a nest of tensors).
       y: integer or one-hot labels.
-      norm: the attack norm, "l2" or "linf"; the gradient is measured in its dual.
+      attack_norm: "linf" or "l2"; the gradient is measured in its dual.
       from_logits: whether the model outputs logits (else probabilities).
       margin: "probability" or "logit".
       curvature_iterations: if > 0, also estimate each image's top Hessian eigenvalue
@@ -180,7 +174,7 @@ def bound_terms(
     Returns:
       BoundTerms of float32 (batch,) tensors.
     """
-    _check("norm", norm, ATTACK_NORMS)
+    validation.check_choice("attack_norm", attack_norm, BOUND_NORMS)
     flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
     flat = penalty_lib.flatten_per_example(flat_x)
 
@@ -193,7 +187,7 @@ def bound_terms(
         tape.watch(flat)
         loss = loss_at(flat)
     gradient = tf.cast(tape.gradient(loss, flat), tf.float32)
-    grad_norm = penalty_lib.dual_norm(gradient, _DUAL[norm])
+    grad_norm = penalty_lib.dual_norm(gradient, attack_norm)
     curvature = None
     if curvature_iterations > 0:
         dims = tf.cast(tf.shape(gradient)[1], tf.float32)
@@ -236,14 +230,30 @@ def _fed() -> list:
 def model_inputs(model: Any, x: Any):
     """Lets bound metrics called inside see the model and its inputs.
 
-    GradRegModel wraps `compute_metrics` in it, which is how `compile(metrics=[...])`
-    feeds the bound metrics. In a custom loop, call `metric.update_from_model` instead.
+    GradRegModel wraps its evaluation `compute_metrics` in it, which is how
+    `compile(metrics=[...])` feeds the bound metrics. In a custom loop, call
+    `metric.update_from_model` instead. With model None the metrics record nothing.
     """
     _FEED.stack = _fed() + [(model, x, {})]
     try:
         yield
     finally:
         _FEED.stack = _fed()[:-1]
+
+
+def bounds_paused():
+    """Bound metrics called inside record nothing (GradRegModel's training steps)."""
+    return model_inputs(None, None)
+
+
+def bound_metric_names(model: keras.Model) -> list:
+    """Names (as in the logs) of the bound metrics compiled into a model."""
+    names = []
+    for metric in model.metrics:
+        for member in getattr(metric, "metrics", [metric]):
+            if isinstance(member, _DistanceBound):
+                names.append(member.name)
+    return names
 
 
 class _DistanceBound(keras.metrics.Metric):
@@ -253,7 +263,7 @@ class _DistanceBound(keras.metrics.Metric):
 
     def __init__(
         self,
-        norm: str = "linf",
+        attack_norm: str = "linf",
         epsilon: Optional[float] = None,
         *,
         from_logits: bool = True,
@@ -263,26 +273,39 @@ class _DistanceBound(keras.metrics.Metric):
         name: Optional[str] = None,
         dtype: Any = None,
     ):
-        _check("norm", norm, ATTACK_NORMS)
-        _check("margin", margin, MARGINS)
-        if epsilon is not None and not (isinstance(epsilon, (int, float)) and epsilon >= 0):
-            raise ValueError(f"epsilon={epsilon!r} must be None (the mean bound) or a number >= 0.")
-        if not (isinstance(max_images, int) and max_images > 0):
-            raise ValueError(f"max_images={max_images!r} must be a positive integer.")
+        validation.check_choice("attack_norm", attack_norm, BOUND_NORMS)
+        validation.check_choice("margin", margin, MARGINS)
+        if epsilon is not None:
+            epsilon = validation.check_number("epsilon", epsilon, low_open=False,
+                                              hint="(or None for the mean bound)")
+        max_images = validation.check_number("max_images", max_images, low=1, low_open=False,
+                                             integer=True)
         if name is None:
-            name = f"{self._kind}_bound_{norm}" + ("" if epsilon is None else f"_ge_{epsilon:g}")
+            name = f"{self._kind}_bound_{attack_norm}" + ("" if epsilon is None else f"_ge_{epsilon:g}")
         super().__init__(name=name, dtype=dtype)
-        self.norm, self.epsilon, self.from_logits, self.margin = norm, epsilon, from_logits, margin
-        self.max_images, self.curvature_iterations = max_images, curvature_iterations
+        self.attack_norm, self.epsilon, self.from_logits = attack_norm, epsilon, from_logits
+        self.margin, self.max_images = margin, max_images
+        self.curvature_iterations = curvature_iterations
         fields = ["weight", "gap", "grad_norm"] + (["curvature"] if curvature_iterations else [])
+        # One slot more than max_images: images past the end are written there and
+        # counted in `dropped`, so the guard holds where out-of-range writes would be
+        # dropped silently (XLA, GPUs) and asserts do not stop the step.
         self._records = {
-            field: self.add_variable((max_images,), "zeros", dtype="float32", name=field)
+            field: self.add_variable((max_images + 1,), "zeros", dtype="float32", name=field)
             for field in fields
         }
         self._count = self.add_variable((), "zeros", dtype="int32", name="count")
+        self._dropped = self.add_variable((), "zeros", dtype="int32", name="dropped")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "_DistanceBound":
+        if "norm" in config:  # saved before `norm` was renamed `attack_norm`
+            config = dict(config, attack_norm=config["norm"])
+            del config["norm"]
+        return cls(**config)
 
     def update_state(self, y_true, y_pred=None, sample_weight=None):
-        """Called by GradRegModel's compiled metrics; needs its model and inputs."""
+        """Called by GradRegModel's compiled metrics in evaluation; needs its model and inputs."""
         if not _fed():
             raise ValueError(
                 f"{type(self).__name__} needs the model and its inputs, which a plain Keras "
@@ -290,10 +313,12 @@ class _DistanceBound(keras.metrics.Metric):
                 "or call update_from_model(model, x, y) in your own loop."
             )
         model, x, cache = _fed()[-1]
-        key = (self.norm, self.from_logits, self.margin, self.curvature_iterations)
+        if model is None:  # a training step: bounds are computed in evaluation only
+            return
+        key = (self.attack_norm, self.from_logits, self.margin, self.curvature_iterations)
         if key not in cache:  # metrics of one step share their gradients
             cache[key] = bound_terms(
-                model, x, y_true, norm=self.norm, from_logits=self.from_logits,
+                model, x, y_true, attack_norm=self.attack_norm, from_logits=self.from_logits,
                 margin=self.margin, curvature_iterations=self.curvature_iterations,
             )
         self.update_from_terms(cache[key], sample_weight)
@@ -315,43 +340,57 @@ class _DistanceBound(keras.metrics.Metric):
         # Replica r writes its k-th image to slot k * replicas + r: the replicas' records
         # never collide, and summing them across replicas (on read) gives their union.
         slots = (self._count.value + tf.range(n)) * replicas + index
-        tf.debugging.assert_less(
-            slots, self.max_images,
-            message=f"{self.name} holds at most max_images={self.max_images} images; "
-                    "pass a larger max_images",
-        )
+        kept = slots < self.max_images
+        slots = tf.where(kept, slots, self.max_images)
         values = {"weight": weight, "gap": terms.gap, "grad_norm": terms.grad_norm,
                   "curvature": terms.curvature}
         for field, variable in self._records.items():
             variable.assign(tf.tensor_scatter_nd_update(
                 variable.value, slots[:, None], tf.cast(values[field], tf.float32)))
         self._count.assign(self._count.value + n)
+        self._dropped.assign(self._dropped.value + tf.reduce_sum(1 - tf.cast(kept, tf.int32)))
+
+    def _bounds(self) -> tuple:
+        """(bound, weight) of every slot; unused slots have weight 0 (static shapes, for XLA)."""
+        records = {field: tf.convert_to_tensor(v)[:self.max_images]
+                   for field, v in self._records.items()}
+        weight = records["weight"]
+        used = weight > 0
+        largest = {field: tf.reduce_max(tf.where(used, records[field], 0.0))
+                   for field in ("grad_norm", "curvature") if field in records}
+        if self._kind == "lipschitz":
+            bounds = lipschitz_bound(records["gap"], largest["grad_norm"])
+        else:  # curvature_bound replaces a negative C by 0 anyway
+            bounds = curvature_bound(records["gap"], records["grad_norm"], largest["curvature"])
+        return tf.where(used, bounds, 0.0), weight
 
     def per_image_bounds(self) -> tuple:
-        """(bounds, weights) over the recorded images, with the dataset-wide L or C."""
-        records = {field: tf.convert_to_tensor(v) for field, v in self._records.items()}
-        used = records["weight"] > 0
-        gap = tf.boolean_mask(records["gap"], used)
-        grad_norm = tf.boolean_mask(records["grad_norm"], used)
-        weight = tf.boolean_mask(records["weight"], used)
-        if self._kind == "lipschitz":
-            bounds = lipschitz_bound(gap, tf.reduce_max(tf.concat([[0.0], grad_norm], 0)))
-        else:  # curvature_bound replaces a negative C by 0 anyway
-            curvature = tf.boolean_mask(records["curvature"], used)
-            bounds = curvature_bound(gap, grad_norm, tf.reduce_max(tf.concat([[0.0], curvature], 0)))
-        return bounds, weight
+        """(bounds, weights) over the recorded images, with the dataset-wide L or C.
+
+        Raises:
+          ValueError: more images were given than max_images since the last reset.
+        """
+        dropped = int(tf.convert_to_tensor(self._dropped))
+        if dropped:
+            raise ValueError(
+                f"{self.name} holds at most max_images={self.max_images} images and "
+                f"{dropped} more were given since the last reset; pass a larger max_images.")
+        bounds, weight = self._bounds()
+        return tf.boolean_mask(bounds, weight > 0), tf.boolean_mask(weight, weight > 0)
 
     def result(self):
-        bounds, weight = self.per_image_bounds()
-        if self.epsilon is None:
-            return tf.math.divide_no_nan(tf.reduce_sum(weight * bounds), tf.reduce_sum(weight))
-        certified = tf.cast(bounds >= self.epsilon, tf.float32)
-        return tf.math.divide_no_nan(tf.reduce_sum(weight * certified), tf.reduce_sum(weight))
+        """The mean bound (or the fraction >= epsilon); NaN if images were dropped."""
+        bounds, weight = self._bounds()
+        if self.epsilon is not None:
+            bounds = tf.cast(bounds >= self.epsilon, tf.float32)
+        value = tf.math.divide_no_nan(tf.reduce_sum(weight * bounds), tf.reduce_sum(weight))
+        return tf.where(tf.convert_to_tensor(self._dropped) > 0, np.nan, value)
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(norm=self.norm, epsilon=self.epsilon, from_logits=self.from_logits,
-                      margin=self.margin, max_images=self.max_images)
+        config.update(attack_norm=self.attack_norm, epsilon=self.epsilon,
+                      from_logits=self.from_logits, margin=self.margin,
+                      max_images=self.max_images)
         return config
 
 
@@ -364,25 +403,27 @@ class LipschitzBound(_DistanceBound):
     >= `epsilon`, L being the largest ||grad_x l||_* over those images.
 
     Use it in `GradRegModel.compile(metrics=[LipschitzBound("linf"),
-    LipschitzBound("linf", epsilon=0.1)])`: it then appears in the `fit`/`evaluate` logs,
-    History and TensorBoard, computed in inference mode. With a plain model or in a
+    LipschitzBound("linf", epsilon=0.1)])`: it then appears in the `evaluate` and
+    validation logs, History and TensorBoard, computed in inference mode (not in the
+    training logs: L is a maximum over a fixed model, which changes within an epoch). With a plain model or in a
     custom loop, call `update_from_model(model, x, y)` per batch and `result()`.
 
     Args:
-      norm: the attack norm, "linf" or "l2" (the gradient is measured in its dual).
+      attack_norm: "linf" or "l2" (the gradient is measured in its dual).
       epsilon: None for the mean bound, or a distance for the fraction bounded above it.
       from_logits: whether the model outputs logits.
       margin: "probability" (the paper's) or "logit".
-      max_images: how many images one evaluation may hold.
+      max_images: how many images one evaluation may hold; past that the result is
+        NaN and `per_image_bounds` raises.
       name, dtype: as for any Keras metric.
     """
 
     _kind = "lipschitz"
 
-    def __init__(self, norm: str = "linf", epsilon: Optional[float] = None, **kwargs):
+    def __init__(self, attack_norm: str = "linf", epsilon: Optional[float] = None, **kwargs):
         if "curvature_iterations" in kwargs:  # would compute a curvature and never use it
             raise ValueError("LipschitzBound takes no curvature_iterations; that is CurvatureBound's.")
-        super().__init__(norm, epsilon, **kwargs)
+        super().__init__(attack_norm, epsilon, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_gradreg")
@@ -404,13 +445,14 @@ class CurvatureBound(_DistanceBound):
 
     def __init__(self, epsilon: Optional[float] = None, *,
                  curvature_iterations: int = DEFAULT_CURVATURE_ITERATIONS, **kwargs):
-        norm = kwargs.pop("norm", "l2")
-        if norm != "l2":
-            raise ValueError(f"norm={norm!r}: CurvatureBound is an l2 bound; use norm='l2'.")
-        if not (isinstance(curvature_iterations, int) and curvature_iterations > 0):
+        attack_norm = kwargs.pop("attack_norm", "l2")
+        if isinstance(epsilon, str) or attack_norm != "l2":
+            wrong = f"attack_norm={attack_norm!r}" if attack_norm != "l2" else f"{epsilon!r}"
             raise ValueError(
-                f"curvature_iterations={curvature_iterations!r} must be a positive integer."
-            )
+                f"CurvatureBound got {wrong}: it is an l2 bound only (its first argument is "
+                "epsilon); for l_inf use LipschitzBound('linf').")
+        curvature_iterations = validation.check_number(
+            "curvature_iterations", curvature_iterations, low=1, low_open=False, integer=True)
         super().__init__("l2", epsilon, curvature_iterations=curvature_iterations, **kwargs)
 
     def get_config(self) -> dict:

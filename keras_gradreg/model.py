@@ -1,6 +1,5 @@
 """GradRegModel: a keras.Model trained with the finite-difference input-gradient penalty."""
 
-import math
 from typing import Optional
 
 import keras
@@ -8,25 +7,20 @@ import tensorflow as tf
 
 from keras_gradreg import metrics as metrics_lib
 from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import validation
 
 
-def _validate_penalty_weight(penalty_weight: float) -> None:
-    if isinstance(penalty_weight, bool) or not isinstance(penalty_weight, (int, float)):
-        raise TypeError(f"penalty_weight={penalty_weight!r} must be a number >= 0.")
-    if not 0.0 <= penalty_weight < math.inf:
-        raise ValueError(
-            f"penalty_weight={penalty_weight!r} must be finite and >= 0 "
-            "(the paper uses 0.1 and 1)."
-        )
+def validate_penalty_weight(penalty_weight: float) -> float:
+    """Returns lambda as a float; raises ValueError unless it is finite and >= 0."""
+    return validation.check_number("penalty_weight", penalty_weight, low_open=False,
+                                   hint="(the paper uses 0.1 and 1)")
 
 
-def validate_penalty_every(penalty_every: int) -> None:
-    """Raises ValueError unless penalty_every is an integer >= 1."""
-    if isinstance(penalty_every, bool) or not isinstance(penalty_every, int) or penalty_every < 1:
-        raise ValueError(
-            f"penalty_every={penalty_every!r} must be an integer >= 1 (1 penalises every "
-            "step; k penalises every k-th step with k * penalty_weight)."
-        )
+def validate_penalty_every(penalty_every: int) -> int:
+    """Returns k as an int; raises ValueError unless it is an integer >= 1."""
+    return validation.check_number(
+        "penalty_every", penalty_every, low=1, low_open=False, integer=True,
+        hint="(1 penalises every step; k penalises every k-th step with k * penalty_weight)")
 
 
 def symbolic_io(model: keras.Model, input_shape: Optional[tuple] = None) -> tuple:
@@ -50,19 +44,119 @@ def symbolic_io(model: keras.Model, input_shape: Optional[tuple] = None) -> tupl
     return inputs, model(inputs)
 
 
+class WrapsModel:
+    """Adds `from_model` to a keras.Model subclass built like a functional model."""
+
+    @classmethod
+    def from_model(cls, model: keras.Model, input_shape: Optional[tuple] = None, **kwargs):
+        """Wraps an existing Sequential, functional or subclassed model.
+
+        The new model shares the given model's layers and weights.
+
+        Args:
+          model: the model to wrap.
+          input_shape: shape of one example, needed only for a subclassed model
+            without `inputs`.
+          **kwargs: the class's own arguments (and `name`).
+
+        Returns:
+          A model of this class computing the same function.
+        """
+        inputs, outputs = symbolic_io(model, input_shape)
+        return cls(inputs=inputs, outputs=outputs, **kwargs)
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops `fit`/`evaluate` at the first batch GradRegModel skipped as non-finite.
+
+    GradRegModel adds it itself. The skip happens inside the step (so it holds under
+    XLA and on every replica); this callback turns the count into an error that names
+    the batch.
+    """
+
+    def _check(self, where: str, logs: Optional[dict]) -> None:
+        if (logs or {}).get("skipped_steps", 0) > 0:
+            raise FloatingPointError(
+                f"keras_gradreg: {where}: the inputs or the objective (loss + penalty) were "
+                "NaN or Inf, so that step updated nothing (weights and optimizer state are "
+                "as before it). Check the data for NaN/Inf, or lower the learning rate or "
+                "penalty_weight."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(f"training batch {batch} of epoch {getattr(self, '_epoch', 0)}", logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._check(f"evaluation batch {batch}", logs)
+
+
+def _with_guard(callbacks) -> list:
+    if isinstance(callbacks, keras.callbacks.CallbackList):  # fit's, for validation
+        return callbacks
+    callbacks = list(callbacks or [])
+    return callbacks + ([] if any(isinstance(c, NonFiniteGuard) for c in callbacks)
+                        else [NonFiniteGuard()])
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(tensors)]
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat
+                          if t.dtype.is_floating] + [True])
+
+
+def _everywhere(flag: tf.Tensor) -> tf.Tensor:
+    """True on every replica iff the flag is true on every replica."""
+    failures = tf.cast(tf.logical_not(flag), tf.float32)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None:
+        failures = replica.all_reduce(tf.distribute.ReduceOp.SUM, failures)
+    return tf.equal(failures, 0.0)
+
+
+def _apply_if(finite: tf.Tensor, optimizer, gradients: list, variables: list) -> None:
+    """optimizer.apply_gradients only if `finite` (agreed by all replicas), XLA-safe.
+
+    A strategy that synchronises through merge_call does not allow that call inside a
+    cond in replica context, so the cond then runs in cross-replica context, as Keras'
+    LossScaleOptimizer does.
+    """
+
+    def apply(grads):
+        optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(gradients), lambda: None)
+        return
+
+    def cross_replica(distribution, finite, grads):
+        agreed = distribution.experimental_local_results(finite)[0]
+        tf.cond(agreed,
+                lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
+                lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
+
+
 @keras.saving.register_keras_serializable(package="keras_gradreg")
-class GradRegModel(keras.Model):
+class GradRegModel(WrapsModel, keras.Model):
     """A Keras model whose `fit` minimises `loss + penalty_weight / 2 * ||grad_x loss||_*^2`.
 
-    Build it like a functional model, `GradRegModel(inputs, outputs, penalty_weight=0.1)`,
-    wrap an existing model with `GradRegModel.from_model(model, ...)`, or subclass it
-    and define `call`. `compile`, `fit`, `evaluate` and `predict` work as usual; the
-    compiled loss must be a single Keras loss (name, object or per-example function).
+    Build it like a functional model, `GradRegModel(inputs, outputs, penalty_weight=0.1,
+    attack_norm="linf")`, wrap an existing model with `GradRegModel.from_model(model,
+    ...)`, or subclass it and define `call`. `compile`, `fit`, `evaluate` and `predict`
+    work as usual; the compiled loss is one Keras loss (for every output) or one per
+    output, with optional `loss_weights`.
 
     Logs (training and `evaluate`, so the two compare): `loss` is the full objective,
-    `penalty` the mean per-example penalty (unscaled by penalty_weight), `grad_norm` the
-    mean dual norm ||grad_x loss||_* of the input gradient. `evaluate` runs the model
-    in inference mode, but still takes the input gradient.
+    `penalty` the batch mean of the sample-weighted per-example penalty (unscaled by
+    penalty_weight; so loss = compiled loss + penalty_weight / 2 * penalty), `grad_norm`
+    the same mean of the dual norm ||grad_x loss||_* of the input gradient, and
+    `skipped_steps` the steps skipped as non-finite (see below). `evaluate` runs the
+    model in inference mode, but still takes the input gradient. Bound metrics
+    (`LipschitzBound`, `CurvatureBound`) are computed in `evaluate` and validation only.
 
     Details, all following the authors' reference code unless stated:
     - the perturbed pass runs in the same mode as the clean one (training mode in
@@ -75,8 +169,11 @@ class GradRegModel(keras.Model):
     - under mixed precision the losses and their difference are float32;
     - under a `tf.distribute` strategy the penalty is scaled like the compiled loss, so
       training on R replicas matches one device with the same global batch;
-    - a NaN or Inf penalty stops `fit` with an InvalidArgumentError before the weights
-      of that step are updated;
+    - a step whose inputs or objective are NaN or Inf updates nothing (weights and
+      optimizer state stay as they were; this holds under XLA and on every replica),
+      is counted in `skipped_steps`, and `fit`/`evaluate` then stop with a
+      FloatingPointError naming the batch;
+    - `penalty_weight=0` trains with the plain Keras step (no input gradient);
     - with `penalty_every=k > 1` ("lazy regularisation", Karras et al. 2020, Sec. 3.1)
       only every k-th training step (optimizer iterations 0, k, 2k, ...) computes the
       penalty, weighted by `k * penalty_weight`; the others are plain Keras steps. The
@@ -86,8 +183,9 @@ class GradRegModel(keras.Model):
     Args:
       penalty_weight: lambda, >= 0. At 0 the model trains exactly like `keras.Model`.
       h: finite-difference step, > 0, in input units.
-      norm: penalised dual norm: "l2" (against l2 attacks), "l1" (the paper's squared
-        l1 penalty, against l_inf attacks) or "linf" (against l1 attacks).
+      attack_norm: the attack to defend against, which fixes the penalised (dual)
+        norm: "linf" (the paper's squared l1 penalty), "l2" (squared l2) or "l1"
+        (squared l_inf). `dual_norm` tells which.
       difference: "forward" or "central".
       method: "finite_difference" or "double_backprop" (the exact, slower baseline).
       penalty_every: k >= 1; penalise every k-th step only, with weight k * lambda
@@ -100,25 +198,33 @@ class GradRegModel(keras.Model):
         *args,
         penalty_weight: float = 0.1,
         h: float = penalty_lib.DEFAULT_H,
-        norm: str = "l2",
+        attack_norm: str = "l2",
         difference: str = "forward",
         method: str = "finite_difference",
         penalty_every: int = 1,
         **kwargs,
     ):
-        _validate_penalty_weight(penalty_weight)
-        validate_penalty_every(penalty_every)
-        penalty_lib.validate_options(h, norm, difference, method)
+        if "norm" in kwargs:
+            raise penalty_lib.renamed_norm_error(kwargs["norm"])
+        penalty_weight = validate_penalty_weight(penalty_weight)
+        penalty_every = validate_penalty_every(penalty_every)
+        h = penalty_lib.validate_options(h, attack_norm, difference, method)
         super().__init__(*args, **kwargs)
-        self.penalty_weight = float(penalty_weight)
-        self.h = float(h)
-        self.norm = norm
+        self.penalty_weight = penalty_weight
+        self.h = h
+        self.attack_norm = attack_norm
         self.difference = difference
         self.method = method
         self.penalty_every = penalty_every
         self._check_float_inputs()
         self._penalty_tracker = keras.metrics.Mean(name="penalty")
         self._grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        self._skipped_tracker = keras.metrics.Sum(name="skipped_steps")
+
+    @property
+    def dual_norm(self) -> str:
+        """The penalised gradient norm: the dual of attack_norm ("l1" against "linf")."""
+        return penalty_lib.DUAL_NORMS[self.attack_norm]
 
     def _check_float_inputs(self) -> None:
         for tensor in getattr(self, "_inputs", None) or []:
@@ -130,51 +236,60 @@ class GradRegModel(keras.Model):
                     "integer token ids into an Embedding cannot be regularised this way."
                 )
 
-    @classmethod
-    def from_model(
-        cls, model: keras.Model, input_shape: Optional[tuple] = None, **kwargs
-    ) -> "GradRegModel":
-        """Wraps an existing Sequential, functional or subclassed model.
-
-        The new model shares the given model's layers and weights.
-
-        Args:
-          model: the model to wrap.
-          input_shape: shape of one example, needed only for a subclassed model
-            without `inputs`.
-          **kwargs: GradRegModel arguments (penalty_weight, h, norm, difference,
-            method, penalty_every, name).
-
-        Returns:
-          A GradRegModel computing the same function.
-        """
-        inputs, outputs = symbolic_io(model, input_shape)
-        return cls(inputs=inputs, outputs=outputs, **kwargs)
-
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             penalty_weight=self.penalty_weight,
             h=self.h,
-            norm=self.norm,
+            attack_norm=self.attack_norm,
             difference=self.difference,
             method=self.method,
             penalty_every=self.penalty_every,
         )
         return config
 
-    def _objective(self, x, y, sample_weight, training: bool, penalty_weight: Optional[float]):
-        """Returns y_pred and this replica's share of the objective; updates the trackers.
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "GradRegModel":
+        if "norm" in config:  # saved before the rename, when `norm` named the dual norm
+            config = dict(config)
+            config["attack_norm"] = penalty_lib.attack_norm_of_dual(config.pop("norm"))
+        return super().from_config(config, custom_objects=custom_objects)
 
-        With penalty_weight=None no input gradient is taken: a plain Keras step.
-        """
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
+        return super().fit(x, y, batch_size, epochs, verbose, _with_guard(callbacks), **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, **kwargs):
+        return super().evaluate(x, y, batch_size, verbose, sample_weight, steps,
+                                _with_guard(callbacks), **kwargs)
+
+    def _loss_fn(self) -> penalty_lib.LossFn:
+        """The compiled loss, per example (read when the step is traced)."""
         if self.loss is None:
             raise ValueError("GradRegModel needs a compiled loss: the penalty is its input gradient.")
+        # compile() keeps its arguments there; get_compile_config() would serialise the
+        # optimizer, which cannot run while the step is traced.
+        loss, weights = self.loss, self._compile_config.config.get("loss_weights")
+        names = list(getattr(self, "output_names", None) or [])
+        if isinstance(loss, dict):
+            loss = [loss[name] for name in names]
+        if isinstance(weights, dict):
+            weights = [weights.get(name, 1.0) for name in names]
+        return penalty_lib.per_example_loss_fn(loss, weights)
+
+    def _objective(self, x, y, sample_weight, training: bool, penalty_weight: Optional[float]):
+        """(y_pred, this replica's share of the objective, penalty, grad_norm) of a batch.
+
+        With penalty_weight=None no input gradient is taken (a plain Keras step) and
+        penalty and grad_norm are 0.
+        """
+        penalty_lib.require_targets(y)
+        loss_fn = self._loss_fn()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if penalty_weight is None:
             y_pred = self(x, training=training)
         else:
-            loss_fn = penalty_lib.per_example_loss_fn(self.loss)
             clean = penalty_lib.clean_pass(self, x, y, loss_fn, training)
             y_pred = clean.outputs
         # The compiled loss is read before the perturbed passes, which reset the
@@ -182,57 +297,72 @@ class GradRegModel(keras.Model):
         loss = self.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
-        if penalty_weight is not None:
-            penalty = self._penalty(clean, y, loss_fn, sample_weight, training)
-            # Like Keras' compiled loss: mean over the local batch, divided by the number
-            # of replicas, so that the gradients summed over replicas are the global mean's.
-            loss = loss + tf.cast(penalty_weight / 2.0 / replicas * penalty, loss.dtype)
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        self._loss_tracker.update_state(loss * replicas, sample_weight=batch)
-        return y_pred, loss
+        if penalty_weight is None:
+            return y_pred, loss, tf.zeros([], loss.dtype), tf.zeros([], loss.dtype)
+        penalty, grad_norm = self._penalty(clean, y, loss_fn, sample_weight, training)
+        # Like Keras' compiled loss: mean over the local batch, divided by the number
+        # of replicas, so that the gradients summed over replicas are the global mean's.
+        loss = loss + tf.cast(penalty_weight / 2.0 / replicas * penalty, loss.dtype)
+        return y_pred, loss, tf.cast(penalty, loss.dtype), tf.cast(grad_norm, loss.dtype)
 
-    def _penalty(self, clean, y, loss_fn, sample_weight, training: bool) -> tf.Tensor:
-        """The local batch's sample-weighted mean penalty; updates penalty and grad_norm."""
+    def _penalty(self, clean, y, loss_fn, sample_weight, training: bool) -> tuple:
+        """The local batch's mean penalty and grad_norm, sample-weighted like the loss."""
         penalty = penalty_lib.penalty_from_clean_pass(
-            self, clean, y, loss_fn, h=self.h, norm=self.norm,
+            self, clean, y, loss_fn, h=self.h, attack_norm=self.attack_norm,
             difference=self.difference, method=self.method, training=training,
         )
-        penalty = tf.debugging.check_numerics(
-            penalty,
-            "keras_gradreg: the input-gradient penalty is NaN or Inf; stopped before this "
-            "step could update any weight. Lower the learning rate or penalty_weight, or "
-            "check the data for NaN",
-        )
-        self._penalty_tracker.update_state(penalty, sample_weight=sample_weight)
-        grad_norm = penalty_lib.dual_norm(clean.gradient, self.norm)
-        self._grad_norm_tracker.update_state(grad_norm, sample_weight=sample_weight)
+        grad_norm = tf.cast(penalty_lib.dual_norm(clean.gradient, self.attack_norm), penalty.dtype)
         if sample_weight is not None:
-            penalty = penalty * tf.reshape(tf.cast(sample_weight, penalty.dtype), [-1])
-        return tf.reduce_mean(penalty)
+            weight = tf.reshape(tf.cast(sample_weight, penalty.dtype), [-1])
+            penalty, grad_norm = penalty * weight, grad_norm * weight
+        return tf.reduce_mean(penalty), tf.reduce_mean(grad_norm)
 
-    def _step_gradients(self, x, y, sample_weight, penalty_weight: Optional[float]) -> tuple:
-        """(y_pred, gradients of the trainable weights) of one training step."""
+    def _track(self, x, loss, penalty, grad_norm, penalised, agree: bool) -> tf.Tensor:
+        """Whether the step is finite (on every replica, if `agree`); updates the trackers
+        with finite batches only, and counts the others in skipped_steps."""
+        finite = tf.logical_and(_all_finite(x), tf.math.is_finite(loss))
+        if agree:  # an update must be applied by all replicas or none
+            finite = _everywhere(finite)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        counted = tf.where(finite, batch, 0)
+        self._loss_tracker.update_state(tf.where(finite, loss * replicas, 0.0),
+                                        sample_weight=counted)
+        counted = tf.where(penalised, counted, 0)
+        self._penalty_tracker.update_state(tf.where(finite, penalty, 0.0), sample_weight=counted)
+        self._grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0), sample_weight=counted)
+        self._skipped_tracker.update_state(tf.cast(tf.logical_not(finite), tf.float32) / replicas)
+        return finite
+
+    def _step(self, x, y, sample_weight, penalty_weight: Optional[float]) -> tuple:
+        """(y_pred, weight gradients, objective, penalty, grad_norm, penalised) of a step."""
         with tf.GradientTape() as tape:
-            y_pred, loss = self._objective(x, y, sample_weight, True, penalty_weight)
+            y_pred, loss, penalty, grad_norm = self._objective(
+                x, y, sample_weight, True, penalty_weight)
             scaled = self.optimizer.scale_loss(loss)
         # The two branches of the lazy step's tf.cond must return tensors, not None.
         unconnected = "zero" if self.penalty_every > 1 else "none"
         gradients = tape.gradient(scaled, self.trainable_weights, unconnected_gradients=unconnected)
-        return y_pred, gradients
+        return y_pred, gradients, loss, penalty, grad_norm, tf.constant(penalty_weight is not None)
 
     def train_step(self, data) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if self.penalty_every == 1:
-            y_pred, gradients = self._step_gradients(x, y, sample_weight, self.penalty_weight)
+        weight = self.penalty_weight or None  # lambda = 0: the plain Keras step
+        if self.penalty_every == 1 or weight is None:
+            step = self._step(x, y, sample_weight, weight)
         else:
-            y_pred, gradients = tf.cond(
+            step = tf.cond(
                 tf.equal(self.optimizer.iterations % self.penalty_every, 0),
-                lambda: self._step_gradients(
-                    x, y, sample_weight, self.penalty_every * self.penalty_weight),
-                lambda: self._step_gradients(x, y, sample_weight, None),
+                lambda: self._step(x, y, sample_weight, self.penalty_every * weight),
+                lambda: self._step(x, y, sample_weight, None),
             )
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        y_pred, gradients, loss, penalty, grad_norm, penalised = step
+        finite = self._track(x, loss, penalty, grad_norm, penalised, agree=True)
+        _apply_if(finite, self.optimizer, gradients, self.trainable_weights)
+        with metrics_lib.bounds_paused():
+            logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        hidden = metrics_lib.bound_metric_names(self) + (["penalty", "grad_norm"] if weight is None else [])
+        return {name: value for name, value in logs.items() if name not in hidden}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
         # The bound metrics (LipschitzBound, CurvatureBound) need the model and x.
@@ -241,5 +371,7 @@ class GradRegModel(keras.Model):
 
     def test_step(self, data) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred, _ = self._objective(x, y, sample_weight, False, self.penalty_weight)
+        y_pred, loss, penalty, grad_norm = self._objective(x, y, sample_weight, False,
+                                                           self.penalty_weight)
+        self._track(x, loss, penalty, grad_norm, tf.constant(True), agree=False)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

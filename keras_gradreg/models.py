@@ -9,9 +9,12 @@ from typing import Callable
 
 import keras
 
-from keras_gradreg import activations  # noqa: F401  (registers "smooth_relu")
+from keras_gradreg import activations
+from keras_gradreg import validation
 
 ACTIVATIONS = ("relu", "softplus", "smooth_relu")
+_ACTIVATION_FUNCTIONS = {"relu": "relu", "softplus": "softplus",
+                         "smooth_relu": activations.smooth_relu}
 
 
 def small_cnn(input_shape: tuple, num_classes: int, activation: str = "relu") -> keras.Model:
@@ -94,9 +97,7 @@ MODELS: dict = {
 def build_model(name: str, input_shape: tuple, num_classes: int,
                 activation: str = "relu") -> keras.Model:
     """Builds a zoo model by name (a key of MODELS)."""
-    if name not in MODELS:
-        raise ValueError(f"model={name!r} is not supported; use one of {tuple(MODELS)}.")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r} is not supported; use one of {ACTIVATIONS}.")
+    validation.check_choice("model", name, tuple(MODELS))
+    validation.check_choice("activation", activation, ACTIVATIONS)
     builder: Callable = MODELS[name]
-    return builder(tuple(input_shape), num_classes, activation)
+    return builder(tuple(input_shape), num_classes, _ACTIVATION_FUNCTIONS[activation])

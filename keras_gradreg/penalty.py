@@ -24,20 +24,23 @@ BatchNorm moving averages, which therefore track clean data only, exactly as in 
 training.
 """
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import keras
 import tensorflow as tf
+
+from keras_gradreg import validation
 
 DEFAULT_H = 0.01
 """Finite-difference step, in the model's input units (the paper's and reference code's
 default, used on [0, 1] CIFAR-10 pixels)."""
 
-NORMS = ("l2", "l1", "linf")
-"""Penalised (dual) gradient norms, named as in the paper's tables.
+ATTACK_NORMS = ("linf", "l2", "l1")
+"""Attacks the penalty defends against, named by the norm the attacker is measured in."""
 
-"l2" defends l2 attacks, "l1" (the paper's "squared l1 penalty") defends l_inf attacks,
-"linf" defends l1 attacks."""
+DUAL_NORMS = {"linf": "l1", "l2": "l2", "l1": "linf"}
+"""The gradient norm penalised against each attack norm: its dual. Against l_inf attacks
+the penalty is the paper's "squared l1 penalty"."""
 
 DIFFERENCES = ("forward", "central")
 METHODS = ("finite_difference", "double_backprop")
@@ -51,50 +54,81 @@ def _at_least_float32(t: tf.Tensor) -> tf.Tensor:
     return t if t.dtype in (tf.float32, tf.float64) else tf.cast(t, tf.float32)
 
 
-def validate_options(h: float, norm: str, difference: str, method: str) -> None:
-    """Raises ValueError naming the first bad option, before any work is done."""
-    if norm not in NORMS:
-        raise ValueError(f"norm={norm!r} is not supported; use one of {NORMS}.")
-    if difference not in DIFFERENCES:
-        raise ValueError(
-            f"difference={difference!r} is not supported; use one of {DIFFERENCES}."
-        )
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not supported; use one of {METHODS}.")
-    if isinstance(h, bool) or not isinstance(h, (int, float)):
-        raise TypeError(f"h={h!r} must be a positive finite number.")
-    if not 0.0 < h < float("inf"):
-        raise ValueError(f"h={h!r} must be a positive finite number (e.g. {DEFAULT_H}).")
-
-
-def per_example_loss_fn(loss: Any) -> LossFn:
-    """Turns a Keras loss (name, object or function) into a per-example loss function.
-
-    Args:
-      loss: a loss name such as "sparse_categorical_crossentropy", a
-        `keras.losses.Loss` instance (its reduction is ignored), or a callable
-        `(y_true, y_pred) -> tensor` whose first axis is the batch.
+def validate_options(h: float, attack_norm: str, difference: str, method: str) -> float:
+    """Raises ValueError naming the first bad option, before any work is done.
 
     Returns:
-      A function `(y_true, y_pred) -> (batch,)` tensor, computed in float32 (or
-      float64 for a float64 model) even under mixed precision. Values with more axes
-      than the batch are averaged over them, as Keras' "sum_over_batch_size" does.
+      h as a Python float.
     """
+    validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)
+    validation.check_choice("difference", difference, DIFFERENCES)
+    validation.check_choice("method", method, METHODS)
+    return validation.check_number("h", h, hint=f"(the paper uses {DEFAULT_H})")
+
+
+def attack_norm_of_dual(dual: str) -> str:
+    """The attack norm whose dual is `dual` (the old `norm` argument's meaning)."""
+    validation.check_choice("norm", dual, tuple(DUAL_NORMS.values()))
+    return {d: attack for attack, d in DUAL_NORMS.items()}[dual]
+
+
+def renamed_norm_error(norm: Any) -> TypeError:
+    """The error for the old `norm=` argument, which named the penalised (dual) norm."""
+    known = norm in DUAL_NORMS.values()
+    meant = f": norm={norm!r} is now attack_norm={attack_norm_of_dual(norm)!r}" if known else ""
+    return TypeError(
+        "`norm` was renamed `attack_norm`, and it now names the attack to defend against "
+        f"(the penalised gradient norm is its dual){meant}. For instance the paper's squared "
+        "l1 penalty, against l_inf attacks, is attack_norm='linf'."
+    )
+
+
+def _unreduced(loss: Any) -> Callable:
+    """A Keras loss (name, object or function) as a function without reduction."""
     if isinstance(loss, str):
         loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
-        unreduced = loss.call
-    elif callable(loss):
-        unreduced = loss
-    else:
-        raise TypeError(
-            f"loss={loss!r} is not a Keras loss: pass a loss name, a keras.losses.Loss "
-            "or a callable (y_true, y_pred) -> per-example values. Multi-output models "
-            "with a list or dict of losses are not supported."
-        )
+        return loss.call
+    if callable(loss):
+        return loss
+    raise TypeError(
+        f"loss={loss!r} is not a Keras loss: pass a loss name, a keras.losses.Loss or a "
+        "callable (y_true, y_pred) -> per-example values (a list of them for a "
+        "multi-output model)."
+    )
 
-    def fn(y_true, y_pred):
-        values = _at_least_float32(unreduced(y_true, _at_least_float32(y_pred)))
+
+def require_targets(y: Any) -> None:
+    """Raises ValueError if y is None: the penalty is the input gradient of the loss."""
+    if y is None:
+        raise ValueError("The penalty is the input gradient of the loss, which needs "
+                         "targets: pass y (fit(x, y), or a dataset of (x, y) pairs).")
+
+
+def per_example_loss_fn(loss: Any, loss_weights: Optional[Sequence[float]] = None) -> LossFn:
+    """Turns a Keras loss (name, object or function, or one per output) into a per-example one.
+
+    Args:
+      loss: a loss name such as "sparse_categorical_crossentropy", a
+        `keras.losses.Loss` instance (its reduction is ignored), a callable
+        `(y_true, y_pred) -> tensor` whose first axis is the batch, or a list of those,
+        one per model output. A single loss on a multi-output model applies to every
+        output, as in `keras.Model.compile`.
+      loss_weights: optional weight per output (as `compile(loss_weights=[...])`).
+
+    Returns:
+      A function `(y_true, y_pred) -> (batch,)` tensor: the weighted sum over outputs,
+      computed in float32 (or float64 for a float64 model) even under mixed precision.
+      Values with more axes than the batch are averaged over them, as Keras'
+      "sum_over_batch_size" does, so the mean over the batch is Keras' compiled loss.
+    """
+    if isinstance(loss, dict):
+        raise TypeError("A dict of losses is keyed by output names; pass a list in the order "
+                        "of the model's outputs (GradRegModel does this for you).")
+    fns = [_unreduced(f) for f in (loss if isinstance(loss, (list, tuple)) else [loss])]
+
+    def one(fn, y_true, y_pred):
+        values = _at_least_float32(fn(y_true, _at_least_float32(y_pred)))
         if values.shape.rank == 0:
             raise ValueError(
                 f"The loss {loss!r} returned a scalar; the penalty needs one value per "
@@ -103,6 +137,20 @@ def per_example_loss_fn(loss: Any) -> LossFn:
         if values.shape.rank > 1:
             values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
         return values
+
+    def fn(y_true, y_pred):
+        require_targets(y_true)
+        outputs, targets = tf.nest.flatten(y_pred), tf.nest.flatten(y_true)
+        per_output = fns * len(outputs) if len(fns) == 1 else fns
+        weights = [1.0] * len(outputs) if loss_weights is None else list(loss_weights)
+        if not len(per_output) == len(targets) == len(weights) == len(outputs):
+            raise ValueError(
+                f"The model has {len(outputs)} output(s) but got {len(targets)} target(s), "
+                f"{len(fns)} loss(es) and {len(weights)} loss weight(s); give one target per "
+                "output, and one loss (for all outputs) or one per output."
+            )
+        total = [float(w) * one(f, t, o) for f, t, o, w in zip(per_output, targets, outputs, weights)]
+        return tf.add_n(total) if len(total) > 1 else total[0]
 
     return fn
 
@@ -120,34 +168,33 @@ def unflatten_like(flat: tf.Tensor, like: Sequence[tf.Tensor]) -> list:
     return [tf.reshape(p, tf.shape(t)) for p, t in zip(parts, like)]
 
 
-def direction(g: tf.Tensor, norm: str) -> tf.Tensor:
-    """The unit step d whose directional derivative g . d is the penalised norm.
+def direction(g: tf.Tensor, attack_norm: str) -> tf.Tensor:
+    """The unit step d whose directional derivative g . d is the penalised dual norm.
 
     Args:
       g: per-example input gradients, shape (batch, N).
-      norm: one of NORMS.
+      attack_norm: one of ATTACK_NORMS.
 
     Returns:
       d of shape (batch, N), with ||d||_2 = 1 (0 where g = 0):
       "l2": g / ||g||_2, so g . d = ||g||_2;
-      "l1": sign(g) / sqrt(N), so g . d = ||g||_1 / sqrt(N) (the reference code's
+      "linf": sign(g) / sqrt(N), so g . d = ||g||_1 / sqrt(N) (the reference code's
         scaling of the squared l1 penalty);
-      "linf": sign(g_j) at j = argmax |g_j|, so g . d = ||g||_inf.
+      "l1": sign(g_j) at j = argmax |g_j|, so g . d = ||g||_inf.
     """
-    if norm == "l2":
+    dual = DUAL_NORMS[validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)]
+    if dual == "l2":
         return tf.math.divide_no_nan(g, tf.norm(g, axis=1, keepdims=True))
-    if norm == "l1":
+    if dual == "l1":
         return tf.sign(g) * tf.math.rsqrt(tf.cast(tf.shape(g)[1], g.dtype))
-    if norm == "linf":
-        one_hot = tf.one_hot(tf.argmax(tf.abs(g), axis=1), tf.shape(g)[1], dtype=g.dtype)
-        return one_hot * tf.sign(g)
-    raise ValueError(f"norm={norm!r} is not supported; use one of {NORMS}.")
+    one_hot = tf.one_hot(tf.argmax(tf.abs(g), axis=1), tf.shape(g)[1], dtype=g.dtype)
+    return one_hot * tf.sign(g)
 
 
-def dual_norm(g: tf.Tensor, norm: str) -> tf.Tensor:
-    """Per-example ||g||_* of gradients of shape (batch, N): l2, l1 or l_inf."""
-    order = {"l2": 2, "l1": 1, "linf": float("inf")}[norm]
-    return tf.norm(g, ord=order, axis=1)
+def dual_norm(g: tf.Tensor, attack_norm: str) -> tf.Tensor:
+    """Per-example ||g||_*, the dual of the attack norm, of gradients of shape (batch, N)."""
+    dual = DUAL_NORMS[validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)]
+    return tf.norm(g, ord={"l2": 2, "l1": 1, "linf": float("inf")}[dual], axis=1)
 
 
 class CleanPass(NamedTuple):
@@ -217,7 +264,7 @@ def penalty_from_clean_pass(
     loss_fn: LossFn,
     *,
     h: float,
-    norm: str,
+    attack_norm: str,
     difference: str,
     method: str,
     training: bool,
@@ -227,7 +274,7 @@ def penalty_from_clean_pass(
     The direction d is a constant (stop-gradient). The finite difference and its
     subtraction are computed in float32 whatever the model's compute dtype.
     """
-    d = tf.stop_gradient(direction(clean.gradient, norm))
+    d = tf.stop_gradient(direction(clean.gradient, attack_norm))
     if method == "double_backprop":
         return tf.square(tf.reduce_sum(clean.gradient * d, axis=1))
     ahead = _perturbed_loss(model, clean, h * d, y, loss_fn, training)
@@ -246,7 +293,7 @@ def input_gradient_penalty(
     loss_fn: Any,
     *,
     h: float = DEFAULT_H,
-    norm: str = "l2",
+    attack_norm: str = "l2",
     difference: str = "forward",
     method: str = "finite_difference",
     training: bool = True,
@@ -266,10 +313,11 @@ def input_gradient_penalty(
       loss_fn: a Keras loss (name or object, from logits or probabilities) or a
         callable returning per-example values.
       h: finite-difference step, > 0, in the input's units.
-      norm: the penalised dual norm, one of NORMS ("l1" defends l_inf attacks).
+      attack_norm: the attack to defend against, one of ATTACK_NORMS; the penalty is
+        the squared dual norm of the input gradient ("linf": the paper's squared l1).
       difference: "forward" (2 forward passes) or "central" (3, error O(h^2)).
       method: "finite_difference", or "double_backprop" for the exact
-        (g . d)^2 = ||g||_*^2 (divided by N for "l1"), which ignores h and difference.
+        (g . d)^2 = ||g||_*^2 (divided by N against "linf"), which ignores h and difference.
       training: passed to the model in every pass.
       sample_weight: optional per-example weights, (batch,), multiplying both outputs.
 
@@ -278,11 +326,11 @@ def input_gradient_penalty(
       model): the per-example loss at x
       and the squared directional derivative ((loss(x + h d) - loss(x)) / h)^2.
     """
-    validate_options(h, norm, difference, method)
+    h = validate_options(h, attack_norm, difference, method)
     loss_fn = per_example_loss_fn(loss_fn)
     clean = clean_pass(model, x, y, loss_fn, training)
     penalty = penalty_from_clean_pass(
-        model, clean, y, loss_fn, h=h, norm=norm, difference=difference,
+        model, clean, y, loss_fn, h=h, attack_norm=attack_norm, difference=difference,
         method=method, training=training,
     )
     loss = clean.loss

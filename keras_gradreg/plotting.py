@@ -33,7 +33,7 @@ def plot_error_curves(reports: Sequence, path: str) -> None:
                       label=f"{report.name} (lower bound)")
     for eps in reports[0].epsilons:
         axis.axvline(eps, color="0.85", linewidth=0.8, zorder=0)
-    axis.set_xlabel(f"adversarial distance ({reports[0].norm})")
+    axis.set_xlabel(f"adversarial distance ({reports[0].attack_norm})")
     axis.set_ylabel("% misclassified")
     axis.set_ylim(0, 100)
     axis.legend(fontsize="small")

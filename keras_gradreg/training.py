@@ -5,13 +5,30 @@
 training), logs to TensorBoard and CSV, saves `model.keras` and the wall-clock training
 time in `config.model_dir`, and resumes from the last completed epoch if a previous
 run with the same directory was interrupted.
+
+What a run guarantees:
+- every file it writes (model, settings, time, checkpoints) is written whole or not at
+  all, so a kill -9 at any moment loses at most the epoch in progress;
+- the checkpoint of the last completed epoch (`backup/`) is kept until `model.keras` is
+  safely written;
+- epoch e's data order and augmentation depend on (seed, e) only, and the checkpoint
+  holds the weights and the optimizer state, so a resumed run ends with the weights of
+  an uninterrupted one (PGD-AT's random starts excepted: they come from TensorFlow's
+  global random state);
+- files it cannot read, or a run of other settings, stop it before any training with an
+  error naming the file and the way out (`overwrite=True`, `--overwrite`).
 """
 
+import csv
 import dataclasses
+import glob
+import io
 import json
 import os
 import shutil
 import time
+import warnings
+import zipfile
 from typing import Optional
 
 import keras
@@ -19,9 +36,11 @@ import tensorflow as tf
 
 from keras_gradreg import adversarial_training
 from keras_gradreg import data as data_lib
+from keras_gradreg import files
+from keras_gradreg import model as model_lib
 from keras_gradreg import models as models_lib
 from keras_gradreg import penalty as penalty_lib
-from keras_gradreg import model as model_lib
+from keras_gradreg import validation
 
 METHODS = ("plain", "gradreg", "double_backprop", "pgd_at")
 STRATEGIES = ("default", "mirrored")
@@ -31,6 +50,9 @@ SCHEDULES = ("constant", "paper")
 PAPER_SCHEDULE = ((0.3, 0.2), (0.6, 0.04), (0.8, 0.008))
 """The paper's CIFAR schedule (x0.2 at epochs 60, 120, 160 of 200), as fractions of the run."""
 MODEL_FILE, TIME_FILE, SETTINGS_FILE = "model.keras", "training_time.json", "settings.json"
+HISTORY_FILE, BACKUP_DIR, STATE_FILE = "history.csv", "backup", "state.json"
+"""A run's files in model_dir; BACKUP_DIR/STATE_FILE names the last completed epoch's
+checkpoint, BACKUP_DIR/epoch-E.weights.h5."""
 
 
 @dataclasses.dataclass
@@ -44,7 +66,7 @@ class TrainConfig:
     method: str = "gradreg"
     penalty_weight: float = 1.0
     h: float = penalty_lib.DEFAULT_H
-    norm: str = "l1"
+    attack_norm: str = "linf"
     difference: str = "forward"
     penalty_every: int = 1
     at_epsilon: float = 0.3
@@ -66,33 +88,37 @@ class TrainConfig:
     overwrite: bool = False
 
 
-def validate(config: TrainConfig) -> None:
-    """Raises ValueError naming the first bad setting, before anything is built."""
+class RunFileError(ValueError):
+    """A file of a run cannot be read; the message names it and the way out."""
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Raises ValueError naming the first bad setting, before anything is built.
+
+    Returns:
+      The config with its numbers as Python ints and floats (NumPy scalars are fine).
+    """
     choices = {"dataset": tuple(data_lib.DATASETS), "model": tuple(models_lib.MODELS),
                "activation": models_lib.ACTIVATIONS, "method": METHODS,
                "strategy": STRATEGIES, "schedule": SCHEDULES, "optimizer": ("adam", "sgd"),
-               "norm": penalty_lib.NORMS, "difference": penalty_lib.DIFFERENCES}
+               "attack_norm": penalty_lib.ATTACK_NORMS, "difference": penalty_lib.DIFFERENCES}
     for field, allowed in choices.items():
-        value = getattr(config, field)
-        if value not in allowed:
-            raise ValueError(f"{field}={value!r} is not supported; use one of {allowed}.")
-    positive = {"epochs": config.epochs, "batch_size": config.batch_size,
-                "learning_rate": config.learning_rate, "h": config.h}
-    for field, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"{field}={value!r} must be > 0.")
-    if config.penalty_weight < 0 or config.weight_decay < 0:
-        raise ValueError(f"penalty_weight={config.penalty_weight!r} and weight_decay="
-                         f"{config.weight_decay!r} must be >= 0.")
-    model_lib.validate_penalty_every(config.penalty_every)
-    if config.method == "pgd_at" and not 0 < config.at_epsilon <= 1:
-        raise ValueError(f"at_epsilon={config.at_epsilon!r} must be in (0, 1], the [0, 1] "
-                         "pixel range.")
-    if config.method == "pgd_at" and not config.at_ramp_epochs >= 1:
-        raise ValueError(f"at_ramp_epochs={config.at_ramp_epochs!r} must be >= 1.")
-    if config.train_limit is not None and config.train_limit < config.batch_size:
-        raise ValueError(f"train_limit={config.train_limit!r} must be at least batch_size "
-                         f"({config.batch_size}).")
+        validation.check_choice(field, getattr(config, field), allowed)
+    whole = dict(low=1, low_open=False, integer=True)
+    numbers = {"epochs": whole, "batch_size": whole, "learning_rate": {}, "h": {},
+               "weight_decay": dict(low_open=False), "seed": dict(low_open=False, integer=True)}
+    if config.method == "pgd_at":
+        numbers.update(at_epsilon=dict(high=1.0, hint="(the [0, 1] pixel range)"),
+                       at_ramp_epochs=whole)
+    checked = {field: validation.check_number(field, getattr(config, field), **rules)
+               for field, rules in numbers.items()}
+    checked["penalty_weight"] = model_lib.validate_penalty_weight(config.penalty_weight)
+    checked["penalty_every"] = model_lib.validate_penalty_every(config.penalty_every)
+    if config.train_limit is not None:
+        checked["train_limit"] = validation.check_number(
+            "train_limit", config.train_limit, low=checked["batch_size"], low_open=False,
+            integer=True, hint="(at least batch_size)")
+    return dataclasses.replace(config, **checked)
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -122,37 +148,54 @@ def build(config: TrainConfig) -> keras.Model:
         return adversarial_training.AdversarialTrainingModel.from_model(base, epsilon=config.at_epsilon)
     method = "double_backprop" if config.method == "double_backprop" else "finite_difference"
     return model_lib.GradRegModel.from_model(
-        base, penalty_weight=config.penalty_weight, h=config.h, norm=config.norm,
+        base, penalty_weight=config.penalty_weight, h=config.h, attack_norm=config.attack_norm,
         difference=config.difference, method=method, penalty_every=config.penalty_every)
 
 
-class _TrainingClock(keras.callbacks.Callback):
-    """Adds each epoch's wall-clock seconds to a JSON file, so resumed runs add up."""
+def _path(model_dir: str, *names: str) -> str:
+    return os.path.join(model_dir, *names)
 
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
 
-    def elapsed(self) -> float:
-        return training_seconds(os.path.dirname(self.path)) or 0.0
+def _read_json(path: str) -> dict:
+    """A run's JSON file, or RunFileError naming it."""
+    try:
+        with open(path) as f:
+            content = json.load(f)
+        if not isinstance(content, dict):
+            raise ValueError("not a JSON object")
+        return content
+    except (OSError, ValueError) as error:
+        raise RunFileError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); remove the run with "
+            "overwrite=True (--overwrite) to start afresh, or choose another model_dir."
+        ) from error
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = self.elapsed() + time.perf_counter() - self._start
-        with open(self.path + ".tmp", "w") as f:
-            json.dump({"seconds": seconds, "epochs": epoch + 1}, f)
-        os.replace(self.path + ".tmp", self.path)
+def _readable_model(path: str) -> bool:
+    """Whether a .keras file is a whole zip archive (a kill during its write leaves less)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def training_seconds(model_dir: str) -> Optional[float]:
-    """Wall-clock seconds the run in model_dir has trained so far, or None if unknown."""
-    path = os.path.join(model_dir, TIME_FILE)
+    """Wall-clock seconds the finished run in model_dir trained, or None if unknown.
+
+    Raises:
+      RunFileError: the time file exists but cannot be read.
+    """
+    path = _path(model_dir, TIME_FILE)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return float(json.load(f)["seconds"])
+    try:
+        return float(_read_json(path)["seconds"])
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, RunFileError):
+            raise
+        raise RunFileError(f"{path} holds no training time ({error!r}); remove the run with "
+                           "--overwrite to start afresh.") from error
 
 
 def settings(config: TrainConfig) -> dict:
@@ -161,7 +204,7 @@ def settings(config: TrainConfig) -> dict:
     if config.method != "pgd_at":
         unused |= {"at_epsilon", "at_ramp_epochs"}
     if config.method in ("plain", "pgd_at"):
-        unused |= {"penalty_weight", "h", "norm", "difference", "penalty_every"}
+        unused |= {"penalty_weight", "h", "attack_norm", "difference", "penalty_every"}
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
 
 
@@ -169,15 +212,17 @@ def check_settings(config: TrainConfig) -> None:
     """Raises ValueError if config.model_dir holds a run (finished or not) of other settings.
 
     A model of unknown settings (no settings file beside it) counts as different.
+    Settings files written before `norm` was renamed `attack_norm` are read correctly.
     """
-    path = os.path.join(config.model_dir, SETTINGS_FILE)
+    path = _path(config.model_dir, SETTINGS_FILE)
     if not os.path.exists(path):
-        if os.path.exists(os.path.join(config.model_dir, MODEL_FILE)):
+        if os.path.exists(_path(config.model_dir, MODEL_FILE)):
             raise ValueError(f"{config.model_dir} holds a model without {SETTINGS_FILE}, so its "
                              "settings are unknown; choose another model_dir or pass overwrite=True.")
         return
-    with open(path) as f:
-        stored = json.load(f)
+    stored = _read_json(path)
+    if "norm" in stored:  # the penalised dual norm, before the rename
+        stored["attack_norm"] = penalty_lib.attack_norm_of_dual(stored.pop("norm"))
     wanted = settings(config)
     differ = [f"{k}={stored.get(k)!r} there, {wanted.get(k)!r} asked"
               for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
@@ -186,17 +231,59 @@ def check_settings(config: TrainConfig) -> None:
                          "choose another model_dir or pass overwrite=True (--overwrite) to start afresh.")
 
 
+@dataclasses.dataclass
+class _Resume:
+    """Where an unfinished run stands: its last completed epoch's checkpoint."""
+
+    epochs: int
+    seconds: float
+    weights: Optional[str]  # None before the first completed epoch
+
+
+def _resume_point(model_dir: str) -> _Resume:
+    """The checkpoint of an unfinished run (epoch 0 if none), or RunFileError."""
+    backup = _path(model_dir, BACKUP_DIR)
+    state_path = _path(backup, STATE_FILE)
+    if not os.path.exists(state_path):
+        if glob.glob(_path(backup, "*.h5")):
+            raise RunFileError(f"{backup} holds weights but no {STATE_FILE} (a backup of an older "
+                               "version, or a damaged one); start afresh with --overwrite.")
+        return _Resume(0, 0.0, None)
+    state = _read_json(state_path)
+    try:
+        weights = _path(backup, state["weights"])
+        resume = _Resume(int(state["epochs"]), float(state["seconds"]), weights)
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunFileError(f"{state_path} is not a checkpoint record ({error!r}); start afresh "
+                           "with --overwrite.") from error
+    if not os.path.exists(weights):
+        raise RunFileError(f"{state_path} names {weights}, which is missing; start afresh with "
+                           "--overwrite.")
+    return resume
+
+
 def finished_run(config: TrainConfig) -> Optional[tuple]:
     """(loaded model, training seconds) of the finished run of `config`, or None.
 
+    A model file that cannot be read while the run's checkpoint is still there (a kill
+    while the final model was being written) counts as unfinished: `train` resumes it.
+
     Raises:
       ValueError: config.model_dir holds a run with other settings.
+      RunFileError: a file of the run cannot be read.
     """
-    model_path = os.path.join(config.model_dir, MODEL_FILE)
+    model_path = _path(config.model_dir, MODEL_FILE)
     if not os.path.exists(model_path):
         return None
     check_settings(config)
-    return keras.models.load_model(model_path), training_seconds(config.model_dir)
+    if not _readable_model(model_path):
+        if _resume_point(config.model_dir).weights:
+            return None
+        raise RunFileError(f"{model_path} is not a readable .keras file (not a whole zip archive) "
+                           "and there is no checkpoint to resume from; train it again with "
+                           "overwrite=True (--overwrite).")
+    seconds = training_seconds(config.model_dir)
+    return keras.models.load_model(model_path), seconds
 
 
 def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None,
@@ -205,6 +292,59 @@ def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None
     test_split = data_lib.DATASETS[dataset].splits[1]
     return data_lib.dataset_arrays(data_lib.load_dataset(
         dataset, test_split, batch_size=256, data_dir=data_dir, download=download, limit=num_images))
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Saves weights and optimizer state at each epoch's end, whole or not at all.
+
+    The weights go to BACKUP_DIR/epoch-E.weights.h5, then STATE_FILE is replaced to name
+    them (with the epochs done and the training seconds so far), then older checkpoints
+    are removed: at every moment STATE_FILE names a complete checkpoint.
+    """
+
+    def __init__(self, model_dir: str, resume: _Resume):
+        super().__init__()
+        self.backup = _path(model_dir, BACKUP_DIR)
+        self.resume = resume
+        self.seconds = resume.seconds
+
+    def on_train_begin(self, logs=None):
+        if self.resume.weights is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(self.resume.weights)
+        except (OSError, ValueError) as error:
+            raise RunFileError(f"{self.resume.weights} cannot be loaded ({error}); start afresh "
+                               "with --overwrite.") from error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._start
+        os.makedirs(self.backup, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        with files.replaced_atomically(_path(self.backup, name)) as temporary:
+            self.model.save_weights(temporary)
+        state = {"epochs": epoch + 1, "seconds": self.seconds, "weights": name}
+        files.write_text(_path(self.backup, STATE_FILE), json.dumps(state))
+        for old in glob.glob(_path(self.backup, "epoch-*.weights.h5")):
+            if os.path.basename(old) != name:
+                os.remove(old)
+
+
+def _trim_history(path: str, epochs: int) -> None:
+    """Keeps the history rows of the first `epochs` epochs (a killed epoch may have left one)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(kept if epochs else [])
+    files.write_text(path, out.getvalue())
 
 
 def train(config: TrainConfig, verbose: int = 2) -> tuple:
@@ -218,58 +358,70 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
 
     Raises:
       FileExistsError: model_dir already holds a finished model and overwrite is False.
-      ValueError: model_dir holds an unfinished run with other settings and overwrite is False.
+      ValueError: a bad setting, or model_dir holds a run with other settings and
+        overwrite is False.
+      RunFileError: a file of the run cannot be read (before any training).
     """
-    validate(config)
-    model_path = os.path.join(config.model_dir, MODEL_FILE)
-    if os.path.exists(model_path) and not config.overwrite:
+    config = validate(config)
+    model_path = _path(config.model_dir, MODEL_FILE)
+    if config.overwrite:  # asked to start afresh
+        for stale in (MODEL_FILE, TIME_FILE, HISTORY_FILE, SETTINGS_FILE):
+            if os.path.exists(_path(config.model_dir, stale)):
+                os.remove(_path(config.model_dir, stale))
+        shutil.rmtree(_path(config.model_dir, BACKUP_DIR), ignore_errors=True)
+    elif os.path.exists(model_path) and finished_run(config) is not None:
         raise FileExistsError(
             f"{model_path} already exists (a finished run); pass overwrite=True "
             "(--overwrite) to train it again, or choose another model_dir."
         )
-    clock = _TrainingClock(os.path.join(config.model_dir, TIME_FILE))
-    history_path = os.path.join(config.model_dir, "history.csv")
-    backup_dir = os.path.join(config.model_dir, "backup")
-    if config.overwrite:  # asked to start afresh
-        for stale in (clock.path, history_path, os.path.join(config.model_dir, SETTINGS_FILE)):
-            if os.path.exists(stale):
-                os.remove(stale)
-        shutil.rmtree(backup_dir, ignore_errors=True)
     else:
         check_settings(config)
+    resume = _resume_point(config.model_dir)
+    if os.path.exists(model_path):
+        warnings.warn(f"{model_path} is unreadable (killed while it was written?); resuming "
+                      f"from the checkpoint of epoch {resume.epochs}.", stacklevel=2)
     os.makedirs(config.model_dir, exist_ok=True)
-    with open(os.path.join(config.model_dir, SETTINGS_FILE), "w") as f:
-        json.dump(settings(config), f, indent=1)
+    files.write_text(_path(config.model_dir, SETTINGS_FILE), json.dumps(settings(config), indent=1))
+    _trim_history(_path(config.model_dir, HISTORY_FILE), resume.epochs)
     keras.utils.set_random_seed(config.seed)
     policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        return _fit(config, model_path, clock, history_path, verbose)
+        return _fit(config, resume, verbose)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _fit(config: TrainConfig, model_path: str, clock: _TrainingClock, history_path: str,
-         verbose: int) -> tuple:
-    train_data = data_lib.load_dataset(
+def _fit(config: TrainConfig, resume: _Resume, verbose: int) -> tuple:
+    # A run killed after its last epoch still builds from one epoch of data.
+    first = min(resume.epochs, config.epochs - 1)
+    train_data, steps = data_lib.training_epochs(
         config.dataset, data_lib.DATASETS[config.dataset].splits[0], batch_size=config.batch_size,
-        training=True, cutout=config.cutout, seed=config.seed, data_dir=config.data_dir,
-        download=config.download, limit=config.train_limit)
-    steps = int(train_data.cardinality())
+        seed=config.seed, first_epoch=first, epochs=config.epochs, cutout=config.cutout,
+        data_dir=config.data_dir, download=config.download, limit=config.train_limit)
     with _strategy(config.strategy).scope():
         model = build(config)
-        model.compile(optimizer=_optimizer(config, max(steps, 1)),
+        model.compile(optimizer=_optimizer(config, steps),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], jit_compile=config.jit_compile)
+    checkpoint = _Checkpoint(config.model_dir, resume)
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
-        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
-        keras.callbacks.CSVLogger(history_path, append=True),
-        clock,  # last: an epoch counts once everything else has recorded it
+        keras.callbacks.TensorBoard(_path(config.model_dir, "logs")),
+        keras.callbacks.CSVLogger(_path(config.model_dir, HISTORY_FILE), append=True),
     ]
     if config.method == "pgd_at":
         callbacks.append(adversarial_training.EpsilonRamp(config.at_ramp_epochs))
-    history = model.fit(train_data, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
-    model.save(model_path)
-    return model, history, clock.elapsed()
+    # Last: an epoch is checkpointed once everything else has recorded it (a row the
+    # CSV got before a kill is trimmed on resume, see _trim_history).
+    callbacks.append(checkpoint)
+    history = model.fit(train_data, epochs=config.epochs, initial_epoch=resume.epochs,
+                        steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    # The time first, then the model (whose presence marks the run finished), then
+    # the checkpoint goes: a kill between any two leaves a run that resumes or is done.
+    files.write_text(_path(config.model_dir, TIME_FILE),
+                     json.dumps({"seconds": checkpoint.seconds, "epochs": config.epochs}))
+    with files.replaced_atomically(_path(config.model_dir, MODEL_FILE)) as temporary:
+        model.save(temporary)
+    shutil.rmtree(_path(config.model_dir, BACKUP_DIR), ignore_errors=True)
+    return model, history, checkpoint.seconds

@@ -45,12 +45,15 @@ def test_smooth_relu_has_a_bounded_second_derivative():
     assert np.all(np.isfinite(curvature)) and np.max(np.abs(curvature)) <= 1.5 + 1e-9
 
 
-def test_smooth_relu_by_name_in_a_saved_model(tmp_path):
+def test_smooth_relu_in_a_saved_model_through_the_public_registration(tmp_path):
     inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="smooth_relu")(inputs))
-    assert model.layers[-1].activation is kg.smooth_relu
+    model = keras.Model(inputs, keras.layers.Dense(4, activation=kg.smooth_relu)(inputs))
+    assert keras.saving.get_registered_object("keras_gradreg>smooth_relu") is kg.smooth_relu
+    # nothing written into Keras' private table of built-in activations
+    assert "smooth_relu" not in keras.src.activations.ALL_OBJECTS_DICT
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
+    assert loaded.layers[-1].activation is kg.smooth_relu
     x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

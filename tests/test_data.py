@@ -49,11 +49,40 @@ def _matches_a_shift(out, image):
 def test_cifar_augmentation_is_a_padded_crop_and_flip_with_optional_cutout(cutout):
     tf.random.set_seed(0)
     image = tf.random.uniform((32, 32, 3), 0.1, 1.0).numpy()
-    for _ in range(5):
-        out = kg.data.cifar_augment(tf.constant(image), cutout=cutout).numpy()
+    for i in range(5):
+        out = kg.data.cifar_augment(tf.constant(image), tf.constant([7, i], tf.int64), cutout_square=cutout).numpy()
         assert out.shape == (32, 32, 3) and _matches_a_shift(out, image)
         zeros = np.all(out == 0, axis=-1).sum()
-        assert zeros <= 2 * 4 * 32 + (17 * 17 if cutout else 0)
+        assert zeros <= 2 * 4 * 32 + (16 * 16 if cutout else 0)
+        again = kg.data.cifar_augment(tf.constant(image), tf.constant([7, i], tf.int64), cutout_square=cutout)
+        np.testing.assert_array_equal(again.numpy(), out)  # stateless: a resumed run sees the same
+
+
+def test_cutout_square_is_16_by_16_as_in_the_paper():
+    ones = tf.ones((32, 32, 1))
+    sizes = []
+    for i in range(60):
+        hole = kg.data.cutout(ones, tf.constant([1, i], tf.int64)).numpy()[..., 0] == 0
+        rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+        assert hole.sum() == len(rows) * len(cols)  # a rectangle
+        sizes.append((len(rows), len(cols)))
+    assert (16, 16) in sizes and max(max(s) for s in sizes) == 16  # never 17 wide
+
+
+def test_training_epochs_depend_on_seed_and_epoch_only():
+    """A run resumed at epoch 2 sees the batches an uninterrupted run saw there."""
+    def labels(first, seed=0):
+        data, steps = kg.data.training_epochs("offline_mnist", "train", batch_size=64, seed=seed,
+                                              first_epoch=first, epochs=4, limit=200)
+        return [b[1].numpy() for b in data], steps
+
+    full, steps = labels(0)
+    resumed, _ = labels(2)
+    assert steps == 4 and len(full) == 16
+    for a, b in zip(full[8:], resumed):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(full[0], full[4])  # each epoch has its own order
+    assert not np.array_equal(full[0], labels(0, seed=1)[0][0])
 
 
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])

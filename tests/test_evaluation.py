@@ -50,7 +50,7 @@ def test_distances_on_a_binary_linear_classifier_are_the_exact_ones(norm, attack
     model, x, y, w, logits = _linear_problem(classes=2)
     true = _true_distance(w, logits, y, norm)
     assert np.all(true < 0.3)  # the closest boundary points lie inside the data range
-    report = kg.evaluate_robustness(model, x, y, norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
+    report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
                                     settings=FAST, sanity_checks=False, verbose=0)
     assert np.all(report.distances >= true * (1 - 1e-4))  # no attack beats the exact distance
     np.testing.assert_allclose(report.distances, true, rtol=0.02)
@@ -69,7 +69,7 @@ def test_distances_on_a_three_class_linear_classifier_are_within_a_small_factor(
     """Untargeted attacks head for the runner-up class, not always the nearest boundary."""
     model, x, y, w, logits = _linear_problem()
     true = _true_distance(w, logits, y, norm)
-    report = kg.evaluate_robustness(model, x, y, norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
+    report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
                                     settings=FAST, sanity_checks=False, verbose=0)
     ratio = report.distances / true
     assert np.all(ratio >= 1 - 1e-4)
@@ -78,7 +78,7 @@ def test_distances_on_a_three_class_linear_classifier_are_within_a_small_factor(
 
 def test_every_adversarial_example_is_misclassified_in_range_and_within_its_distance():
     model, x, y, _, _ = _linear_problem(seed=1)
-    report = kg.evaluate_robustness(model, x, y, norm="linf", settings=FAST, sanity_checks=False,
+    report = kg.evaluate_robustness(model, x, y, attack_norm="linf", settings=FAST, sanity_checks=False,
                                     lower_bound=False, verbose=0)
     adv = report.adversarial
     assert np.all(np.argmax(model.predict(adv, verbose=0), 1) != y)
@@ -111,10 +111,10 @@ def test_softmax_outputs_are_detected_and_give_the_same_distances():
 def test_carlini_wagner_and_spsa_run_on_keras_3():
     """cleverhans 4.0.0's own CW-L2 and SPSA fail on Keras 3; the adapters must keep working."""
     model, x, y, w, logits = _linear_problem(seed=4, n=4)
-    cw = kg.evaluate_robustness(model, x, y, norm="l2", attacks=("cw",), settings=FAST,
+    cw = kg.evaluate_robustness(model, x, y, attack_norm="l2", attacks=("cw",), settings=FAST,
                                 sanity_checks=False, lower_bound=False, verbose=0)
     assert np.all(np.isfinite(cw.distances))
-    spsa = kg.evaluate_robustness(model, x, y, norm="linf", attacks=("spsa",), settings=FAST,
+    spsa = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=("spsa",), settings=FAST,
                                   sanity_checks=False, lower_bound=False, verbose=0)
     assert np.sum(np.isfinite(spsa.distances)) >= 2  # gradient-free and given few steps
     assert np.all(spsa.distances >= _true_distance(w, logits, y, "linf") * (1 - 1e-4))
@@ -151,9 +151,9 @@ def test_sanity_checks_stay_quiet_on_a_plain_model():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(norm="l1"), "norm='l1'"),
+        (dict(attack_norm="l1"), "attack_norm='l1'"),
         (dict(attacks=("deepfool",)), "Unknown attack 'deepfool'"),
-        (dict(norm="linf", attacks=("cw",)), "'cw' does not support norm='linf'"),
+        (dict(attack_norm="linf", attacks=("cw",)), "'cw' does not support attack_norm='linf'"),
         (dict(epsilons=(0.1, 1.5)), "epsilon 1.5 is outside"),
         (dict(epsilons=(0.0,)), "epsilon 0.0 is outside"),
         (dict(clip_max=0.5), "outside the declared range"),

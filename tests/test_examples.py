@@ -4,17 +4,58 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+
+import keras
+import numpy as np
+
+import keras_gradreg as kg  # registers the classes saved models name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script, *flags, cwd=None):
+def _command(script, *flags):
     # The checkout's package, not whichever copy pip installed last.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *flags],
-                          capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+    return [sys.executable, os.path.join(ROOT, "examples", script), *flags], env
+
+
+def _run(script, *flags, cwd=None):
+    command, env = _command(script, *flags)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+
+
+def _epochs_done(model_dir):
+    try:
+        return json.load(open(os.path.join(model_dir, "backup", "state.json")))["epochs"]
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path):
+    flags = ["--epochs=6", "--train_limit=512", "--batch_size=64", "--method=gradreg"]
+    whole = str(tmp_path / "whole")
+    assert _run("train.py", f"--model_dir={whole}", *flags).returncode == 0
+    killed = str(tmp_path / "killed")
+    command, env = _command("train.py", f"--model_dir={killed}", *flags)
+    job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _epochs_done(killed) < 2 and job.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(job.pid, signal.SIGKILL)  # somewhere in epoch 3 or later: whatever it was writing
+    job.wait()
+    assert not os.path.exists(os.path.join(killed, "model.keras")), "finished before the kill"
+    resumed = _run("train.py", f"--model_dir={killed}", *flags)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = keras.models.load_model(os.path.join(whole, "model.keras"))
+    b = keras.models.load_model(os.path.join(killed, "model.keras"))
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+    rows = list(csv.DictReader(open(os.path.join(killed, "history.csv"))))
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
 
 
 def test_quickstart_trains_and_prints_test_metrics():
@@ -29,7 +70,7 @@ def test_quickstart_trains_and_prints_test_metrics():
 def test_train_then_evaluate(tmp_path):
     model_dir = str(tmp_path / "gr")
     result = _run("train.py", f"--model_dir={model_dir}", "--epochs=1", "--train_limit=256",
-                  "--batch_size=64", "--method=gradreg", "--norm=l1")
+                  "--batch_size=64", "--method=gradreg", "--attack_norm=linf")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained in" in result.stdout
     assert os.path.exists(os.path.join(model_dir, "model.keras"))
@@ -45,6 +86,31 @@ def test_train_then_evaluate(tmp_path):
     assert rows[0]["model"] == "gr" and float(rows[0]["training_time_s"]) > 0
     refused = _run("evaluate.py", *flags)
     assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    damaged = tmp_path / "damaged" / "model.keras"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"PK not a zip")
+    late = str(tmp_path / "late")
+    result = _run("evaluate.py", f"--model_path={model_dir}/model.keras", f"--model_path={damaged}",
+                  "--num_images=20", f"--output_dir={late}")
+    assert result.returncode != 0 and f"{damaged} cannot be loaded" in result.stderr
+    assert "attack batch" not in result.stdout + result.stderr  # refused before any attack
+    assert not os.path.exists(late)
+
+
+def test_evaluate_uses_the_datasets_radii(tmp_path):
+    assert kg.data.DATASETS["cifar10"].radii["linf"] == (2 / 255, 8 / 255)
+    assert kg.data.DATASETS["offline_mnist"].radii["linf"] == (0.1, 0.2, 0.3)
+    bad = _run("evaluate.py", "--model_path=x.keras", "--epsilons=0.1,nan", f"--output_dir={tmp_path}")
+    assert bad.returncode != 0 and "epsilon=nan" in bad.stderr
+
+
+def test_refused_flags_leave_no_files(tmp_path):
+    result = _run("train.py", f"--model_dir={tmp_path}/run", "--penalty_weight=nan")
+    assert result.returncode != 0 and "penalty_weight=nan" in result.stderr
+    assert not os.path.exists(tmp_path / "run")
+    result = _run("reproduce.py", f"--output_dir={tmp_path}/rep", "--at_epsilon=nan", "--epochs=1")
+    assert result.returncode != 0 and "at_epsilon=nan" in result.stderr
+    assert not os.path.exists(tmp_path / "rep")  # not even the first two models
 
 
 def test_reproduce_on_tiny_settings(tmp_path):
@@ -66,7 +132,7 @@ def test_reproduce_on_tiny_settings(tmp_path):
 def test_bad_flags_name_the_value_and_the_choices(tmp_path):
     result = _run("train.py", f"--model_dir={tmp_path}", "--method=trades")
     assert result.returncode != 0 and "trades" in result.stderr and "pgd_at" in result.stderr
-    result = _run("quickstart.py", "--norm=l3")
+    result = _run("quickstart.py", "--attack_norm=l3")
     assert result.returncode != 0 and "l3" in result.stderr and "l2" in result.stderr
 
 

@@ -42,8 +42,8 @@ def test_lipschitz_bound_of_a_linear_binary_classifier_is_the_exact_distance(nor
 
 def _reference(model, x, y, epsilon):
     """NumPy bounds from one pass over all images, with the dataset-wide L and C."""
-    lin = kg.bound_terms(model, x, y, norm="linf")
-    cur = kg.bound_terms(model, x, y, norm="l2", curvature_iterations=kg.metrics.DEFAULT_CURVATURE_ITERATIONS)
+    lin = kg.bound_terms(model, x, y, attack_norm="linf")
+    cur = kg.bound_terms(model, x, y, attack_norm="l2", curvature_iterations=kg.metrics.DEFAULT_CURVATURE_ITERATIONS)
     gap, g1 = lin.gap.numpy(), lin.grad_norm.numpy()
     lbound = gap / g1.max()
     g2, c = cur.grad_norm.numpy(), max(cur.curvature.numpy().max(), 0.0)
@@ -73,12 +73,31 @@ def test_evaluate_gives_the_dataset_wide_value_whatever_the_batches():
             np.testing.assert_allclose(got[key], value, rtol=2e-4, err_msg=key)
 
 
-def test_bounds_appear_in_fit_logs_and_history():
+def test_bounds_are_computed_in_validation_only_not_in_training_steps(monkeypatch):
     model = _bound_model()
     x, y = batch(n=16, shape=(6, 6, 2))
-    history = model.fit(x, y, batch_size=8, validation_data=(x, y), verbose=0)
-    assert {"lipschitz_bound_linf", "val_lipschitz_bound_linf", "curvature_bound_l2",
-            f"val_curvature_bound_l2_ge_{EPSILON:g}"} <= set(history.history)
+    calls = []
+    original = kg.metrics.bound_terms
+    monkeypatch.setattr(kg.metrics, "bound_terms", lambda *a, **k: calls.append(1) or original(*a, **k))
+    history = model.fit(x, y, batch_size=8, verbose=0).history
+    assert not calls and not any("bound" in key for key in history)
+    history = model.fit(x, y, batch_size=8, validation_data=(x, y), verbose=0).history
+    assert calls  # traced for validation
+    assert {"val_lipschitz_bound_linf", f"val_curvature_bound_l2_ge_{EPSILON:g}"} <= set(history)
+    assert not {"lipschitz_bound_linf", "curvature_bound_l2"} & set(history)
+
+
+@pytest.mark.parametrize("labels", ["column", "one_hot"])
+def test_labels_of_shape_n_1_and_one_hot_give_the_same_bounds(labels):
+    model = small_cnn("softplus")
+    x, y = batch(n=12, shape=(6, 6, 2))
+    other = y[:, None] if labels == "column" else np.eye(3)[y]
+    assert len(set(y)) == 3  # a label read as class 0 would change the bounds
+    for attack_norm in ("linf", "l2"):
+        expected = kg.bound_terms(model, x, y, attack_norm=attack_norm)
+        got = kg.bound_terms(model, x, other, attack_norm=attack_norm)
+        np.testing.assert_allclose(got.gap.numpy(), expected.gap.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(got.grad_norm.numpy(), expected.grad_norm.numpy(), rtol=1e-6)
 
 
 def test_curvature_matches_the_top_eigenvalue_of_the_exact_hessian():
@@ -87,7 +106,7 @@ def test_curvature_matches_the_top_eigenvalue_of_the_exact_hessian():
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="tanh")(hidden)))
     x, y = batch(n=24, shape=(4,))
     x = 3 * x - 1.5
-    terms = kg.bound_terms(model, x, y, norm="l2", curvature_iterations=50)
+    terms = kg.bound_terms(model, x, y, attack_norm="l2", curvature_iterations=50)
     xt = tf.constant(x)
     with tf.GradientTape() as outer:
         outer.watch(xt)
@@ -138,20 +157,51 @@ def test_a_plain_keras_model_gets_a_clear_error():
         model.evaluate(*batch(n=4, shape=(6, 6, 2)), verbose=0)
 
 
-def test_too_many_images_is_an_error_not_a_silent_overwrite():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_too_many_images_give_nan_and_an_error_never_a_silent_overwrite(jit_compile):
+    """Under XLA an out-of-range write would be dropped and an assert would not stop it."""
+    model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1)
+    model.compile("sgd", CE, metrics=[kg.LipschitzBound("linf", max_images=5)],
+                  jit_compile=jit_compile)
+    x, y = batch(n=8, shape=(6, 6, 2))
+    assert np.isnan(model.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)["lipschitz_bound_linf"])
+    assert np.isfinite(model.evaluate(x[:4], y[:4], batch_size=4, return_dict=True,
+                                      verbose=0)["lipschitz_bound_linf"])
     metric = kg.LipschitzBound("l2", max_images=5)
-    model = small_cnn()
-    with pytest.raises(tf.errors.InvalidArgumentError, match="max_images=5"):
-        metric.update_from_model(model, *batch(n=6, shape=(6, 6, 2)))
+    metric.update_from_model(small_cnn(), *batch(n=6, shape=(6, 6, 2)))
+    assert np.isnan(metric.result().numpy())
+    with pytest.raises(ValueError, match="max_images=5 images and 1 more"):
+        metric.per_image_bounds()
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_evaluate_with_xla_gives_the_same_bounds(jit_compile):
+    model = _bound_model()
+    model.compile("sgd", CE, metrics=[kg.LipschitzBound("linf"), kg.CurvatureBound()],
+                  jit_compile=jit_compile)
+    x, y = batch(n=20, shape=(6, 6, 2))
+    expected = _reference(model, x, y, EPSILON)
+    got = model.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    for key in ("lipschitz_bound_linf", "curvature_bound_l2"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=2e-4, err_msg=key)
+
+
+def test_metric_configs_saved_with_the_old_norm_key_still_load():
+    config = kg.LipschitzBound("l2", epsilon=0.1).get_config()
+    config["norm"] = config.pop("attack_norm")
+    assert kg.LipschitzBound.from_config(config).attack_norm == "l2"
 
 
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: kg.LipschitzBound("l1"), "norm='l1'"),
+        (lambda: kg.LipschitzBound("l1"), "attack_norm='l1'"),
         (lambda: kg.LipschitzBound("linf", margin="hinge"), "margin='hinge'"),
         (lambda: kg.LipschitzBound("linf", epsilon=-0.1), "epsilon=-0.1"),
-        (lambda: kg.CurvatureBound(norm="linf"), "norm='linf'"),
+        (lambda: kg.LipschitzBound("linf", epsilon=float("nan")), "epsilon=nan"),
+        (lambda: kg.LipschitzBound("linf", max_images=0), "max_images=0"),
+        (lambda: kg.CurvatureBound(attack_norm="linf"), "attack_norm='linf'.*l2 bound only"),
+        (lambda: kg.CurvatureBound("linf"), "'linf'.*l2 bound only"),
         (lambda: kg.CurvatureBound(curvature_iterations=0), "curvature_iterations=0"),
         (lambda: kg.LipschitzBound("l2", curvature_iterations=5), "no curvature_iterations"),
     ],

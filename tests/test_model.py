@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 
 import keras_gradreg as kg
-from helpers import batch, linear_classifier, numpy_direction, small_cnn
+from helpers import batch, linear_classifier, numpy_direction, run_model_test, small_cnn
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CE64 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
 VARIANTS = [
-    dict(norm=n, difference=d, method=m)
-    for n in kg.NORMS
+    dict(attack_norm=n, difference=d, method=m)
+    for n in kg.ATTACK_NORMS
     for d, m in [("forward", "finite_difference"), ("central", "finite_difference"),
                  ("forward", "double_backprop")]
 ]
@@ -30,7 +30,7 @@ def _weights_close(a, b, rtol=1e-6, atol=1e-7):
         np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
 
 
-def _reference_step(w, b, x, y, *, lam, h, norm, difference, method, lr):
+def _reference_step(w, b, x, y, *, lam, h, attack_norm, difference, method, lr):
     """One SGD step on the paper's objective, written out independently for logits = xW+b."""
     w, b = tf.Variable(w), tf.Variable(b)
     onehot = tf.one_hot(y, w.shape[1], dtype=w.dtype)
@@ -43,9 +43,9 @@ def _reference_step(w, b, x, y, *, lam, h, norm, difference, method, lr):
         if method == "double_backprop":
             penalty = {"l2": tf.reduce_sum(g**2, 1),
                        "l1": tf.reduce_sum(tf.abs(g), 1) ** 2 / x.shape[1],
-                       "linf": tf.reduce_max(tf.abs(g), 1) ** 2}[norm]
+                       "linf": tf.reduce_max(tf.abs(g), 1) ** 2}[kg.DUAL_NORMS[attack_norm]]
         else:
-            d = numpy_direction(g.numpy(), norm)
+            d = numpy_direction(g.numpy(), attack_norm)
             behind = loss_at(x - h * d) if difference == "central" else loss_at(x)
             step = 2 * h if difference == "central" else h
             penalty = ((loss_at(x + h * d) - behind) / step) ** 2
@@ -72,7 +72,7 @@ def test_lazy_penalty_penalises_every_kth_step_with_k_times_the_weight():
     x, y = batch(dtype="float64")
     expected = base.get_weights()
     for lam in (2.0, 0.0, 2.0):
-        expected = _reference_step(*expected, x, y, lam=lam, h=0.05, lr=0.5, norm="l2",
+        expected = _reference_step(*expected, x, y, lam=lam, h=0.05, lr=0.5, attack_norm="l2",
                                    difference="forward", method="finite_difference")
     model = _compile(kg.GradRegModel.from_model(base, penalty_weight=1.0, h=0.05, penalty_every=2),
                      lr=0.5, loss=CE64)
@@ -198,26 +198,14 @@ def test_from_model_needs_input_shape_for_an_unbuilt_subclassed_model():
         kg.GradRegModel.from_model(_subclassed())
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
-def test_symbolic_call_fit_and_keras_file_round_trip(variant, tmp_path):
-    """The keras-hub style check for every variant: symbolic call, a fit step, save/load."""
-    inputs = keras.Input((6, 6, 2))
-    outputs = small_cnn()(inputs)
-    model = kg.GradRegModel(inputs, outputs, penalty_weight=0.3, h=0.02, **variant)
-    assert tuple(model(keras.Input((6, 6, 2))).shape) == (None, 3)
-    x, y = batch(n=8, shape=(6, 6, 2))
-    _compile(model, metrics=["accuracy"]).fit(x, y, batch_size=4, verbose=0)
-    path = str(tmp_path / "m.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    assert isinstance(loaded, kg.GradRegModel)
-    for key in ("penalty_weight", "h", "norm", "difference", "method"):
-        assert getattr(loaded, key) == getattr(model, key)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
-    # training continues from the loaded model exactly as from the original
-    model.fit(x, y, batch_size=4, shuffle=False, verbose=0)
-    loaded.fit(x, y, batch_size=4, shuffle=False, verbose=0)
-    _weights_close(model, loaded, rtol=1e-5)
+@pytest.mark.parametrize("variant", VARIANTS + [dict(penalty_every=2), dict(penalty_weight=0.0)],
+                         ids=lambda v: "-".join(map(str, v.values())))
+def test_model_round_trips_and_trains_with_and_without_xla(variant, tmp_path):
+    settings = dict(penalty_weight=0.3, h=0.02)
+    settings.update(variant)
+    run_model_test(lambda: kg.GradRegModel.from_model(small_cnn(), **settings),
+                   *batch(n=8, shape=(6, 6, 2)), tmp_path,
+                   ("penalty_weight", "h", "attack_norm", "difference", "method", "penalty_every"))
 
 
 @pytest.mark.parametrize("penalty_every", [1, 2])
@@ -228,7 +216,7 @@ def test_jit_compiled_fit_gives_the_same_weights(penalty_every):
     models = []
     for jit in (False, True):
         base = small_cnn(batchnorm=True, dtype="float64")
-        model = kg.GradRegModel.from_model(base, penalty_weight=1.0, norm="l1",
+        model = kg.GradRegModel.from_model(base, penalty_weight=1.0, attack_norm="linf",
                                            penalty_every=penalty_every)
         _compile(model, loss=CE64, jit_compile=jit).fit(data, epochs=2, verbose=0)
         models.append(model)
@@ -260,8 +248,10 @@ def test_mixed_precision_computes_the_difference_in_float32(policy, rtol):
     [
         (dict(penalty_weight=-0.1), "penalty_weight=-0.1"),
         (dict(penalty_weight=float("inf")), "penalty_weight=inf"),
+        (dict(penalty_weight=float("nan")), "penalty_weight=nan"),
+        (dict(h=float("nan")), "h=nan"),
         (dict(h=0), "h=0"),
-        (dict(norm="L2"), "norm='L2'"),
+        (dict(attack_norm="L2"), "attack_norm='L2'"),
         (dict(difference="centered"), "difference='centered'"),
         (dict(penalty_every=0), "penalty_every=0"),
         (dict(penalty_every=2.0), "penalty_every=2.0"),
@@ -281,13 +271,66 @@ def test_integer_model_input_is_rejected_at_construction():
         kg.GradRegModel(inputs, outputs)
 
 
-def test_list_of_losses_is_rejected_before_training():
+def _two_headed(dtype="float64"):
+    """Two linear heads on one input: logits x W1 + b1 and x W2 + b2."""
+    first, second = linear_classifier(dtype=dtype, seed=0), linear_classifier(dtype=dtype, seed=1)
+    inputs = keras.Input((5,), dtype=dtype)
+    return keras.Model(inputs, [first(inputs), second(inputs)])
+
+
+@pytest.mark.parametrize("one_loss,loss_weights", [(True, None), (False, None), (False, [1.0, 0.5])])
+def test_multi_output_model_penalises_the_weighted_sum_of_its_losses(one_loss, loss_weights):
+    """One SGD step equals an independent double-backprop computation of the objective
+    mean(L) + lambda / 2 * mean(||grad_x L||^2), L = sum_i w_i CE_i."""
+    base = _two_headed()
+    x, y = batch(dtype="float64")
+    y2 = (y + 1) % 3
+    weights = loss_weights or [1.0, 1.0]
+    variables = [tf.Variable(w) for w in base.get_weights()]
+
+    def per_example(inputs):
+        logits = [inputs @ variables[0] + variables[1], inputs @ variables[2] + variables[3]]
+        return sum(w * CE64.call(t, z) for w, t, z in zip(weights, (y, y2), logits))
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        with tf.GradientTape() as inner:
+            inner.watch(xt)
+            total = per_example(xt)
+        g = inner.gradient(total, xt)
+        objective = tf.reduce_mean(total) + 1.0 / 2 * tf.reduce_mean(tf.reduce_sum(g**2, axis=1))
+    expected = [v.numpy() - 0.5 * d.numpy() for v, d in zip(variables, tape.gradient(objective, variables))]
+    model = kg.GradRegModel.from_model(base, penalty_weight=1.0, method="double_backprop")
+    _compile(model, lr=0.5, loss=CE64 if one_loss else [CE64, CE64], loss_weights=loss_weights)
+    model.fit(tf.data.Dataset.from_tensors((x, (y, y2))), epochs=1, verbose=0)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_dict_of_losses_maps_to_the_outputs_by_name():
+    inputs = keras.Input((5,))
+    a = keras.layers.Dense(3, name="a")(inputs)
+    b = keras.layers.Dense(3, name="b")(inputs)
+    model = kg.GradRegModel(inputs, {"a": a, "b": b}, penalty_weight=1.0)
+    x, y = batch()
+    _compile(model, loss={"a": CE, "b": CE}, loss_weights={"a": 1.0, "b": 0.0})
+    history = model.fit(x, {"a": y, "b": y}, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["penalty"][0] > 0
+
+
+def test_more_losses_than_outputs_is_named_before_training():
     model = kg.GradRegModel.from_model(linear_classifier())
-    model.compile("sgd", loss=[CE])
+    model.compile("sgd", loss=[CE, CE])
     before = model.get_weights()
-    with pytest.raises(TypeError, match="not a Keras loss"):
+    with pytest.raises(ValueError, match="1 output.*2 loss"):
         model.fit(*batch(), verbose=0)
     _weights_close_arrays(before, model.get_weights())
+
+
+def test_fit_without_labels_is_a_clear_error():
+    model = _compile(kg.GradRegModel.from_model(linear_classifier()))
+    with pytest.raises(ValueError, match="needs targets"):
+        model.fit(batch()[0], verbose=0)
 
 
 def _weights_close_arrays(a, b):
@@ -295,15 +338,95 @@ def _weights_close_arrays(a, b):
         np.testing.assert_array_equal(u, v)
 
 
-def test_nan_penalty_stops_fit_before_the_weights_change():
+def _log_model():
     inputs = keras.Input((1,))
-    outputs = keras.layers.Dense(2)(keras.layers.Lambda(keras.ops.log)(inputs))
-    model = _compile(kg.GradRegModel(inputs, outputs, h=1.0, difference="central"))
-    x, y = np.array([[0.5], [0.7]], "float32"), np.array([0, 1])  # x - h d < 0: log is NaN
+    return kg.GradRegModel(inputs, keras.layers.Dense(2)(keras.layers.Lambda(keras.ops.log)(inputs)),
+                           h=1.0, difference="central")
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_nonfinite_penalty_updates_nothing_and_stops_fit_with_and_without_xla(jit_compile):
+    """Under XLA a check_numerics would be dropped: the skip is in the step itself."""
+    model = _log_model()
+    model.compile(keras.optimizers.Adam(0.1), CE, jit_compile=jit_compile)
+    good, bad = np.array([[2.0], [3.0]], "float32"), np.array([[0.5], [0.7]], "float32")
+    y = np.array([0, 1])
+    data = tf.data.Dataset.from_tensor_slices((np.concatenate([good, bad]), np.tile(y, 2))).batch(2)
+    reference = _log_model()
+    reference.set_weights(model.get_weights())
+    reference.compile(keras.optimizers.Adam(0.1), CE, jit_compile=jit_compile)
+    reference.fit(good, y, verbose=0)  # the first, finite batch only
+    with pytest.raises(FloatingPointError, match="training batch 1 of epoch 0.*NaN or Inf"):
+        model.fit(data, verbose=0)  # x - h d < 0 in the second batch: log is NaN
+    _weights_close(model, reference, rtol=0, atol=0)
+    assert int(model.optimizer.iterations) == 1  # the skipped step left Adam alone
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_nonfinite_inputs_are_refused_naming_the_batch(jit_compile):
+    x, y = batch(n=8)
+    x[5, 2] = np.nan
+    model = _compile(kg.GradRegModel.from_model(linear_classifier()), jit_compile=jit_compile)
     before = model.get_weights()
-    with pytest.raises(tf.errors.InvalidArgumentError, match="penalty is NaN or Inf"):
-        model.fit(x, y, callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0)
+    with pytest.raises(FloatingPointError, match="training batch 1 of epoch 0"):
+        model.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    assert not np.array_equal(before[0], model.get_weights()[0])  # batch 0 trained
+    assert np.all(np.isfinite(model.get_weights()[0]))
+    with pytest.raises(FloatingPointError, match="evaluation batch 1"):
+        model.evaluate(x, y, batch_size=4, verbose=0)
+
+
+def test_a_custom_loop_gets_the_skip_and_the_count():
+    model = _compile(kg.GradRegModel.from_model(linear_classifier()))
+    x, y = batch()
+    x[0, 0] = np.inf
+    before = model.get_weights()
+    logs = model.train_step((tf.constant(x), tf.constant(y)))
+    assert float(logs["skipped_steps"]) == 1.0
     _weights_close_arrays(before, model.get_weights())
+
+
+def test_zero_penalty_weight_takes_no_input_gradient(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the penalty was computed")
+
+    monkeypatch.setattr(kg.penalty, "clean_pass", refuse)
+    model = _compile(kg.GradRegModel.from_model(linear_classifier(), penalty_weight=0.0))
+    history = model.fit(*batch(), verbose=0).history
+    assert "penalty" not in history and "grad_norm" not in history and "loss" in history
+
+
+def test_logged_penalty_is_the_term_the_objective_uses_with_sample_weights():
+    """loss = compiled loss + lambda / 2 * penalty, each a batch mean of weighted values."""
+    base = linear_classifier()
+    x, y = batch(n=8)
+    w = np.linspace(0.0, 2.0, 8).astype("float32")
+    loss, penalty = kg.input_gradient_penalty(base, x, y, CE)
+    model = _compile(kg.GradRegModel.from_model(base, penalty_weight=3.0), lr=0.0)
+    history = model.fit(x, y, sample_weight=w, batch_size=8, verbose=0).history
+    np.testing.assert_allclose(history["penalty"][0], np.mean(w * penalty), rtol=1e-5)
+    np.testing.assert_allclose(history["loss"][0], np.mean(w * loss) + 1.5 * np.mean(w * penalty),
+                               rtol=1e-5)
+
+
+def test_the_old_norm_argument_fails_loudly_and_old_files_still_load(tmp_path):
+    inputs = keras.Input((5,))
+    with pytest.raises(TypeError, match="norm='l1' is now attack_norm='linf'"):
+        kg.GradRegModel(inputs, keras.layers.Dense(3)(inputs), norm="l1")
+    model = kg.GradRegModel.from_model(linear_classifier(), attack_norm="linf")
+    config = model.get_config()
+    del config["attack_norm"]
+    config["norm"] = "l1"  # as saved before the rename: the penalised dual norm
+    assert kg.GradRegModel.from_config(config).attack_norm == "linf"
+
+
+def test_numpy_scalars_are_valid_arguments(tmp_path):
+    model = kg.GradRegModel.from_model(linear_classifier(), penalty_weight=np.float32(0.5),
+                                       h=np.float64(0.01), penalty_every=np.int64(2))
+    assert (model.penalty_weight, model.penalty_every) == (0.5, 2)
+    _compile(model).fit(*batch(), verbose=0)
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").penalty_every == 2
 
 
 def test_tensorboard_receives_the_penalty(tmp_path):

@@ -22,7 +22,7 @@ def _config(tmp_path, **kwargs):
 def test_a_run_writes_model_time_history_and_logs(tmp_path):
     config = _config(tmp_path)
     model, history, seconds = training.train(config, verbose=0)
-    assert isinstance(model, kg.GradRegModel) and model.norm == "l1"
+    assert isinstance(model, kg.GradRegModel) and model.attack_norm == "linf" and model.dual_norm == "l1"
     assert seconds > 0 and len(history.history["loss"]) == 3
     loaded, loaded_seconds = training.finished_run(config)
     assert loaded_seconds == pytest.approx(seconds)
@@ -30,6 +30,8 @@ def test_a_run_writes_model_time_history_and_logs(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     rows = list(csv.DictReader(open(os.path.join(config.model_dir, "history.csv"))))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and "penalty" in rows[0]
+    assert sorted(os.listdir(config.model_dir)) == ["history.csv", "logs", "model.keras",
+                                                    "settings.json", "training_time.json"]
     assert os.listdir(os.path.join(config.model_dir, "logs"))
 
 
@@ -72,26 +74,137 @@ class _Interrupt(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_from_the_last_completed_epoch(tmp_path, monkeypatch):
-    config = _config(tmp_path, epochs=4, method="pgd_at", at_ramp_epochs=2)
-    original = training._TrainingClock.on_epoch_end
+def _weights_equal(a, b, rtol=1e-6, atol=1e-7):
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
+
+
+def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_would(tmp_path, monkeypatch):
+    config = _config(tmp_path, epochs=4, penalty_every=2)
+    uninterrupted, _, _ = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "whole")),
+                                         verbose=0)
+    original = training._Checkpoint.on_epoch_end
 
     def die_after_second_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 1:
             raise _Interrupt()
 
-    monkeypatch.setattr(training._TrainingClock, "on_epoch_end", die_after_second_epoch)
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die_after_second_epoch)
     with pytest.raises(_Interrupt):
         training.train(config, verbose=0)
     assert not os.path.exists(os.path.join(config.model_dir, "model.keras"))
-    monkeypatch.setattr(training._TrainingClock, "on_epoch_end", original)
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", original)
     model, history, _ = training.train(config, verbose=0)
     assert len(history.history["loss"]) == 2  # only epochs 2 and 3 ran again
+    _weights_equal(model, uninterrupted)  # data order, optimizer state and lazy phase restored
     rows = list(csv.DictReader(open(os.path.join(config.model_dir, "history.csv"))))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     assert json.load(open(os.path.join(config.model_dir, "training_time.json")))["epochs"] == 4
+    assert not os.path.exists(os.path.join(config.model_dir, "backup"))
+
+
+def test_a_pgd_at_run_resumes_with_its_radius_ramp(tmp_path, monkeypatch):
+    config = _config(tmp_path, epochs=3, method="pgd_at", at_ramp_epochs=2)
+    original = training._Checkpoint.on_epoch_end
+
+    def die_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise _Interrupt()
+
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die_after_first_epoch)
+    with pytest.raises(_Interrupt):
+        training.train(config, verbose=0)
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", original)
+    model, history, _ = training.train(config, verbose=0)
+    assert len(history.history["loss"]) == 2
     assert float(model.current_epsilon.numpy()) == pytest.approx(0.3)
+    loaded, _ = training.finished_run(config)  # a saved AdversarialTrainingModel loads
+    assert isinstance(loaded, kg.AdversarialTrainingModel) and loaded.epsilon == 0.3
+
+
+def test_a_kill_while_the_model_is_written_loses_nothing(tmp_path, monkeypatch):
+    config = _config(tmp_path, epochs=2)
+    uninterrupted, _, _ = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "whole")),
+                                         verbose=0)
+    original = keras.Model.save
+
+    def half_written(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise _Interrupt()
+
+    monkeypatch.setattr(keras.Model, "save", half_written)
+    with pytest.raises(_Interrupt):
+        training.train(config, verbose=0)
+    monkeypatch.setattr(keras.Model, "save", original)
+    assert not os.path.exists(os.path.join(config.model_dir, "model.keras"))  # not half of one
+    assert os.path.exists(os.path.join(config.model_dir, "backup"))  # kept until then
+    assert training.finished_run(config) is None
+    model, history, _ = training.train(config, verbose=0)
+    assert history.history == {}  # nothing left to train: it only saved the model
+    _weights_equal(model, uninterrupted)
+    _weights_equal(training.finished_run(config)[0], uninterrupted)
+
+
+def test_a_truncated_model_file_beside_its_backup_is_resumed(tmp_path, monkeypatch):
+    """What a kill -9 inside model.save left behind before writes were atomic."""
+    config = _config(tmp_path, epochs=2)
+    original = training._Checkpoint.on_epoch_end
+
+    def die_after_last_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise _Interrupt()
+
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die_after_last_epoch)
+    with pytest.raises(_Interrupt):
+        training.train(config, verbose=0)
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", original)
+    open(os.path.join(config.model_dir, "model.keras"), "wb").close()  # 0 bytes
+    with pytest.warns(UserWarning, match="unreadable"):
+        training.train(config, verbose=0)
+    assert training.finished_run(config) is not None
+
+
+def _damage(path, content=b'{"seconds": 1'):
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+@pytest.mark.parametrize("name", ["settings.json", "training_time.json", "model.keras"])
+def test_an_unreadable_file_of_a_finished_run_is_named(tmp_path, name):
+    config = _config(tmp_path, epochs=1)
+    training.train(config, verbose=0)
+    path = os.path.join(config.model_dir, name)
+    _damage(path)
+    with pytest.raises(training.RunFileError, match=f"{name}.*--overwrite"):
+        training.finished_run(config)
+    with pytest.raises((training.RunFileError, FileExistsError)):
+        training.train(config, verbose=0)
+
+
+@pytest.mark.parametrize("name", ["state.json", "epoch-1.weights.h5"])
+def test_an_unreadable_checkpoint_is_named_before_any_training(tmp_path, monkeypatch, name):
+    config = _config(tmp_path, epochs=3)
+    original = training._Checkpoint.on_epoch_end
+
+    def die(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise _Interrupt()
+
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die)
+    with pytest.raises(_Interrupt):
+        training.train(config, verbose=0)
+    _damage(os.path.join(config.model_dir, "backup", name))
+    history = open(os.path.join(config.model_dir, "history.csv")).read()
+    epochs_run = []
+    monkeypatch.setattr(training._Checkpoint, "on_epoch_begin",
+                        lambda self, epoch, logs=None: epochs_run.append(epoch))
+    with pytest.raises(training.RunFileError, match=f"{name}.*--overwrite"):
+        training.train(config, verbose=0)
+    assert not epochs_run
+    assert open(os.path.join(config.model_dir, "history.csv")).read() == history
 
 
 def test_adversarial_training_examples_stay_within_epsilon_and_range():
@@ -108,9 +221,13 @@ def test_adversarial_training_examples_stay_within_epsilon_and_range():
 @pytest.mark.parametrize(
     "kwargs,match",
     [(dict(method="trades"), "method='trades'"), (dict(dataset="svhn"), "dataset='svhn'"),
-     (dict(epochs=0), "epochs=0"), (dict(h=-0.1), "h=-0.1"), (dict(norm="l3"), "norm='l3'"),
+     (dict(epochs=0), "epochs=0"), (dict(h=-0.1), "h=-0.1"), (dict(attack_norm="l3"), "attack_norm='l3'"),
      (dict(penalty_weight=-1.0), "penalty_weight=-1.0"), (dict(strategy="tpu"), "strategy='tpu'"),
      (dict(penalty_every=0), "penalty_every=0"),
+     (dict(penalty_weight=float("nan")), "penalty_weight=nan"), (dict(h=float("inf")), "h=inf"),
+     (dict(learning_rate=float("nan")), "learning_rate=nan"),
+     (dict(weight_decay=float("nan")), "weight_decay=nan"), (dict(epochs=2.5), "epochs=2.5"),
+     (dict(method="pgd_at", at_epsilon=float("nan")), "at_epsilon=nan"),
      (dict(method="pgd_at", at_epsilon=0.0), "at_epsilon=0.0"),
      (dict(method="pgd_at", at_ramp_epochs=0), "at_ramp_epochs=0")],
 )
@@ -119,3 +236,22 @@ def test_bad_settings_fail_before_anything_is_built(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         training.train(config, verbose=0)
     assert not os.path.exists(config.model_dir)
+
+
+def test_numpy_numbers_are_valid_settings_and_stored_as_plain_ones(tmp_path):
+    config = _config(tmp_path, epochs=np.int64(1), penalty_weight=np.float32(0.5),
+                     learning_rate=np.float64(1e-3))
+    training.train(config, verbose=0)
+    stored = json.load(open(os.path.join(config.model_dir, "settings.json")))
+    assert stored["epochs"] == 1 and stored["penalty_weight"] == 0.5
+    assert training.finished_run(config) is not None
+
+
+def test_settings_written_before_the_attack_norm_rename_still_match(tmp_path):
+    config = _config(tmp_path, epochs=1)
+    training.train(config, verbose=0)
+    path = os.path.join(config.model_dir, "settings.json")
+    stored = json.load(open(path))
+    stored["norm"] = {"linf": "l1"}[stored.pop("attack_norm")]
+    json.dump(stored, open(path, "w"))
+    assert training.finished_run(config) is not None
