@@ -40,7 +40,7 @@ from keras_gradreg.penalty import direction
 from keras_gradreg.penalty import dual_norm
 from keras_gradreg.penalty import input_gradient_penalty
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = (
     "AdversarialTrainingModel",

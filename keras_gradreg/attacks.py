@@ -24,6 +24,7 @@ from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
+from keras_gradreg import validation
 from keras_gradreg.metrics import misclassification_margin
 
 ATTACKS = {
@@ -69,13 +70,13 @@ class AttackSettings:
     spsa_delta: float = 0.01
 
     def __post_init__(self):
-        counts = ("steps", "restarts", "search_steps", "cw_binary_steps", "cw_iterations")
+        counts = ("steps", "restarts", "search_steps", "cw_binary_steps", "cw_iterations",
+                  "spsa_samples")
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name in counts and not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"AttackSettings {field.name}={value!r} must be an integer >= 1.")
-            if not value > 0:
-                raise ValueError(f"AttackSettings {field.name}={value!r} must be > 0.")
+            rules = dict(low=1, low_open=False, integer=True) if field.name in counts else {}
+            value = validation.check_number(f"AttackSettings {field.name}",
+                                            getattr(self, field.name), **rules)
+            object.__setattr__(self, field.name, value)  # a Python number (frozen dataclass)
         if self.spsa_samples % 2:
             raise ValueError(f"AttackSettings spsa_samples={self.spsa_samples!r} must be even.")
 

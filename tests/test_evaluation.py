@@ -152,10 +152,11 @@ def test_sanity_checks_stay_quiet_on_a_plain_model():
     "kwargs,match",
     [
         (dict(attack_norm="l1"), "attack_norm='l1'"),
-        (dict(attacks=("deepfool",)), "Unknown attack 'deepfool'"),
+        (dict(attacks=("deepfool",)), "attack='deepfool' is not supported"),
         (dict(attack_norm="linf", attacks=("cw",)), "'cw' does not support attack_norm='linf'"),
-        (dict(epsilons=(0.1, 1.5)), "epsilon 1.5 is outside"),
-        (dict(epsilons=(0.0,)), "epsilon 0.0 is outside"),
+        (dict(epsilons=(0.1, 1.5)), r"epsilon=1.5 .*\(1 is the largest linf distance"),
+        (dict(epsilons=(0.0,)), "epsilon=0.0"),
+        (dict(epsilons=(float("nan"),)), "epsilon=nan"),
         (dict(clip_max=0.5), "outside the declared range"),
         (dict(num_images=0), "num_images=0"),
     ],
@@ -168,7 +169,8 @@ def test_bad_input_is_rejected_before_any_attack(kwargs, match):
 
 @pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps=0"), (dict(restarts=1.5), "restarts=1.5"),
                                           (dict(cw_learning_rate=-1.0), "cw_learning_rate=-1.0"),
-                                          (dict(spsa_samples=3), "spsa_samples=3")])
+                                          (dict(spsa_samples=3), "spsa_samples=3"),
+                                          (dict(spsa_delta=float("inf")), "spsa_delta=inf")])
 def test_bad_attack_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kg.AttackSettings(**kwargs)
@@ -183,6 +185,39 @@ def test_bad_labels_and_outputs_are_rejected():
     flat = keras.Model(model.inputs, keras.layers.Flatten()(model.inputs[0])[:, :1])
     with pytest.raises(ValueError, match="class scores"):
         kg.evaluate_robustness(flat, x, y, verbose=0)
+
+
+def test_images_with_nan_are_refused_naming_the_first():
+    model, x, y, _, _ = _linear_problem()
+    x = x.copy()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf, the first at index 3"):
+        kg.evaluate_robustness(model, x, y, verbose=0)
+
+
+def test_labels_of_shape_n_1_give_the_same_report():
+    model, x, y, _, _ = _linear_problem(seed=4)
+    kwargs = dict(attacks=("fgm",), epsilons=(0.1,), settings=FAST, sanity_checks=False, verbose=0)
+    flat = kg.evaluate_robustness(model, x, y, **kwargs)
+    column = kg.evaluate_robustness(model, x, y[:, None], **kwargs)
+    np.testing.assert_array_equal(column.distances, flat.distances)
+    np.testing.assert_array_equal(column.lower_bounds, flat.lower_bounds)
+
+
+def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    model, x, y, _, _ = _linear_problem(seed=7)
+    report = kg.evaluate_robustness(model, x, y, attacks=("fgm",), epsilons=(0.1,), settings=FAST,
+                                    sanity_checks=False, verbose=0)
+
+    def fail(*args):
+        raise KeyboardInterrupt
+
+    from keras_gradreg import plotting
+
+    monkeypatch.setattr(plotting, "plot_error_curves", fail)
+    with pytest.raises(KeyboardInterrupt):
+        kg.write_results([report], str(tmp_path))
+    assert os.listdir(tmp_path) == []  # neither the JSON nor the CSV written before it
 
 
 def test_dataset_input_and_files_table_and_plot(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gradreg as kg
-from helpers import batch, small_cnn, softmax
+from helpers import batch, run_metric_test, small_cnn, softmax
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 EPSILON = 0.05
@@ -209,3 +209,11 @@ def test_metric_configs_saved_with_the_old_norm_key_still_load():
 def test_bad_arguments_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make", [lambda: kg.LipschitzBound("linf", epsilon=0.05),
+                                  lambda: kg.LipschitzBound("l2", margin="logit"),
+                                  lambda: kg.CurvatureBound(epsilon=0.05, curvature_iterations=4)],
+                         ids=["lipschitz_linf", "lipschitz_l2_logit", "curvature"])
+def test_metric_round_trips_and_evaluates_with_and_without_xla(make, tmp_path):
+    run_metric_test(make, tmp_path)

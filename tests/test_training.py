@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -79,22 +80,27 @@ def _weights_equal(a, b, rtol=1e-6, atol=1e-7):
         np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
 
 
+def _interrupt_after(config, monkeypatch, last_epoch):
+    """Trains config until epoch `last_epoch` is checkpointed, then dies."""
+    original = training._Checkpoint.on_epoch_end
+
+    def die(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == last_epoch:
+            raise _Interrupt()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training._Checkpoint, "on_epoch_end", die)
+        with pytest.raises(_Interrupt):
+            training.train(config, verbose=0)
+
+
 def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_would(tmp_path, monkeypatch):
     config = _config(tmp_path, epochs=4, penalty_every=2)
     uninterrupted, _, _ = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "whole")),
                                          verbose=0)
-    original = training._Checkpoint.on_epoch_end
-
-    def die_after_second_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise _Interrupt()
-
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die_after_second_epoch)
-    with pytest.raises(_Interrupt):
-        training.train(config, verbose=0)
+    _interrupt_after(config, monkeypatch, last_epoch=1)
     assert not os.path.exists(os.path.join(config.model_dir, "model.keras"))
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", original)
     model, history, _ = training.train(config, verbose=0)
     assert len(history.history["loss"]) == 2  # only epochs 2 and 3 ran again
     _weights_equal(model, uninterrupted)  # data order, optimizer state and lazy phase restored
@@ -106,16 +112,7 @@ def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_would(tm
 
 def test_a_pgd_at_run_resumes_with_its_radius_ramp(tmp_path, monkeypatch):
     config = _config(tmp_path, epochs=3, method="pgd_at", at_ramp_epochs=2)
-    original = training._Checkpoint.on_epoch_end
-
-    def die_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise _Interrupt()
-
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die_after_first_epoch)
-    with pytest.raises(_Interrupt):
-        training.train(config, verbose=0)
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", original)
+    _interrupt_after(config, monkeypatch, last_epoch=0)
     model, history, _ = training.train(config, verbose=0)
     assert len(history.history["loss"]) == 2
     assert float(model.current_epsilon.numpy()) == pytest.approx(0.3)
@@ -150,17 +147,7 @@ def test_a_kill_while_the_model_is_written_loses_nothing(tmp_path, monkeypatch):
 def test_a_truncated_model_file_beside_its_backup_is_resumed(tmp_path, monkeypatch):
     """What a kill -9 inside model.save left behind before writes were atomic."""
     config = _config(tmp_path, epochs=2)
-    original = training._Checkpoint.on_epoch_end
-
-    def die_after_last_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise _Interrupt()
-
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die_after_last_epoch)
-    with pytest.raises(_Interrupt):
-        training.train(config, verbose=0)
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", original)
+    _interrupt_after(config, monkeypatch, last_epoch=1)
     open(os.path.join(config.model_dir, "model.keras"), "wb").close()  # 0 bytes
     with pytest.warns(UserWarning, match="unreadable"):
         training.train(config, verbose=0)
@@ -172,10 +159,18 @@ def _damage(path, content=b'{"seconds": 1'):
         f.write(content)
 
 
-@pytest.mark.parametrize("name", ["settings.json", "training_time.json", "model.keras"])
-def test_an_unreadable_file_of_a_finished_run_is_named(tmp_path, name):
-    config = _config(tmp_path, epochs=1)
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run, trained once; tests damage copies of it."""
+    config = _config(tmp_path_factory.mktemp("finished"), epochs=1)
     training.train(config, verbose=0)
+    return config
+
+
+@pytest.mark.parametrize("name", ["settings.json", "training_time.json", "model.keras"])
+def test_an_unreadable_file_of_a_finished_run_is_named(finished, tmp_path, name):
+    config = dataclasses.replace(finished, model_dir=str(tmp_path / "copy"))
+    shutil.copytree(finished.model_dir, config.model_dir)
     path = os.path.join(config.model_dir, name)
     _damage(path)
     with pytest.raises(training.RunFileError, match=f"{name}.*--overwrite"):
@@ -187,15 +182,7 @@ def test_an_unreadable_file_of_a_finished_run_is_named(tmp_path, name):
 @pytest.mark.parametrize("name", ["state.json", "epoch-1.weights.h5"])
 def test_an_unreadable_checkpoint_is_named_before_any_training(tmp_path, monkeypatch, name):
     config = _config(tmp_path, epochs=3)
-    original = training._Checkpoint.on_epoch_end
-
-    def die(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise _Interrupt()
-
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_end", die)
-    with pytest.raises(_Interrupt):
-        training.train(config, verbose=0)
+    _interrupt_after(config, monkeypatch, last_epoch=0)
     _damage(os.path.join(config.model_dir, "backup", name))
     history = open(os.path.join(config.model_dir, "history.csv")).read()
     epochs_run = []
@@ -205,17 +192,6 @@ def test_an_unreadable_checkpoint_is_named_before_any_training(tmp_path, monkeyp
         training.train(config, verbose=0)
     assert not epochs_run
     assert open(os.path.join(config.model_dir, "history.csv")).read() == history
-
-
-def test_adversarial_training_examples_stay_within_epsilon_and_range():
-    base = kg.models.small_cnn((28, 28, 1), 10)
-    model = kg.AdversarialTrainingModel.from_model(base, epsilon=0.1)
-    (x, y), _ = kg.load_offline_mnist()
-    x_adv = model.adversarial_examples(x[:32], y[:32]).numpy()
-    assert np.abs(x_adv - x[:32]).max() <= 0.1 + 1e-6
-    assert x_adv.min() >= 0 and x_adv.max() <= 1
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    assert float(loss(y[:32], base(x_adv))) > float(loss(y[:32], base(x[:32])))
 
 
 @pytest.mark.parametrize(
