@@ -272,18 +272,26 @@ def finished_run(config: TrainConfig) -> Optional[tuple]:
       ValueError: config.model_dir holds a run with other settings.
       RunFileError: a file of the run cannot be read.
     """
+    if not _is_finished(config):
+        return None
+    model = keras.models.load_model(_path(config.model_dir, MODEL_FILE))
+    return model, training_seconds(config.model_dir)
+
+
+def _is_finished(config: TrainConfig) -> bool:
+    """finished_run's checks, without loading the model (see there)."""
     model_path = _path(config.model_dir, MODEL_FILE)
     if not os.path.exists(model_path):
-        return None
+        return False
     check_settings(config)
     if not _readable_model(model_path):
         if _resume_point(config.model_dir).weights:
-            return None
+            return False
         raise RunFileError(f"{model_path} is not a readable .keras file (not a whole zip archive) "
                            "and there is no checkpoint to resume from; train it again with "
                            "overwrite=True (--overwrite).")
-    seconds = training_seconds(config.model_dir)
-    return keras.models.load_model(model_path), seconds
+    training_seconds(config.model_dir)  # raises if its time file is unreadable
+    return True
 
 
 def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None,
@@ -369,7 +377,7 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
             if os.path.exists(_path(config.model_dir, stale)):
                 os.remove(_path(config.model_dir, stale))
         shutil.rmtree(_path(config.model_dir, BACKUP_DIR), ignore_errors=True)
-    elif os.path.exists(model_path) and finished_run(config) is not None:
+    elif _is_finished(config):
         raise FileExistsError(
             f"{model_path} already exists (a finished run); pass overwrite=True "
             "(--overwrite) to train it again, or choose another model_dir."
