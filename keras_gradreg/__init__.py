@@ -1,5 +1,14 @@
-"""keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019)."""
+"""keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019).
 
+Runs on the TensorFlow and JAX backends of Keras (KERAS_BACKEND); importing it under
+another backend raises ImportError naming them.
+"""
+
+from keras_gradreg import backend
+
+backend.check_supported()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from keras_gradreg import adversarial_training
 from keras_gradreg import data
 from keras_gradreg import evaluation
@@ -39,14 +48,18 @@ from keras_gradreg.penalty import METHODS
 from keras_gradreg.penalty import direction
 from keras_gradreg.penalty import dual_norm
 from keras_gradreg.penalty import input_gradient_penalty
+from keras_gradreg.penalty import stateless_input_gradient_penalty
 
-__version__ = "0.2.0"
+SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
+
+__version__ = "0.3.0"
 
 __all__ = (
     "AdversarialTrainingModel",
     "ATTACKS",
     "ATTACK_NORMS",
     "AttackSettings",
+    "SUPPORTED_BACKENDS",
     "BOUND_NORMS",
     "BoundTerms",
     "CarliniWagnerL2",
@@ -78,6 +91,7 @@ __all__ = (
     "misclassification_margin",
     "models",
     "smooth_relu",
+    "stateless_input_gradient_penalty",
     "top_hessian_eigenvalue",
     "training",
     "write_results",

@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
+from keras_gradreg import backend
 from keras_gradreg import validation
 from keras_gradreg.model import WrapsModel
 
@@ -35,6 +36,7 @@ class AdversarialTrainingModel(WrapsModel, keras.Model):
 
     def __init__(self, *args, epsilon: float = 0.3, steps: int = AT_STEPS,
                  clip_min: float = 0.0, clip_max: float = 1.0, **kwargs):
+        backend.require_tensorflow("AdversarialTrainingModel (CleverHans PGD)")
         clip_min = validation.check_number("clip_min", clip_min, low=-math.inf)
         clip_max = validation.check_number("clip_max", clip_max, low=clip_min)
         epsilon = validation.check_number("epsilon", epsilon, high=clip_max - clip_min)

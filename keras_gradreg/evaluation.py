@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
+from keras_gradreg import backend
 from keras_gradreg import data as data_lib
 from keras_gradreg import files
 from keras_gradreg import metrics as metrics_lib
@@ -341,6 +342,7 @@ def evaluate_robustness(
     Raises:
       ValueError: a bad argument, or images holding NaN/Inf, before any attack runs.
     """
+    backend.require_tensorflow("evaluate_robustness (CleverHans)")
     num_images = validation.check_number("num_images", num_images, low=1, low_open=False,
                                          integer=True)
     batch_size = validation.check_number("batch_size", batch_size, low=1, low_open=False,

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradreg import backend
 from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import validation
 
@@ -174,6 +175,7 @@ def bound_terms(
     Returns:
       BoundTerms of float32 (batch,) tensors.
     """
+    backend.require_tensorflow("bound_terms")
     validation.check_choice("attack_norm", attack_norm, BOUND_NORMS)
     flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
     flat = penalty_lib.flatten_per_example(flat_x)
@@ -273,6 +275,7 @@ class _DistanceBound(keras.metrics.Metric):
         name: Optional[str] = None,
         dtype: Any = None,
     ):
+        backend.require_tensorflow(type(self).__name__)
         validation.check_choice("attack_norm", attack_norm, BOUND_NORMS)
         validation.check_choice("margin", margin, MARGINS)
         if epsilon is not None:

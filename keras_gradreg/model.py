@@ -3,8 +3,9 @@
 from typing import Optional
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from keras_gradreg import backend
 from keras_gradreg import metrics as metrics_lib
 from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import validation
@@ -93,51 +94,26 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._check(f"evaluation batch {batch}", logs)
 
 
+def _check_targets(x, y) -> None:
+    """Raises before training if fit gets arrays, or a tf.data dataset, without targets."""
+    if y is not None:
+        return
+    spec = getattr(x, "element_spec", None)
+    if spec is not None:
+        if not (isinstance(spec, tuple) and len(spec) >= 2):
+            penalty_lib.require_targets(None)
+    elif not callable(getattr(x, "__getitem__", None)) or not hasattr(x, "__len__"):
+        return  # a generator or PyDataset: its batches are checked when traced
+    elif not hasattr(x, "num_batches"):  # arrays (a PyDataset has num_batches)
+        penalty_lib.require_targets(None)
+
+
 def _with_guard(callbacks) -> list:
     if isinstance(callbacks, keras.callbacks.CallbackList):  # fit's, for validation
         return callbacks
     callbacks = list(callbacks or [])
     return callbacks + ([] if any(isinstance(c, NonFiniteGuard) for c in callbacks)
                         else [NonFiniteGuard()])
-
-
-def _all_finite(tensors) -> tf.Tensor:
-    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(tensors)]
-    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat
-                          if t.dtype.is_floating] + [True])
-
-
-def _everywhere(flag: tf.Tensor) -> tf.Tensor:
-    """True on every replica iff the flag is true on every replica."""
-    failures = tf.cast(tf.logical_not(flag), tf.float32)
-    replica = tf.distribute.get_replica_context()
-    if replica is not None:
-        failures = replica.all_reduce(tf.distribute.ReduceOp.SUM, failures)
-    return tf.equal(failures, 0.0)
-
-
-def _apply_if(finite: tf.Tensor, optimizer, gradients: list, variables: list) -> None:
-    """optimizer.apply_gradients only if `finite` (agreed by all replicas), XLA-safe.
-
-    A strategy that synchronises through merge_call does not allow that call inside a
-    cond in replica context, so the cond then runs in cross-replica context, as Keras'
-    LossScaleOptimizer does.
-    """
-
-    def apply(grads):
-        optimizer.apply_gradients(zip(grads, variables))
-
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        tf.cond(finite, lambda: apply(gradients), lambda: None)
-        return
-
-    def cross_replica(distribution, finite, grads):
-        agreed = distribution.experimental_local_results(finite)[0]
-        tf.cond(agreed,
-                lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
-                lambda: None)
-
-    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
 
 
 @keras.saving.register_keras_serializable(package="keras_gradreg")
@@ -257,12 +233,15 @@ class GradRegModel(WrapsModel, keras.Model):
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             **kwargs):
-        return super().fit(x, y, batch_size, epochs, verbose, _with_guard(callbacks), **kwargs)
+        _check_targets(x, y)
+        with backend.current().keeps_variables(self):
+            return super().fit(x, y, batch_size, epochs, verbose, _with_guard(callbacks), **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, **kwargs):
-        return super().evaluate(x, y, batch_size, verbose, sample_weight, steps,
-                                _with_guard(callbacks), **kwargs)
+        with backend.current().keeps_variables(self):
+            return super().evaluate(x, y, batch_size, verbose, sample_weight, steps,
+                                    _with_guard(callbacks), **kwargs)
 
     def _loss_fn(self) -> penalty_lib.LossFn:
         """The compiled loss, per example (read when the step is traced)."""
@@ -278,32 +257,42 @@ class GradRegModel(WrapsModel, keras.Model):
             weights = [weights.get(name, 1.0) for name in names]
         return penalty_lib.per_example_loss_fn(loss, weights)
 
+    def _step_weight(self) -> tuple:
+        """(the penalty weight of a penalised step, or None for the plain step; k)."""
+        return self.penalty_weight or None, self.penalty_every  # lambda = 0: plain Keras
+
     def _objective(self, x, y, sample_weight, training: bool, penalty_weight: Optional[float]):
         """(y_pred, this replica's share of the objective, penalty, grad_norm) of a batch.
 
         With penalty_weight=None no input gradient is taken (a plain Keras step) and
-        penalty and grad_norm are 0.
+        penalty and grad_norm are 0. The backend's train_step differentiates it.
         """
         penalty_lib.require_targets(y)
         loss_fn = self._loss_fn()
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = backend.current().num_replicas()
         if penalty_weight is None:
             y_pred = self(x, training=training)
         else:
             clean = penalty_lib.clean_pass(self, x, y, loss_fn, training)
             y_pred = clean.outputs
+            # add_loss/regulariser losses of the clean pass, where they cannot live on
+            # the layers (JAX), as Keras' own JAX trainer passes them.
+            self._losses_override = clean.losses or []
         # The compiled loss is read before the perturbed passes, which reset the
         # layers' add_loss() losses.
-        loss = self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
+        try:
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            )
+        finally:
+            self._losses_override = []
         if penalty_weight is None:
-            return y_pred, loss, tf.zeros([], loss.dtype), tf.zeros([], loss.dtype)
+            return y_pred, loss, ops.zeros((), loss.dtype), ops.zeros((), loss.dtype)
         penalty, grad_norm = self._penalty(clean, y, loss_fn, sample_weight, training)
         # Like Keras' compiled loss: mean over the local batch, divided by the number
         # of replicas, so that the gradients summed over replicas are the global mean's.
-        loss = loss + tf.cast(penalty_weight / 2.0 / replicas * penalty, loss.dtype)
-        return y_pred, loss, tf.cast(penalty, loss.dtype), tf.cast(grad_norm, loss.dtype)
+        loss = loss + ops.cast(penalty_weight / 2.0 / replicas * penalty, loss.dtype)
+        return y_pred, loss, ops.cast(penalty, loss.dtype), ops.cast(grad_norm, loss.dtype)
 
     def _penalty(self, clean, y, loss_fn, sample_weight, training: bool) -> tuple:
         """The local batch's mean penalty and grad_norm, sample-weighted like the loss."""
@@ -311,67 +300,53 @@ class GradRegModel(WrapsModel, keras.Model):
             self, clean, y, loss_fn, h=self.h, attack_norm=self.attack_norm,
             difference=self.difference, method=self.method, training=training,
         )
-        grad_norm = tf.cast(penalty_lib.dual_norm(clean.gradient, self.attack_norm), penalty.dtype)
+        grad_norm = ops.cast(penalty_lib.dual_norm(clean.gradient, self.attack_norm), penalty.dtype)
         if sample_weight is not None:
-            weight = tf.reshape(tf.cast(sample_weight, penalty.dtype), [-1])
+            weight = ops.reshape(ops.cast(sample_weight, penalty.dtype), (-1,))
             penalty, grad_norm = penalty * weight, grad_norm * weight
-        return tf.reduce_mean(penalty), tf.reduce_mean(grad_norm)
+        return ops.mean(penalty), ops.mean(grad_norm)
 
-    def _track(self, x, loss, penalty, grad_norm, penalised, agree: bool) -> tf.Tensor:
-        """Whether the step is finite (on every replica, if `agree`); updates the trackers
-        with finite batches only, and counts the others in skipped_steps."""
-        finite = tf.logical_and(_all_finite(x), tf.math.is_finite(loss))
-        if agree:  # an update must be applied by all replicas or none
-            finite = _everywhere(finite)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        counted = tf.where(finite, batch, 0)
-        self._loss_tracker.update_state(tf.where(finite, loss * replicas, 0.0),
+    @staticmethod
+    def _finite(x, loss):
+        """Whether the inputs and the objective of this replica's batch are all finite."""
+        flags = [ops.all(ops.isfinite(t)) for t in keras.tree.flatten(x)
+                 if keras.backend.is_float_dtype(keras.backend.standardize_dtype(t.dtype))]
+        return ops.all(ops.stack(flags + [ops.all(ops.isfinite(loss))]))
+
+    def _track(self, x, loss, penalty, grad_norm, penalised, finite) -> None:
+        """Updates the trackers with finite batches only (`finite` as agreed by all
+        replicas), and counts the others in skipped_steps."""
+        replicas = backend.current().num_replicas()
+        batch = ops.shape(keras.tree.flatten(x)[0])[0]
+        counted = ops.where(finite, batch, 0)
+        self._loss_tracker.update_state(ops.where(finite, loss * replicas, 0.0),
                                         sample_weight=counted)
-        counted = tf.where(penalised, counted, 0)
-        self._penalty_tracker.update_state(tf.where(finite, penalty, 0.0), sample_weight=counted)
-        self._grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0), sample_weight=counted)
-        self._skipped_tracker.update_state(tf.cast(tf.logical_not(finite), tf.float32) / replicas)
-        return finite
+        counted = ops.where(penalised, counted, 0)
+        self._penalty_tracker.update_state(ops.where(finite, penalty, 0.0), sample_weight=counted)
+        self._grad_norm_tracker.update_state(ops.where(finite, grad_norm, 0.0),
+                                             sample_weight=counted)
+        self._skipped_tracker.update_state(ops.cast(ops.logical_not(finite), "float32") / replicas)
 
-    def _step(self, x, y, sample_weight, penalty_weight: Optional[float]) -> tuple:
-        """(y_pred, weight gradients, objective, penalty, grad_norm, penalised) of a step."""
-        with tf.GradientTape() as tape:
-            y_pred, loss, penalty, grad_norm = self._objective(
-                x, y, sample_weight, True, penalty_weight)
-            scaled = self.optimizer.scale_loss(loss)
-        # The two branches of the lazy step's tf.cond must return tensors, not None.
-        unconnected = "zero" if self.penalty_every > 1 else "none"
-        gradients = tape.gradient(scaled, self.trainable_weights, unconnected_gradients=unconnected)
-        return y_pred, gradients, loss, penalty, grad_norm, tf.constant(penalty_weight is not None)
-
-    def train_step(self, data) -> dict:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        weight = self.penalty_weight or None  # lambda = 0: the plain Keras step
-        if self.penalty_every == 1 or weight is None:
-            step = self._step(x, y, sample_weight, weight)
-        else:
-            step = tf.cond(
-                tf.equal(self.optimizer.iterations % self.penalty_every, 0),
-                lambda: self._step(x, y, sample_weight, self.penalty_every * weight),
-                lambda: self._step(x, y, sample_weight, None),
-            )
-        y_pred, gradients, loss, penalty, grad_norm, penalised = step
-        finite = self._track(x, loss, penalty, grad_norm, penalised, agree=True)
-        _apply_if(finite, self.optimizer, gradients, self.trainable_weights)
+    def _logs(self, x, y, y_pred, sample_weight, training: bool) -> dict:
+        """The step's logs; in training without the bound metrics (evaluation-only)
+        and, for the plain step, without penalty and grad_norm."""
+        if not training:
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         with metrics_lib.bounds_paused():
             logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        hidden = metrics_lib.bound_metric_names(self) + (["penalty", "grad_norm"] if weight is None else [])
+        hidden = metrics_lib.bound_metric_names(self)
+        if self._step_weight()[0] is None:
+            hidden += ["penalty", "grad_norm"]
         return {name: value for name, value in logs.items() if name not in hidden}
+
+    def train_step(self, *args):
+        """One update (see keras_gradreg/backend/ for how each backend takes it)."""
+        return backend.current().train_step(self, *args)
+
+    def test_step(self, *args):
+        return backend.current().test_step(self, *args)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
         # The bound metrics (LipschitzBound, CurvatureBound) need the model and x.
         with metrics_lib.model_inputs(self, x):
             return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def test_step(self, data) -> dict:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred, loss, penalty, grad_norm = self._objective(x, y, sample_weight, False,
-                                                           self.penalty_weight)
-        self._track(x, loss, penalty, grad_norm, tf.constant(True), agree=False)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

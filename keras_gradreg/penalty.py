@@ -24,10 +24,11 @@ BatchNorm moving averages, which therefore track clean data only, exactly as in 
 training.
 """
 
+import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_gradreg import validation
 
@@ -45,13 +46,14 @@ the penalty is the paper's "squared l1 penalty"."""
 DIFFERENCES = ("forward", "central")
 METHODS = ("finite_difference", "double_backprop")
 
-LossFn = Callable[[Any, Any], tf.Tensor]
+LossFn = Callable[[Any, Any], Any]
 
 
-def _at_least_float32(t: tf.Tensor) -> tf.Tensor:
+def at_least_float32(t: Any) -> Any:
     """Casts float16/bfloat16 (mixed precision) up to float32; keeps float32/64."""
-    t = tf.convert_to_tensor(t)
-    return t if t.dtype in (tf.float32, tf.float64) else tf.cast(t, tf.float32)
+    t = ops.convert_to_tensor(t)
+    return t if keras.backend.standardize_dtype(t.dtype) in ("float32", "float64") \
+        else ops.cast(t, "float32")
 
 
 def validate_options(h: float, attack_norm: str, difference: str, method: str) -> float:
@@ -128,19 +130,19 @@ def per_example_loss_fn(loss: Any, loss_weights: Optional[Sequence[float]] = Non
     fns = [_unreduced(f) for f in (loss if isinstance(loss, (list, tuple)) else [loss])]
 
     def one(fn, y_true, y_pred):
-        values = _at_least_float32(fn(y_true, _at_least_float32(y_pred)))
-        if values.shape.rank == 0:
+        values = at_least_float32(fn(y_true, at_least_float32(y_pred)))
+        if len(values.shape) == 0:
             raise ValueError(
                 f"The loss {loss!r} returned a scalar; the penalty needs one value per "
                 "example (use reduction=None or a loss name)."
             )
-        if values.shape.rank > 1:
-            values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+        if len(values.shape) > 1:
+            values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
         return values
 
     def fn(y_true, y_pred):
         require_targets(y_true)
-        outputs, targets = tf.nest.flatten(y_pred), tf.nest.flatten(y_true)
+        outputs, targets = keras.tree.flatten(y_pred), keras.tree.flatten(y_true)
         per_output = fns * len(outputs) if len(fns) == 1 else fns
         weights = [1.0] * len(outputs) if loss_weights is None else list(loss_weights)
         if not len(per_output) == len(targets) == len(weights) == len(outputs):
@@ -150,25 +152,34 @@ def per_example_loss_fn(loss: Any, loss_weights: Optional[Sequence[float]] = Non
                 "output, and one loss (for all outputs) or one per output."
             )
         total = [float(w) * one(f, t, o) for f, t, o, w in zip(per_output, targets, outputs, weights)]
-        return tf.add_n(total) if len(total) > 1 else total[0]
+        return sum(total[1:], total[0])
 
     return fn
 
 
-def flatten_per_example(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+def flatten_per_example(tensors: Sequence[Any]) -> Any:
     """Concatenates the entries of each example over all tensors: (batch, N)."""
-    batch = tf.shape(tensors[0])[0]
-    return tf.concat([tf.reshape(t, [batch, -1]) for t in tensors], axis=1)
+    batch = ops.shape(tensors[0])[0]
+    flat = [ops.reshape(t, (batch, -1)) for t in tensors]
+    return flat[0] if len(flat) == 1 else ops.concatenate(flat, axis=1)
 
 
-def unflatten_like(flat: tf.Tensor, like: Sequence[tf.Tensor]) -> list:
-    """Splits (batch, N) back into tensors shaped like `like` (flatten_per_example's inverse)."""
-    sizes = [tf.reduce_prod(tf.shape(t)[1:]) for t in like]
-    parts = tf.split(flat, sizes, axis=1)
-    return [tf.reshape(p, tf.shape(t)) for p, t in zip(parts, like)]
+def unflatten_like(flat: Any, like: Sequence[Any]) -> list:
+    """Splits (batch, N) back into tensors shaped like `like` (flatten_per_example's inverse).
+
+    Several tensors need static per-example shapes (images have them).
+    """
+    if len(like) == 1:
+        return [ops.reshape(flat, ops.shape(like[0]))]
+    sizes = [math.prod(t.shape[1:]) for t in like]
+    if any(size is None for size in sizes):
+        raise ValueError("Several inputs of unknown per-example shape cannot be perturbed "
+                         f"together (shapes {[tuple(t.shape) for t in like]}).")
+    parts = ops.split(flat, [sum(sizes[:i]) for i in range(1, len(sizes))], axis=1)
+    return [ops.reshape(p, ops.shape(t)) for p, t in zip(parts, like)]
 
 
-def direction(g: tf.Tensor, attack_norm: str) -> tf.Tensor:
+def direction(g: Any, attack_norm: str) -> Any:
     """The unit step d whose directional derivative g . d is the penalised dual norm.
 
     Args:
@@ -184,40 +195,59 @@ def direction(g: tf.Tensor, attack_norm: str) -> tf.Tensor:
     """
     dual = DUAL_NORMS[validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)]
     if dual == "l2":
-        return tf.math.divide_no_nan(g, tf.norm(g, axis=1, keepdims=True))
+        return ops.divide_no_nan(g, ops.sqrt(ops.sum(ops.square(g), axis=1, keepdims=True)))
     if dual == "l1":
-        return tf.sign(g) * tf.math.rsqrt(tf.cast(tf.shape(g)[1], g.dtype))
-    one_hot = tf.one_hot(tf.argmax(tf.abs(g), axis=1), tf.shape(g)[1], dtype=g.dtype)
-    return one_hot * tf.sign(g)
+        return ops.sign(g) * ops.rsqrt(ops.cast(ops.shape(g)[1], g.dtype))
+    return ops.one_hot(ops.argmax(ops.abs(g), axis=1), ops.shape(g)[1], dtype=g.dtype) * ops.sign(g)
 
 
-def dual_norm(g: tf.Tensor, attack_norm: str) -> tf.Tensor:
+def dual_norm(g: Any, attack_norm: str) -> Any:
     """Per-example ||g||_*, the dual of the attack norm, of gradients of shape (batch, N)."""
     dual = DUAL_NORMS[validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)]
-    return tf.norm(g, ord={"l2": 2, "l1": 1, "linf": float("inf")}[dual], axis=1)
+    # Written out: keras.ops.norm returns float32 for float64 input on JAX (Keras 3.15).
+    if dual == "l2":
+        return ops.sqrt(ops.sum(ops.square(g), axis=1))
+    return ops.sum(ops.abs(g), axis=1) if dual == "l1" else ops.max(ops.abs(g), axis=1)
 
 
 class CleanPass(NamedTuple):
-    """What the clean forward pass produces and the penalty builds on."""
+    """What the clean forward pass produces and the penalty builds on.
+
+    Each backend's `clean_pass` (keras_gradreg/backend/) makes one; everything after it
+    is written once, here.
+    """
 
     inputs: list  # the float inputs, flattened in the model's input order
     outputs: Any  # the model's outputs at x
-    loss: tf.Tensor  # per-example loss at x, (batch,), at least float32
-    gradient: tf.Tensor  # per-example grad_x loss, (batch, N), at least float32
-    state: list  # (variable, value before the pass) for every non-trainable variable
+    loss: Any  # per-example loss at x, (batch,), at least float32
+    gradient: Any  # per-example grad_x loss, (batch, N), at least float32
+    state: list  # (variable, value) pairs the perturbed passes run with: the model as before the clean pass
     structure: Any  # the nesting of x, to rebuild perturbed inputs
+    losses: Optional[list]  # add_loss and regulariser losses of the pass, if the model cannot hold them
 
 
-def as_float(x: tf.Tensor) -> tf.Tensor:
+def as_float(x: Any) -> Any:
     """The input as a float tensor: integer pixels are cast to floatx, floats kept."""
-    x = tf.convert_to_tensor(x)
-    if x.dtype.is_floating:
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if keras.backend.is_float_dtype(dtype):
         return x
-    if x.dtype.is_integer or x.dtype == tf.bool:
-        return tf.cast(x, keras.backend.floatx())
+    if keras.backend.is_int_dtype(dtype) or dtype == "bool":
+        return ops.cast(x, keras.backend.floatx())
     raise TypeError(
-        f"Input of dtype {x.dtype.name} cannot be perturbed: input-gradient "
+        f"Input of dtype {dtype} cannot be perturbed: input-gradient "
         "regularisation needs float (or integer pixel) inputs."
+    )
+
+
+def missing_gradient_error(missing: list, flat_x: list) -> ValueError:
+    """The error for inputs the loss does not reach differentiably."""
+    return ValueError(
+        f"The loss does not depend differentiably on input(s) {missing} of "
+        f"{len(flat_x)} (dtypes {[keras.backend.standardize_dtype(t.dtype) for t in flat_x]}): "
+        "input-gradient regularisation perturbs the inputs, so they must reach the output "
+        "through differentiable ops. Integer token ids fed to an Embedding, for instance, "
+        "cannot be perturbed."
     )
 
 
@@ -225,35 +255,22 @@ def clean_pass(model: Callable, x: Any, y: Any, loss_fn: LossFn, training: bool)
     """Runs the model at x, recording the per-example loss and its input gradient.
 
     Integer inputs (e.g. uint8 pixels) are cast to float first; gradients, the step
-    h and the direction are then in the input's own units.
+    h and the direction are then in the input's own units. The model's state (BatchNorm
+    statistics, seeds) is updated as by an ordinary call. The input gradient is the one
+    thing taken differently per backend (keras_gradreg/backend/).
     """
-    flat_x = [as_float(t) for t in tf.nest.flatten(x)]
-    state = [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(flat_x)
-        outputs = model(tf.nest.pack_sequence_as(x, flat_x), training=training)
-        loss = loss_fn(y, outputs)
-    grads = tape.gradient(loss, flat_x)
-    missing = [i for i, g in enumerate(grads) if g is None]
-    if missing:
-        raise ValueError(
-            f"The loss does not depend differentiably on input(s) {missing} of "
-            f"{len(flat_x)} (dtypes {[t.dtype.name for t in flat_x]}): input-gradient "
-            "regularisation perturbs the inputs, so they must reach the output through "
-            "differentiable ops. Integer token ids fed to an Embedding, for instance, "
-            "cannot be perturbed."
-        )
-    gradient = flatten_per_example([_at_least_float32(g) for g in grads])
-    return CleanPass(flat_x, outputs, loss, gradient, state, x)
+    from keras_gradreg import backend  # here: the backend modules import this one
+
+    return backend.current().clean_pass(model, x, y, loss_fn, training)
 
 
-def _perturbed_loss(model, clean: CleanPass, step: tf.Tensor, y, loss_fn, training) -> tf.Tensor:
+def _perturbed_loss(model, clean: CleanPass, step: Any, y, loss_fn, training) -> Any:
     """loss(x + step), with the model's state as before the clean pass, discarded after."""
     shifted = [
-        t + tf.cast(s, t.dtype) for t, s in zip(clean.inputs, unflatten_like(step, clean.inputs))
+        t + ops.cast(s, t.dtype) for t, s in zip(clean.inputs, unflatten_like(step, clean.inputs))
     ]
     with keras.StatelessScope(state_mapping=clean.state):
-        outputs = model(tf.nest.pack_sequence_as(clean.structure, shifted), training=training)
+        outputs = model(keras.tree.pack_sequence_as(clean.structure, shifted), training=training)
     return loss_fn(y, outputs)
 
 
@@ -268,22 +285,22 @@ def penalty_from_clean_pass(
     difference: str,
     method: str,
     training: bool,
-) -> tf.Tensor:
+) -> Any:
     """The per-example penalty (g . d)^2, estimated or exact, from a clean pass.
 
     The direction d is a constant (stop-gradient). The finite difference and its
     subtraction are computed in float32 whatever the model's compute dtype.
     """
-    d = tf.stop_gradient(direction(clean.gradient, attack_norm))
+    d = ops.stop_gradient(direction(clean.gradient, attack_norm))
     if method == "double_backprop":
-        return tf.square(tf.reduce_sum(clean.gradient * d, axis=1))
+        return ops.square(ops.sum(clean.gradient * d, axis=1))
     ahead = _perturbed_loss(model, clean, h * d, y, loss_fn, training)
     if difference == "forward":
         slope = (ahead - clean.loss) / h
     else:
         behind = _perturbed_loss(model, clean, -h * d, y, loss_fn, training)
         slope = (ahead - behind) / (2.0 * h)
-    return tf.square(slope)
+    return ops.square(slope)
 
 
 def input_gradient_penalty(
@@ -301,9 +318,10 @@ def input_gradient_penalty(
 ) -> tuple:
     """Per-example loss and input-gradient penalty, for custom training loops.
 
-    Call it inside your own `tf.GradientTape` (and `tf.function`, with or without
-    `jit_compile`): both outputs are differentiable with respect to the weights.
-    The paper's objective is `mean(loss) + penalty_weight / 2 * mean(penalty)`.
+    With TensorFlow, call it inside your own `tf.GradientTape` (and `tf.function`,
+    with or without `jit_compile`): both outputs are differentiable with respect to the
+    weights. With JAX, differentiate `stateless_input_gradient_penalty` instead. The
+    paper's objective is `mean(loss) + penalty_weight / 2 * mean(penalty)`.
 
     Args:
       model: a Keras model or layer, called as `model(x, training=training)`.
@@ -335,6 +353,49 @@ def input_gradient_penalty(
     )
     loss = clean.loss
     if sample_weight is not None:
-        weight = tf.reshape(tf.cast(sample_weight, loss.dtype), [-1])
+        weight = ops.reshape(ops.cast(sample_weight, loss.dtype), (-1,))
         loss, penalty = loss * weight, penalty * weight
     return loss, penalty
+
+
+def stateless_input_gradient_penalty(
+    model: keras.Model,
+    trainable_variables: Sequence[Any],
+    non_trainable_variables: Sequence[Any],
+    x: Any,
+    y: Any,
+    loss_fn: Any,
+    **options: Any,
+) -> tuple:
+    """`input_gradient_penalty` as a pure function of the model's variables (for JAX).
+
+    The counterpart of `keras.Model.stateless_call`: nothing is read from or written to
+    the model's variables, so it can be differentiated with `jax.grad` and compiled
+    with `jax.jit` in your own loop (see the README). It also runs on TensorFlow.
+
+    Args:
+      model: a built Keras model.
+      trainable_variables: values of `model.trainable_variables`, in that order.
+      non_trainable_variables: values of `model.non_trainable_variables` (BatchNorm
+        statistics, dropout seeds), in that order.
+      x, y, loss_fn: as for `input_gradient_penalty`.
+      **options: `h`, `attack_norm`, `difference`, `method`, `training`,
+        `sample_weight`, as for `input_gradient_penalty`.
+
+    Returns:
+      `((loss, penalty), non_trainable_variables)`: the per-example loss and penalty,
+      shape (batch,), and the new non-trainable values (updated by the clean pass only).
+    """
+    for name, given, expected in (("trainable_variables", trainable_variables, model.trainable_variables),
+                                  ("non_trainable_variables", non_trainable_variables,
+                                   model.non_trainable_variables)):
+        if len(given) != len(expected):
+            raise ValueError(f"{name} has {len(given)} values; the model {model.name!r} has "
+                             f"{len(expected)} (pass them in the order of model.{name}).")
+    mapping = list(zip(model.trainable_variables, trainable_variables)) + list(
+        zip(model.non_trainable_variables, non_trainable_variables))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        loss, penalty = input_gradient_penalty(model, x, y, loss_fn, **options)
+    new = [scope.get_current_value(v) for v in model.non_trainable_variables]
+    return (loss, penalty), [old if value is None else value
+                             for old, value in zip(non_trainable_variables, new)]

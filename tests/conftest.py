@@ -1,8 +1,10 @@
-"""Test set-up: two logical CPUs, so MirroredStrategy really runs two replicas."""
+"""Test set-up: two logical CPUs, so MirroredStrategy really runs two replicas; on the
+JAX backend (tests/test_backends.py runs the `both_backends` tests there) float64 on."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_ENABLE_X64", "1")  # read by JAX at import; the float64 tests need it
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -1,0 +1,49 @@
+"""What differs per Keras backend, one small module each (as Keras splits its trainers).
+
+The mathematics (direction, dual norms, the finite difference, the objective, the
+lazy schedule's weighting, the trackers) is written once, in keras_gradreg/penalty.py
+and model.py; a backend module supplies only the input gradient (`clean_pass`) and
+the training and evaluation steps around it (`train_step`, `test_step`: how the
+weight gradient is taken, how a skipped step is skipped, how replicas agree).
+"""
+
+import importlib
+import types
+
+import keras
+
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def check_supported() -> str:
+    """The Keras backend's name; ImportError unless keras_gradreg supports it."""
+    name = keras.backend.backend()
+    if name not in SUPPORTED_BACKENDS:
+        raise ImportError(
+            f"keras_gradreg supports the Keras backends {', '.join(SUPPORTED_BACKENDS)}; "
+            f"KERAS_BACKEND is {name!r}. Set KERAS_BACKEND=tensorflow (the default; one "
+            "machine, CPUs or GPUs) or KERAS_BACKEND=jax (several machines) before importing "
+            "keras."
+        )
+    return name
+
+
+def current() -> types.ModuleType:
+    """The module of the running Keras backend (keras_gradreg.backend.tensorflow or .jax)."""
+    return importlib.import_module(f"{__name__}.{check_supported()}")
+
+
+def require_tensorflow(what: str) -> None:
+    """Raises RuntimeError, before any work, unless Keras runs on TensorFlow.
+
+    For what is built on tf.GradientTape or CleverHans (the bound metrics, the attacks,
+    PGD adversarial training). A model trained on JAX and saved as `.keras` loads
+    under TensorFlow, where all of them run.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} runs on the TensorFlow backend only; Keras runs on "
+            f"{keras.backend.backend()!r}. Save the model (model.save('m.keras')) and "
+            "evaluate it in a process with KERAS_BACKEND=tensorflow, e.g. with "
+            "examples/evaluate.py --model_path=m.keras."
+        )

@@ -1,0 +1,157 @@
+"""GradRegModel's steps on the JAX backend: jax.grad over stateless calls.
+
+Under `keras.distribution` the arrays are global (sharded over processes and devices),
+so batch means are global means: no per-replica scaling, and a step's finiteness is
+the same in every process.
+"""
+
+import contextlib
+
+import jax
+import keras
+from jax import numpy as jnp
+
+from keras_gradreg import penalty as penalty_lib
+
+
+def num_replicas() -> int:
+    """1: JAX computes on global arrays, the compiled loss is the global batch's mean."""
+    return 1
+
+
+def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
+    """penalty.clean_pass with jax.value_and_grad over the model's stateless call.
+
+    The variables' current values are read (inside a train step they are the step's
+    traced values), the new non-trainable values are assigned back (a StatelessScope
+    records them), and the perturbed passes run with the values from before.
+    """
+    flat_x = [penalty_lib.as_float(t) for t in keras.tree.flatten(x)]
+    trainable = [v.value for v in model.trainable_variables]
+    before = [v.value for v in model.non_trainable_variables]
+    kwargs = {"training": training} if getattr(model, "_call_has_training_arg", True) else {}
+
+    def total_loss(flat):
+        outputs, after, losses = model.stateless_call(
+            trainable, before, keras.tree.pack_sequence_as(x, flat), return_losses=True, **kwargs)
+        loss = loss_fn(y, outputs)
+        return jnp.sum(loss), (loss, outputs, after, losses)
+
+    (_, (loss, outputs, after, losses)), grads = jax.value_and_grad(total_loss, has_aux=True)(flat_x)
+    for variable, value in zip(model.non_trainable_variables, after):
+        variable.assign(value)
+    gradient = penalty_lib.flatten_per_example([penalty_lib.at_least_float32(g) for g in grads])
+    state = list(zip(model.trainable_variables, trainable)) + list(
+        zip(model.non_trainable_variables, before))
+    return penalty_lib.CleanPass(flat_x, outputs, loss, gradient, state, x, list(losses))
+
+
+def _current(scope, variables, old) -> list:
+    """The values a StatelessScope ended with (the old ones where nothing was assigned)."""
+    new = [scope.get_current_value(v) for v in variables]
+    return [o if n is None else n for n, o in zip(new, old)]
+
+
+def _objective(model, penalty_weight, training, trainable, non_trainable, metrics,
+               optimizer_variables, x, y, sample_weight) -> tuple:
+    """model._objective as a pure function of the variables, for jax.value_and_grad.
+
+    Returns:
+      (the loss to differentiate (scaled for mixed precision),
+       (objective, y_pred, penalty, grad_norm, new non-trainable values, new metric values)).
+    """
+    mapping = (list(zip(model.trainable_variables, trainable))
+               + list(zip(model.non_trainable_variables, non_trainable))
+               + list(zip(model.metrics_variables, metrics)))
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+        y_pred, loss, penalty, grad_norm = model._objective(
+            x, y, sample_weight, training, penalty_weight)
+    non_trainable = _current(scope, model.non_trainable_variables, non_trainable)
+    metrics = _current(scope, model.metrics_variables, metrics)
+    scaled = loss
+    if training:
+        with keras.StatelessScope(
+                state_mapping=list(zip(model.optimizer.variables, optimizer_variables))):
+            scaled = model.optimizer.scale_loss(loss)
+    return scaled, (loss, y_pred, penalty, grad_norm, non_trainable, metrics)
+
+
+def _logs(model, metrics, x, y, y_pred, sample_weight, step, finite, training) -> tuple:
+    """(logs, new metric values): the trackers and compiled metrics, updated statelessly."""
+    loss, penalty, grad_norm, penalised = step
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics))) as scope:
+        model._track(x, loss, penalty, grad_norm, penalised, finite)
+        logs = model._logs(x, y, y_pred, sample_weight, training=training)
+    return logs, _current(scope, model.metrics_variables, metrics)
+
+
+def train_step(model, state, data) -> tuple:
+    """GradRegModel.train_step (Keras' JAX trainer contract: (state, data) -> (logs, state))."""
+    trainable, non_trainable, optimizer_variables, metrics = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    weight, every = model._step_weight()
+
+    def gradients(penalty_weight):
+        (_, aux), grads = jax.value_and_grad(
+            lambda t: _objective(model, penalty_weight, True, t, non_trainable, metrics,
+                                 optimizer_variables, x, y, sample_weight),
+            has_aux=True)(trainable)
+        return grads, aux
+
+    if every == 1 or weight is None:
+        (grads, aux), penalised = gradients(weight), jnp.array(weight is not None)
+    else:
+        iterations = next(value for v, value in zip(model.optimizer.variables, optimizer_variables)
+                          if v is model.optimizer.iterations)
+        penalised = iterations % every == 0
+        grads, aux = jax.lax.cond(penalised, lambda: gradients(every * weight),
+                                  lambda: gradients(None))
+    loss, y_pred, penalty, grad_norm, non_trainable, metrics = aux
+    finite = model._finite(x, loss)
+    trainable, optimizer_variables = jax.lax.cond(
+        finite,
+        lambda: model.optimizer.stateless_apply(optimizer_variables, grads, trainable),
+        lambda: (list(trainable), list(optimizer_variables)))
+    logs, metrics = _logs(model, metrics, x, y, y_pred, sample_weight,
+                          (loss, penalty, grad_norm, penalised), finite, training=True)
+    return logs, (trainable, non_trainable, optimizer_variables, metrics)
+
+
+def test_step(model, state, data) -> tuple:
+    """GradRegModel.test_step: the objective in inference mode, and the metrics."""
+    trainable, non_trainable, metrics = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    _, (loss, y_pred, penalty, grad_norm, non_trainable, metrics) = _objective(
+        model, model.penalty_weight, False, trainable, non_trainable, metrics, None,
+        x, y, sample_weight)
+    logs, metrics = _logs(model, metrics, x, y, y_pred, sample_weight,
+                          (loss, penalty, grad_norm, jnp.array(True)),
+                          model._finite(x, loss), training=False)
+    return logs, (trainable, non_trainable, metrics)
+
+
+@contextlib.contextmanager
+def keeps_variables(model):
+    """Gives the model its variables back if `fit`/`evaluate` fails before a step ends.
+
+    Keras' JAX trainer detaches the variables' values for the epoch (they live in the
+    step's state) and reattaches them from the last finished step; an error in the
+    first step (a bad loss, say) would leave the model without weights. The values are
+    held (not copied: JAX arrays are immutable) and put back where detached; metric
+    variables created by the failed call get zeros, the value every reset gives them.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built and model.built:
+        optimizer.build(model.trainable_variables)  # as fit would: its state is kept too
+    variables = list(model.variables) + list(getattr(optimizer, "variables", []))
+    held = [(v, v._value) for v in variables + list(model.metrics_variables)]
+    try:
+        yield
+    except BaseException:
+        for variable, value in held:
+            if variable._value is None:
+                variable._value = value
+        for variable in model.metrics_variables:
+            if variable._value is None:
+                variable._value = jnp.zeros(variable.shape, variable.dtype)
+        raise

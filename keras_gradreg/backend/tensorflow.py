@@ -1,0 +1,109 @@
+"""GradRegModel's steps on the TensorFlow backend: GradientTape and tf.distribute."""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from keras_gradreg import penalty as penalty_lib
+
+
+def num_replicas() -> int:
+    """Replicas the local batch is one of (Keras divides the compiled loss by it)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def keeps_variables(model):
+    """Nothing to do: TensorFlow's `fit` updates the variables in place."""
+    del model
+    return contextlib.nullcontext()
+
+
+def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
+    """penalty.clean_pass with a GradientTape; the perturbed passes reset the
+    non-trainable variables to their values before it."""
+    flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
+    state = [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(flat_x)
+        outputs = model(tf.nest.pack_sequence_as(x, flat_x), training=training)
+        loss = loss_fn(y, outputs)
+    grads = tape.gradient(loss, flat_x)
+    missing = [i for i, g in enumerate(grads) if g is None]
+    if missing:
+        raise penalty_lib.missing_gradient_error(missing, flat_x)
+    gradient = penalty_lib.flatten_per_example([penalty_lib.at_least_float32(g) for g in grads])
+    return penalty_lib.CleanPass(flat_x, outputs, loss, gradient, state, x, None)
+
+
+def _everywhere(flag: tf.Tensor) -> tf.Tensor:
+    """True on every replica iff the flag is true on every replica."""
+    failures = tf.cast(tf.logical_not(flag), tf.float32)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None:
+        failures = replica.all_reduce(tf.distribute.ReduceOp.SUM, failures)
+    return tf.equal(failures, 0.0)
+
+
+def _apply_if(finite: tf.Tensor, optimizer, gradients: list, variables: list) -> None:
+    """optimizer.apply_gradients only if `finite` (agreed by all replicas), XLA-safe.
+
+    A strategy that synchronises through merge_call does not allow that call inside a
+    cond in replica context, so the cond then runs in cross-replica context, as Keras'
+    LossScaleOptimizer does.
+    """
+
+    def apply(grads):
+        optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(gradients), lambda: None)
+        return
+
+    def cross_replica(distribution, finite, grads):
+        agreed = distribution.experimental_local_results(finite)[0]
+        tf.cond(agreed,
+                lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
+                lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
+
+
+def _step(model, x, y, sample_weight, penalty_weight) -> tuple:
+    """(y_pred, weight gradients, objective, penalty, grad_norm, penalised) of a step."""
+    with tf.GradientTape() as tape:
+        y_pred, loss, penalty, grad_norm = model._objective(
+            x, y, sample_weight, True, penalty_weight)
+        scaled = model.optimizer.scale_loss(loss)
+    # The two branches of the lazy step's tf.cond must return tensors, not None.
+    unconnected = "zero" if model.penalty_every > 1 else "none"
+    gradients = tape.gradient(scaled, model.trainable_weights, unconnected_gradients=unconnected)
+    return y_pred, gradients, loss, penalty, grad_norm, tf.constant(penalty_weight is not None)
+
+
+def train_step(model, data) -> dict:
+    """GradRegModel.train_step: one penalised (or, between lazy steps, plain) update."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    weight, every = model._step_weight()
+    if every == 1 or weight is None:
+        step = _step(model, x, y, sample_weight, weight)
+    else:
+        step = tf.cond(
+            tf.equal(model.optimizer.iterations % every, 0),
+            lambda: _step(model, x, y, sample_weight, every * weight),
+            lambda: _step(model, x, y, sample_weight, None),
+        )
+    y_pred, gradients, loss, penalty, grad_norm, penalised = step
+    finite = _everywhere(model._finite(x, loss))  # all replicas apply the update or none
+    model._track(x, loss, penalty, grad_norm, penalised, finite)
+    _apply_if(finite, model.optimizer, gradients, model.trainable_weights)
+    return model._logs(x, y, y_pred, sample_weight, training=True)
+
+
+def test_step(model, data) -> dict:
+    """GradRegModel.test_step: the objective in inference mode, and the metrics."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    y_pred, loss, penalty, grad_norm = model._objective(x, y, sample_weight, False,
+                                                        model.penalty_weight)
+    model._track(x, loss, penalty, grad_norm, tf.constant(True), model._finite(x, loss))
+    return model._logs(x, y, y_pred, sample_weight, training=False)

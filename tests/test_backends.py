@@ -1,0 +1,138 @@
+"""GradRegModel and the penalty on the JAX backend, and across backends.
+
+Under the default (TensorFlow) run, `test_the_model_tests_pass_on_jax` runs every test
+marked `both_backends` (tests/test_model.py: one step equals the float64 reference for
+each variant, the lazy schedule, penalty_weight=0 equals keras.Model, save/load, ...)
+and this file's JAX-only tests in a process with KERAS_BACKEND=jax.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from helpers import batch, linear_classifier, small_cnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ON_JAX = keras.backend.backend() == "jax"
+jax_only = pytest.mark.skipif(not ON_JAX, reason="runs in the KERAS_BACKEND=jax pass")
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+CE64 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+
+
+def run_python(args, backend, timeout=600, **kwargs):
+    """Runs `python args...` from the checkout with the given Keras backend."""
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_ENABLE_X64="1",
+               PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    return subprocess.run([sys.executable] + list(args), cwd=ROOT, env=env, timeout=timeout,
+                          capture_output=True, text=True, **kwargs)
+
+
+@pytest.mark.skipif(ON_JAX, reason="this is the test that starts the JAX pass")
+def test_the_model_tests_pass_on_jax():
+    result = run_python(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m",
+                         "both_backends or jax_only", "tests/test_model.py",
+                         "tests/test_backends.py"], "jax", timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
+
+
+def test_an_unsupported_backend_is_named_at_import(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(ImportError, match="tensorflow, jax; KERAS_BACKEND is 'torch'"):
+        kg.backend.check_supported()
+
+
+@jax_only
+@pytest.mark.jax_only
+def test_the_tensorflow_only_parts_say_so_before_any_work():
+    with pytest.raises(RuntimeError, match="LipschitzBound runs on the TensorFlow backend only"):
+        kg.LipschitzBound()
+    with pytest.raises(RuntimeError, match="evaluate_robustness .CleverHans. runs on the TensorF"):
+        kg.evaluate_robustness(linear_classifier(), *batch())
+    with pytest.raises(RuntimeError, match="AdversarialTrainingModel"):
+        kg.AdversarialTrainingModel.from_model(linear_classifier())
+
+
+@jax_only
+@pytest.mark.jax_only
+def test_a_jax_custom_loop_step_equals_gradregmodel_fit():
+    """jax.jit(jax.grad) of stateless_input_gradient_penalty: the same SGD step as fit."""
+    import jax
+
+    x, y = batch(dtype="float64")
+    base = linear_classifier(dtype="float64")
+    start = [np.array(v.value) for v in base.trainable_variables]  # fit donates the buffers
+
+    @jax.jit
+    def step(trainable, non_trainable):
+        def objective(t):
+            (loss, penalty), new = kg.stateless_input_gradient_penalty(
+                base, t, non_trainable, x, y, CE64, h=0.05, attack_norm="linf")
+            return loss.mean() + 1.0 / 2 * penalty.mean(), new
+
+        grads, new = jax.grad(objective, has_aux=True)(trainable)
+        return [w - 0.5 * g for w, g in zip(trainable, grads)], new
+
+    custom, _ = step(start, [v.value for v in base.non_trainable_variables])
+    model = kg.GradRegModel.from_model(base, penalty_weight=1.0, h=0.05, attack_norm="linf")
+    model.compile(keras.optimizers.SGD(0.5), CE64)
+    import tensorflow as tf
+    model.fit(tf.data.Dataset.from_tensors((x, y)), verbose=0)
+    for got, want in zip(model.get_weights(), custom):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12)
+    assert not np.allclose(np.asarray(custom[0]), start[0])
+
+
+@jax_only
+@pytest.mark.jax_only
+def test_perturbed_pass_on_jax_uses_the_clean_dropout_mask_and_leaves_batchnorm_alone():
+    """At h -> 0 the forward difference tends to the directional derivative g . d only if
+    both passes drop the same units; BatchNorm statistics move by the clean pass only."""
+    x, y = batch(n=8, shape=(6, 6, 2), dtype="float64")
+    for model in (small_cnn(dropout=0.5, dtype="float64"), small_cnn(batchnorm=True, dtype="float64")):
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        estimate = kg.stateless_input_gradient_penalty(
+            model, trainable, non_trainable, x, y, CE64, h=1e-6, attack_norm="l2")
+        plain = model.stateless_call(trainable, non_trainable, x, training=True)[1]
+        for got, want in zip(estimate[1], plain):  # seeds and statistics: as one plain call
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+                   for a, b in zip(plain, non_trainable))
+    # (examples interact through BatchNorm's batch statistics, so only the dropout
+    # model's per-example derivative is g . d)
+    exact = kg.stateless_input_gradient_penalty(
+        model := small_cnn(dropout=0.5, dtype="float64"), [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables], x, y, CE64, method="double_backprop")
+    estimate = kg.stateless_input_gradient_penalty(
+        model, [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables], x, y, CE64, h=1e-6)
+    np.testing.assert_allclose(np.asarray(estimate[0][1]), np.asarray(exact[0][1]), rtol=1e-4)
+
+
+@jax_only
+@pytest.mark.jax_only
+def test_a_model_trained_on_jax_loads_under_tensorflow_with_the_same_predictions(tmp_path):
+    x, y = batch(n=16, shape=(6, 6, 2))
+    model = kg.GradRegModel.from_model(small_cnn(batchnorm=True), penalty_weight=1.0,
+                                       attack_norm="linf", penalty_every=2)
+    model.compile(keras.optimizers.Adam(0.01), CE, metrics=["accuracy"])
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "p.npy", model.predict(x, verbose=0))
+    check = (
+        "import sys, numpy as np, keras, keras_gradreg as kg; d = sys.argv[1];"
+        "m = keras.models.load_model(d + '/m.keras');"
+        "assert keras.backend.backend() == 'tensorflow' and isinstance(m, kg.GradRegModel);"
+        "assert (m.penalty_every, m.attack_norm) == (2, 'linf');"
+        "np.testing.assert_allclose(m.predict(np.load(d + '/x.npy'), verbose=0),"
+        " np.load(d + '/p.npy'), rtol=1e-5, atol=1e-6); print('same predictions')"
+    )
+    result = run_python(["-c", check, str(tmp_path)], "tensorflow")
+    assert result.returncode == 0 and "same predictions" in result.stdout, result.stderr[-3000:]
