@@ -4,7 +4,13 @@
 
 The model is saved as MODEL_DIR/model.keras with its training time, TensorBoard logs in
 MODEL_DIR/logs and the epoch history in MODEL_DIR/history.csv. If the process is killed,
-the same command resumes from the last completed epoch. Paper's CIFAR-10 setting:
+the same command resumes from the last completed epoch.
+
+On several machines (JAX backend; every machine has the data, process 0 writes model_dir):
+
+    KERAS_BACKEND=jax python examples/train.py --strategy=data_parallel \
+        --coordinator_address=HOST0:1234 --num_processes=2 --process_id=I --model_dir=runs/gr
+ Paper's CIFAR-10 setting:
 --dataset=cifar10 --model=resnext34_2x32 --optimizer=sgd --learning_rate=0.1
 --schedule=paper --weight_decay=5e-4 --epochs=200 --cutout --penalty_weight=0.1.
 """
@@ -43,7 +49,17 @@ flags.DEFINE_enum("schedule", _DEFAULTS.schedule, list(training.SCHEDULES),
                   "constant, or the paper's x0.2 steps at 30/60/80% of the epochs.")
 flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "Decoupled weight decay.")
 flags.DEFINE_bool("cutout", _DEFAULTS.cutout, "Cutout 16 in the CIFAR augmentation.")
-flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(training.STRATEGIES), "Distribution.")
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(training.STRATEGIES),
+                  "default; mirrored (TensorFlow, one machine's GPUs); data_parallel (JAX: "
+                  "KERAS_BACKEND=jax, every device of every process).")
+flags.DEFINE_string("coordinator_address", None,
+                    "data_parallel over several processes: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", _DEFAULTS.num_processes,
+                     "data_parallel: processes in the run (one per machine).")
+flags.DEFINE_integer("process_id", _DEFAULTS.process_id,
+                     "data_parallel: this process, 0 .. num_processes - 1 (0 writes the files).")
+flags.DEFINE_integer("coordinator_timeout", _DEFAULTS.coordinator_timeout,
+                     "Seconds to wait for all processes to connect.")
 flags.DEFINE_bool("mixed_precision", _DEFAULTS.mixed_precision, "mixed_float16 policy.")
 flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile, "XLA-compile the train step.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of data order, augmentation and weights.")

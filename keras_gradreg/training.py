@@ -19,19 +19,24 @@ What a run guarantees:
   error naming the file and the way out (`overwrite=True`, `--overwrite`).
 """
 
+import contextlib
 import csv
 import dataclasses
 import glob
+import hashlib
 import io
 import json
 import os
 import shutil
+import socket
+import tempfile
 import time
 import warnings
 import zipfile
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_gradreg import adversarial_training
@@ -43,9 +48,13 @@ from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import validation
 
 METHODS = ("plain", "gradreg", "double_backprop", "pgd_at")
-STRATEGIES = ("default", "mirrored")
-"""MultiWorkerMirroredStrategy is left out: Keras 3 `fit` fails under it (keras-team/keras#20585);
-the README shows the distributed loop that works."""
+STRATEGIES = ("default", "mirrored", "data_parallel")
+""""mirrored": tf.distribute.MirroredStrategy over one machine's devices (TensorFlow);
+"data_parallel": keras.distribution.DataParallel over every device of every process (JAX),
+the path Keras 3 supports across machines. MultiWorkerMirroredStrategy is left out: Keras 3
+`fit` fails under it (keras-team/keras#20585)."""
+DEFAULT_COORDINATOR_TIMEOUT = 120
+"""Seconds a process waits for the coordinator (and the others) before giving up."""
 SCHEDULES = ("constant", "paper")
 PAPER_SCHEDULE = ((0.3, 0.2), (0.6, 0.04), (0.8, 0.008))
 """The paper's CIFAR schedule (x0.2 at epochs 60, 120, 160 of 200), as fractions of the run."""
@@ -82,6 +91,10 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     seed: int = 0
+    coordinator_address: Optional[str] = None
+    num_processes: int = 1
+    process_id: int = 0
+    coordinator_timeout: int = DEFAULT_COORDINATOR_TIMEOUT
     data_dir: Optional[str] = None
     download: bool = False
     train_limit: Optional[int] = None
@@ -114,6 +127,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                for field, rules in numbers.items()}
     checked["penalty_weight"] = model_lib.validate_penalty_weight(config.penalty_weight)
     checked["penalty_every"] = model_lib.validate_penalty_every(config.penalty_every)
+    checked.update(_check_processes(config))
     if config.train_limit is not None:
         checked["train_limit"] = validation.check_number(
             "train_limit", config.train_limit, low=checked["batch_size"], low_open=False,
@@ -121,8 +135,106 @@ def validate(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **checked)
 
 
-def _strategy(name: str) -> tf.distribute.Strategy:
-    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
+def _check_processes(config: TrainConfig) -> dict:
+    """The backend each setting needs, and the process layout; ValueError naming the first bad one."""
+    backend = keras.backend.backend()
+    needs = {"data_parallel": "jax", "mirrored": "tensorflow"}.get(config.strategy)
+    if needs and backend != needs:
+        raise ValueError(f"strategy={config.strategy!r} runs on the {needs} backend; Keras runs "
+                         f"on {backend!r}. Set KERAS_BACKEND={needs} before starting.")
+    if config.method == "pgd_at" and backend != "tensorflow":
+        raise ValueError(f"method='pgd_at' runs on the tensorflow backend; Keras runs on {backend!r}.")
+    whole = dict(low=1, low_open=False, integer=True)
+    checked = {"num_processes": validation.check_number("num_processes", config.num_processes, **whole),
+               "coordinator_timeout": validation.check_number(
+                   "coordinator_timeout", config.coordinator_timeout, **whole)}
+    checked["process_id"] = validation.check_number(
+        "process_id", config.process_id, low_open=False, high=checked["num_processes"] - 1,
+        integer=True, hint=f"(0 .. num_processes - 1 = {checked['num_processes'] - 1})")
+    if checked["num_processes"] > 1 and config.strategy != "data_parallel":
+        raise ValueError(f"num_processes={checked['num_processes']} needs strategy='data_parallel' "
+                         f"(KERAS_BACKEND=jax); strategy is {config.strategy!r}.")
+    if checked["num_processes"] > 1 or config.coordinator_address is not None:
+        host, _, port = str(config.coordinator_address).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"coordinator_address={config.coordinator_address!r} is not HOST:PORT "
+                             "(the address of process 0, e.g. 10.0.0.1:1234); it is needed when "
+                             "num_processes > 1.")
+    return checked
+
+
+def _start_processes(config: TrainConfig) -> None:
+    """Joins the processes of a multi-process run (JAX), or raises ConnectionError in time.
+
+    Every process then checks that all were started with the same settings.
+    """
+    if config.strategy != "data_parallel" or config.num_processes == 1:
+        return
+    import jax  # the JAX backend is checked in validate()
+    from jax.experimental import multihost_utils
+
+    where = (f"process {config.process_id} of {config.num_processes}, coordinator "
+             f"{config.coordinator_address}")
+    if config.process_id > 0:  # JAX aborts the process where the coordinator is unreachable
+        _wait_for(config.coordinator_address, config.coordinator_timeout, where)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives
+    try:
+        jax.distributed.initialize(config.coordinator_address, config.num_processes,
+                                   config.process_id,
+                                   initialization_timeout=config.coordinator_timeout)
+    except Exception as error:  # JAX raises several kinds (XlaRuntimeError, RuntimeError)
+        raise ConnectionError(
+            f"{where}: the processes did not all connect within {config.coordinator_timeout} s "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:300]}). Start process 0 "
+            "on the coordinator's host, the same num_processes everywhere, and check that the "
+            "address is reachable.") from error
+    mine = json.dumps(dict(settings(config), num_processes=config.num_processes), sort_keys=True)
+    digest = np.frombuffer(hashlib.sha256(mine.encode()).digest(), np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(digest))
+    differ = [i for i, d in enumerate(every.reshape(-1, digest.size)) if not np.array_equal(d, digest)]
+    if differ:
+        raise ValueError(f"{where}: processes {differ} were started with other settings than this "
+                         "one; start every process with the same flags but --process_id.")
+
+
+def _wait_for(address: str, timeout: float, where: str) -> None:
+    """Returns once a TCP connection to HOST:PORT succeeds; ConnectionError after `timeout` s."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"{where}: nothing answered at {address} within {timeout} s ({error}). "
+                    "Start process 0 there first (it hosts the coordinator), and check the "
+                    "address and the firewall.") from error
+            time.sleep(0.5)
+
+
+def _is_chief(config: TrainConfig) -> bool:
+    return config.process_id == 0
+
+
+def _agree(config: TrainConfig, values: list) -> list:
+    """The chief's integers, in every process (a no-op in a single-process run)."""
+    if config.num_processes == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, np.int64))]
+
+
+def _distribution(config: TrainConfig):
+    """The context a run builds and fits its model in."""
+    if config.strategy == "data_parallel":
+        import jax
+
+        return keras.distribution.DataParallel(devices=jax.devices()).scope()
+    return (tf.distribute.MirroredStrategy() if config.strategy == "mirrored"
+            else tf.distribute.get_strategy()).scope()
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -200,7 +312,8 @@ def training_seconds(model_dir: str) -> Optional[float]:
 
 def settings(config: TrainConfig) -> dict:
     """The settings a trained model depends on: not where files go, nor the unused ones."""
-    unused = {"model_dir", "overwrite", "download", "data_dir"}
+    unused = {"model_dir", "overwrite", "download", "data_dir", "coordinator_address",
+              "num_processes", "process_id", "coordinator_timeout"}
     if config.method != "pgd_at":
         unused |= {"at_epsilon", "at_ramp_epochs"}
     if config.method in ("plain", "pgd_at"):
@@ -302,40 +415,81 @@ def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None
         dataset, test_split, batch_size=256, data_dir=data_dir, download=download, limit=num_images))
 
 
+@contextlib.contextmanager
+def _written(path: str, writes: bool):
+    """A temporary path to save to: it replaces `path` whole if this process `writes`,
+    else it is thrown away. Every process of a multi-process JAX run must save together
+    (the values are gathered collectively); only the chief keeps the file."""
+    if writes:
+        with files.replaced_atomically(path) as temporary:
+            yield temporary
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            yield os.path.join(folder, os.path.basename(path))
+
+
+@contextlib.contextmanager
+def _from_chief(path: Optional[str], shared: bool):
+    """The chief's file `path`, readable in every process: itself in a single-process
+    run, else a local copy of the bytes the chief sends (so that all processes load the
+    same checkpoint together, and the others need no access to model_dir)."""
+    if not shared:
+        yield path
+        return
+    from jax.experimental import multihost_utils
+
+    data = np.fromfile(path, np.uint8) if path else np.zeros(0, np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int64(data.size)))
+    data = data if path else np.zeros(size, np.uint8)
+    data = np.asarray(multihost_utils.broadcast_one_to_all(data), np.uint8)
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, "checkpoint.weights.h5")
+        data.tofile(local)
+        yield local
+
+
 class _Checkpoint(keras.callbacks.Callback):
     """Saves weights and optimizer state at each epoch's end, whole or not at all.
 
     The weights go to BACKUP_DIR/epoch-E.weights.h5, then STATE_FILE is replaced to name
     them (with the epochs done and the training seconds so far), then older checkpoints
     are removed: at every moment STATE_FILE names a complete checkpoint.
+
+    In a multi-process run only the chief `writes` (and reads); on resume it sends the
+    weights and optimizer state to the other processes (`shared`), which need no access
+    to model_dir.
     """
 
-    def __init__(self, model_dir: str, resume: _Resume):
+    def __init__(self, model_dir: str, resume: _Resume, writes: bool = True, shared: bool = False):
         super().__init__()
         self.backup = _path(model_dir, BACKUP_DIR)
-        self.resume = resume
+        self.resume, self.writes, self.shared = resume, writes, shared
         self.seconds = resume.seconds
 
     def on_train_begin(self, logs=None):
-        if self.resume.weights is None:
+        if self.resume.epochs == 0:
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        try:
-            self.model.load_weights(self.resume.weights)
-        except (OSError, ValueError) as error:
-            raise RunFileError(f"{self.resume.weights} cannot be loaded ({error}); start afresh "
-                               "with --overwrite.") from error
+        with _from_chief(self.resume.weights, self.shared) as weights:
+            try:
+                self.model.load_weights(weights)
+            except (OSError, ValueError) as error:
+                raise RunFileError(f"{self.resume.weights} cannot be loaded ({error}); start "
+                                   "afresh with --overwrite.") from error
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds += time.perf_counter() - self._start
-        os.makedirs(self.backup, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"
-        with files.replaced_atomically(_path(self.backup, name)) as temporary:
+        if self.writes:
+            os.makedirs(self.backup, exist_ok=True)
+        with _written(_path(self.backup, name), self.writes) as temporary:
             self.model.save_weights(temporary)
+        if not self.writes:
+            return
         state = {"epochs": epoch + 1, "seconds": self.seconds, "weights": name}
         files.write_text(_path(self.backup, STATE_FILE), json.dumps(state))
         for old in glob.glob(_path(self.backup, "epoch-*.weights.h5")):
@@ -369,8 +523,40 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
       ValueError: a bad setting, or model_dir holds a run with other settings and
         overwrite is False.
       RunFileError: a file of the run cannot be read (before any training).
+      ConnectionError: the processes of a multi-process run did not all connect in time.
+
+    In a multi-process run (strategy="data_parallel", num_processes > 1) every process
+    runs this with the same settings; process 0, the chief, alone reads and writes
+    model_dir, and the others receive its decisions and, on resume, its weights.
     """
     config = validate(config)
+    _start_processes(config)
+    if _is_chief(config):
+        failed, resume = 1, _Resume(0, 0.0, None)
+        try:
+            resume = _prepare(config)
+            failed = 0
+        finally:  # the others wait for this, also when preparing failed
+            _agree(config, [failed, resume.epochs])
+    else:
+        failed, epochs = _agree(config, [1, 0])
+        if failed:
+            raise RuntimeError(f"process {config.process_id}: process 0 (the chief) stopped "
+                               "before training; its output says why.")
+        resume = _Resume(epochs, 0.0, None)
+    keras.utils.set_random_seed(config.seed)
+    policy = keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _fit(config, resume, verbose if _is_chief(config) else 0)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _prepare(config: TrainConfig) -> _Resume:
+    """The chief's part of `train` before training: checks model_dir, records the
+    settings, and finds where to resume."""
     model_path = _path(config.model_dir, MODEL_FILE)
     if config.overwrite:  # asked to start afresh
         for stale in (MODEL_FILE, TIME_FILE, HISTORY_FILE, SETTINGS_FILE):
@@ -391,14 +577,7 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
     os.makedirs(config.model_dir, exist_ok=True)
     files.write_text(_path(config.model_dir, SETTINGS_FILE), json.dumps(settings(config), indent=1))
     _trim_history(_path(config.model_dir, HISTORY_FILE), resume.epochs)
-    keras.utils.set_random_seed(config.seed)
-    policy = keras.mixed_precision.global_policy()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        return _fit(config, resume, verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    return resume
 
 
 def _fit(config: TrainConfig, resume: _Resume, verbose: int) -> tuple:
@@ -408,28 +587,32 @@ def _fit(config: TrainConfig, resume: _Resume, verbose: int) -> tuple:
         config.dataset, data_lib.DATASETS[config.dataset].splits[0], batch_size=config.batch_size,
         seed=config.seed, first_epoch=first, epochs=config.epochs, cutout=config.cutout,
         data_dir=config.data_dir, download=config.download, limit=config.train_limit)
-    with _strategy(config.strategy).scope():
-        model = build(config)
-        model.compile(optimizer=_optimizer(config, steps),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=config.jit_compile)
-    checkpoint = _Checkpoint(config.model_dir, resume)
+    chief = _is_chief(config)
+    checkpoint = _Checkpoint(config.model_dir, resume, writes=chief,
+                             shared=config.num_processes > 1)
     callbacks = [
         keras.callbacks.TensorBoard(_path(config.model_dir, "logs")),
         keras.callbacks.CSVLogger(_path(config.model_dir, HISTORY_FILE), append=True),
-    ]
+    ] if chief else []
     if config.method == "pgd_at":
         callbacks.append(adversarial_training.EpsilonRamp(config.at_ramp_epochs))
     # Last: an epoch is checkpointed once everything else has recorded it (a row the
     # CSV got before a kill is trimmed on resume, see _trim_history).
     callbacks.append(checkpoint)
-    history = model.fit(train_data, epochs=config.epochs, initial_epoch=resume.epochs,
-                        steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    with _distribution(config):
+        model = build(config)
+        model.compile(optimizer=_optimizer(config, steps),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=config.jit_compile)
+        history = model.fit(train_data, epochs=config.epochs, initial_epoch=resume.epochs,
+                            steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
     # The time first, then the model (whose presence marks the run finished), then
     # the checkpoint goes: a kill between any two leaves a run that resumes or is done.
-    files.write_text(_path(config.model_dir, TIME_FILE),
-                     json.dumps({"seconds": checkpoint.seconds, "epochs": config.epochs}))
-    with files.replaced_atomically(_path(config.model_dir, MODEL_FILE)) as temporary:
+    if chief:
+        files.write_text(_path(config.model_dir, TIME_FILE),
+                         json.dumps({"seconds": checkpoint.seconds, "epochs": config.epochs}))
+    with _written(_path(config.model_dir, MODEL_FILE), chief) as temporary:
         model.save(temporary)
-    shutil.rmtree(_path(config.model_dir, BACKUP_DIR), ignore_errors=True)
+    if chief:
+        shutil.rmtree(_path(config.model_dir, BACKUP_DIR), ignore_errors=True)
     return model, history, checkpoint.seconds
