@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_gradreg as kg
+from keras_gradreg import files
 
 MODELS = {  # name: (zoo model, input shape, batch size); softplus activations throughout
     "small_cnn": ("small_cnn", (28, 28, 1), 128),
@@ -142,6 +143,17 @@ def fit_overhead(model_name: str, method: str, batches: int = 20, repeats: int =
             "median_ratio": float(np.median(epochs) / np.median(steps))}
 
 
+def environment() -> dict:
+    """What the numbers were measured with: the Keras backend and the versions."""
+    env = {"backend": keras.backend.backend(), "keras": keras.__version__,
+           "tensorflow": tf.__version__, "jit_compile": FLAGS.jit_compile, "cpus": os.cpu_count()}
+    if env["backend"] == "jax":
+        import jax
+
+        env["jax"] = jax.__version__
+    return env
+
+
 def main(argv):
     del argv
     if FLAGS.memory_child:
@@ -157,6 +169,9 @@ def main(argv):
     if "gradreg_lazy" in FLAGS.methods and FLAGS.steps % FLAGS.penalty_every:
         raise ValueError(f"--steps={FLAGS.steps} must be a multiple of --penalty_every="
                          f"{FLAGS.penalty_every}, so that every round has as many penalised steps.")
+    if "pgd_at" in FLAGS.methods and keras.backend.backend() != "tensorflow":
+        raise ValueError(f"--methods includes pgd_at, which runs on the tensorflow backend; Keras "
+                         f"runs on {keras.backend.backend()!r}. Leave pgd_at out.")
     if FLAGS.output_json and os.path.exists(FLAGS.output_json):
         raise FileExistsError(f"--output_json {FLAGS.output_json} exists; choose another path.")
     results = {}
@@ -172,8 +187,8 @@ def main(argv):
                 results[name][method]["peak_mb"] = json.loads(child.stdout.splitlines()[-1])["peak_mb"]
         if FLAGS.fit_check:  # GradRegModel's fit overhead, beside plain Model.fit's
             results[name]["fit_overhead"] = {m: fit_overhead(name, m) for m in ("plain", "gradreg")}
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, jit_compile={FLAGS.jit_compile}, "
-          f"{os.cpu_count()} CPUs")
+    env = environment()
+    print(", ".join(f"{k} {v}" for k, v in env.items()))
     for name, rows in results.items():
         _, shape, batch = MODELS[name]
         batch = FLAGS.batch_size or batch
@@ -188,8 +203,7 @@ def main(argv):
             print(f"{method} fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s "
                   f"(fastest of 5): ratio {f['ratio']:.3f}; of medians {f['median_ratio']:.3f}")
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w") as f:
-            json.dump(results, f, indent=1)
+        files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env), indent=1))
 
 
 if __name__ == "__main__":

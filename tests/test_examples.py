@@ -147,7 +147,9 @@ def test_benchmark_writes_its_json_schema(tmp_path):
                   f"--output_json={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 32" in result.stdout
-    rows = json.load(open(out))["small_cnn"]
+    written = json.load(open(out))
+    assert written["environment"]["backend"] == "tensorflow"
+    rows = written["small_cnn"]
     assert set(rows) == {"plain", "gradreg", "gradreg_lazy", "pgd_at"}
     assert rows["plain"]["ratio"] == 1.0
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
