@@ -42,10 +42,15 @@ flags.DEFINE_integer("penalty_every", 4, "gradreg_lazy penalises every k-th step
 flags.DEFINE_integer("batch_size", None, "Override each model's batch size.", lower_bound=1)
 flags.DEFINE_bool("memory", False, "Also measure peak memory, one process per method.")
 flags.DEFINE_bool("fit_check", False, "Compare a GradRegModel.fit epoch with the step time.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps (always on under JAX, "
+                  "where Keras without jit_compile runs the step eagerly, op by op).")
 flags.DEFINE_string("output_json", None, "Write the results here (refuses to overwrite).")
 flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in this process.")
 FLAGS = flags.FLAGS
+
+
+def _jit_compile() -> bool:
+    return FLAGS.jit_compile or keras.backend.backend() == "jax"
 
 
 def build(model_name: str, method: str) -> tuple:
@@ -65,7 +70,7 @@ def build(model_name: str, method: str) -> tuple:
             penalty_every=FLAGS.penalty_every if method == "gradreg_lazy" else 1)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=FLAGS.jit_compile)
+                  jit_compile=_jit_compile())
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch,) + shape).astype("float32")
     y = rng.integers(0, 10, batch)
@@ -146,7 +151,7 @@ def fit_overhead(model_name: str, method: str, batches: int = 20, repeats: int =
 def environment() -> dict:
     """What the numbers were measured with: the Keras backend and the versions."""
     env = {"backend": keras.backend.backend(), "keras": keras.__version__,
-           "tensorflow": tf.__version__, "jit_compile": FLAGS.jit_compile, "cpus": os.cpu_count()}
+           "tensorflow": tf.__version__, "jit_compile": _jit_compile(), "cpus": os.cpu_count()}
     if env["backend"] == "jax":
         import jax
 
