@@ -136,3 +136,32 @@ def test_a_model_trained_on_jax_loads_under_tensorflow_with_the_same_predictions
     )
     result = run_python(["-c", check, str(tmp_path)], "tensorflow")
     assert result.returncode == 0 and "same predictions" in result.stdout, result.stderr[-3000:]
+
+
+@jax_only
+@pytest.mark.jax_only
+def test_a_lazy_train_step_called_directly_decides_in_the_step_as_fit_does_outside():
+    """fit compiles the penalised and the plain step apart (see backend.jax); a direct
+    call of train_step, jitted by the user, takes the lax.cond inside: same weights."""
+    import jax
+
+    x, y = batch(dtype="float64")
+    models = []
+    for _ in range(2):
+        model = kg.GradRegModel.from_model(linear_classifier(dtype="float64"), penalty_weight=1.0,
+                                           h=0.05, penalty_every=2)
+        model.compile(keras.optimizers.SGD(0.5), CE64)
+        models.append(model)
+    import tensorflow as tf
+    models[0].fit(tf.data.Dataset.from_tensors((x, y)).repeat(3), verbose=0)
+    direct = models[1]
+    direct.optimizer.build(direct.trainable_variables)
+    state = tuple([v.value for v in variables] for variables in (
+        direct.trainable_variables, direct.non_trainable_variables, direct.optimizer.variables,
+        direct.metrics_variables))
+    step = jax.jit(direct.train_step)
+    for _ in range(3):
+        logs, state = step(state, (x, y))
+    for got, want in zip(state[0], models[0].get_weights()):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
+    assert not np.allclose(np.asarray(state[0][0]), linear_classifier(dtype="float64").get_weights()[0])
