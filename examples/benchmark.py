@@ -10,6 +10,14 @@ gives the median milliseconds per step, the spread (min-max over rounds) and the
 to plain. With --memory each method also runs in a process of its own to measure its
 peak resident memory above the same process idle (model built, no step). --fit_check
 compares a fit epoch with steps x the step time, for plain Model.fit and GradRegModel.fit.
+
+    python examples/benchmark.py --evaluation --output_json=eval.json
+
+times the evaluations instead, on saved models (--model_path, repeatable; default the
+three models of examples/reproduce.py) and --num_images test digits: the minimum-distance
+protocol with the default attacks and with attacks="autoattack" (each attack, the sanity
+checks and the lower bound apart, with the strength each reached), and AutoAttack's
+standard cascade at --epsilon (each attack apart).
 """
 
 import json
@@ -45,6 +53,12 @@ flags.DEFINE_bool("fit_check", False, "Compare a GradRegModel.fit epoch with the
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps (always on under JAX, "
                   "where Keras without jit_compile runs the step eagerly, op by op).")
 flags.DEFINE_string("output_json", None, "Write the results here (refuses to overwrite).")
+flags.DEFINE_bool("evaluation", False, "Time the robustness evaluations instead of training steps.")
+flags.DEFINE_multi_string("model_path", [f"runs/reproduce/{name}/model.keras" for name in
+                                         ("undefended", "gradreg_l1", "pgd_at")],
+                          "--evaluation: saved models to evaluate (default: the main job's).")
+flags.DEFINE_integer("num_images", 1000, "--evaluation: test digits attacked.", lower_bound=1)
+flags.DEFINE_float("epsilon", 0.3, "--evaluation: the l_inf radius of the AutoAttack cascade.")
 flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in this process.")
 FLAGS = flags.FLAGS
 
@@ -148,6 +162,47 @@ def fit_overhead(model_name: str, method: str, batches: int = 20, repeats: int =
             "median_ratio": float(np.median(epochs) / np.median(steps))}
 
 
+def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
+    """Seconds and strength of each evaluation of one saved model (l_inf)."""
+    model = keras.models.load_model(path)
+    result = {}
+    for suite in ("default", "autoattack"):
+        start = time.perf_counter()
+        report = kg.evaluate_robustness(model, x, y, attack_norm="linf",
+                                        attacks=None if suite == "default" else suite,
+                                        num_images=len(x), verbose=0)
+        result[f"minimum_distance_{suite}"] = {
+            "seconds": time.perf_counter() - start, "split": report.seconds,
+            "mean_distance": report.mean_distance,
+            "error_at": {f"{e:g}": report.error_at(e) for e in report.epsilons},
+            "attack_error_at": {a: {f"{e:g}": float(np.mean(d <= e)) for e in report.epsilons}
+                                for a, d in report.attack_distances.items()},
+            "checks_passed": all(c.passed for c in report.checks)}
+    start = time.perf_counter()
+    cascade = kg.evaluate_autoattack(model, x, y, epsilon=FLAGS.epsilon, num_images=len(x),
+                                     verbose=0)
+    result["autoattack"] = {"seconds": time.perf_counter() - start, "split": cascade.seconds,
+                            "robust_error": cascade.robust_error,
+                            "robust_error_after": {a: 1 - v for a, v in cascade.robust_after.items()}}
+    return result
+
+
+def print_evaluation_costs(results: dict) -> None:
+    for path, r in results.items():
+        print(f"\n{path}")
+        for suite in ("default", "autoattack"):
+            m = r[f"minimum_distance_{suite}"]
+            split = ", ".join(f"{k} {v:.0f}" for k, v in m["split"].items())
+            errors = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in m["error_at"].items())
+            print(f"  minimum distance, {suite}: {m['seconds']:.0f} s ({split}); mean distance "
+                  f"{m['mean_distance']:.4f}; error at {errors}; checks passed: {m['checks_passed']}")
+        a = r["autoattack"]
+        split = ", ".join(f"{k} {v:.0f} s ({100 * a['robust_error_after'][k]:.1f} %)"
+                          for k, v in a["split"].items())
+        print(f"  AutoAttack at {FLAGS.epsilon:g}: {a['seconds']:.0f} s, robust error "
+              f"{100 * a['robust_error']:.1f} % (after each: {split})")
+
+
 def environment() -> dict:
     """What the numbers were measured with: the Keras backend and the versions."""
     env = {"backend": keras.backend.backend(), "keras": keras.__version__,
@@ -179,6 +234,20 @@ def main(argv):
                          f"runs on {keras.backend.backend()!r}. Leave pgd_at out.")
     if FLAGS.output_json and os.path.exists(FLAGS.output_json):
         raise FileExistsError(f"--output_json {FLAGS.output_json} exists; choose another path.")
+    if FLAGS.evaluation:
+        missing = [p for p in FLAGS.model_path if not os.path.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"--model_path {missing} missing; run examples/reproduce.py "
+                                    "first or name saved models.")
+        kg.evaluation.check_radii([FLAGS.epsilon], "linf")
+        x, y = kg.training.test_images("offline_mnist", FLAGS.num_images)
+        results = {path: evaluation_costs(path, x, y) for path in FLAGS.model_path}
+        env = dict(environment(), num_images=len(x))
+        print(", ".join(f"{k} {v}" for k, v in env.items()))
+        print_evaluation_costs(results)
+        if FLAGS.output_json:
+            files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env), indent=1))
+        return
     results = {}
     for name in FLAGS.models:
         results[name] = benchmark_model(name, FLAGS.methods, FLAGS.rounds, FLAGS.steps)

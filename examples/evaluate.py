@@ -6,6 +6,12 @@
 Prints the table (clean error, error at each epsilon, mean distance, training time when
 known) and writes results.json, results.csv and error_vs_distance.png to OUTPUT_DIR,
 refusing to replace earlier results unless --overwrite is given.
+
+    python examples/evaluate.py --protocol=autoattack --epsilons=0.3 \
+        --model_path=runs/gradreg/model.keras --output_dir=runs/eval
+
+runs AutoAttack's standard cascade (APGD-CE, APGD-T, FAB-T, Square) at each radius and
+writes the robust error and accuracy, after each attack too, to OUTPUT_DIR/autoattack.json.
 """
 
 import os
@@ -21,10 +27,18 @@ flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the 
                           required=True)
 flags.DEFINE_enum("dataset", "offline_mnist", list(kg.data.DATASETS), "Dataset of the test images.")
 flags.DEFINE_enum("attack_norm", "linf", list(kg.attacks.ATTACK_NORMS), "Attack norm.")
-flags.DEFINE_list("epsilons", None, "Radii for the error-at-epsilon columns; default: the "
-                  "dataset's for the attack norm (l_inf: 0.1, 0.2, 0.3 for digits; 2/255, 8/255 "
-                  "for CIFAR and ImageNet).")
-flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}; default by attack norm.")
+flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
+                  "AutoAttack runs; default: the dataset's for the attack norm (l_inf: 0.1, 0.2, "
+                  "0.3 for digits; 2/255, 8/255 for CIFAR and ImageNet).")
+flags.DEFINE_enum("protocol", "minimum_distance", list(kg.evaluation.PROTOCOLS),
+                  "minimum_distance: each image's smallest adversarial distance, the paper's "
+                  "table; autoattack: robust error at each radius under AutoAttack's cascade.")
+flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}, or 'autoattack' for "
+                  "AutoAttack's in the minimum-distance protocol; default: by attack norm "
+                  "(minimum_distance), AutoAttack's standard cascade (autoattack).")
+flags.DEFINE_enum("autoattack_budget", "standard", list(kg.autoattack.BUDGETS),
+                  "--protocol=autoattack: AutoAttack's own budgets (standard), or 20 "
+                  "iterations and 1,000 queries (quick; not for reporting).")
 flags.DEFINE_integer("num_images", 1000, "Test images to attack.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Images per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the image choice and the attacks.")
@@ -51,17 +65,29 @@ def main(argv):
     epsilons = kg.evaluation.check_radii(
         FLAGS.epsilons or kg.data.DATASETS[FLAGS.dataset].radii[FLAGS.attack_norm],
         FLAGS.attack_norm)
-    existing = kg.evaluation.existing_results(FLAGS.output_dir)
+    attacks = kg.evaluation.check_attack_names(
+        "autoattack" if FLAGS.attacks == ["autoattack"] else FLAGS.attacks,
+        FLAGS.attack_norm, FLAGS.protocol)
+    existing = kg.evaluation.existing_results(FLAGS.output_dir, FLAGS.protocol)
     if existing and not FLAGS.overwrite:
         raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
     models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack
     x, y = training.test_images(FLAGS.dataset, FLAGS.num_images, data_dir=FLAGS.data_dir)
-    reports = []
-    for path, (model, seconds) in models.items():
-        reports.append(kg.evaluate_robustness(
-            model, x, y, attack_norm=FLAGS.attack_norm, epsilons=epsilons, attacks=FLAGS.attacks,
-            num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-            name=os.path.basename(os.path.dirname(os.path.abspath(path))), training_time=seconds))
+    common = dict(attack_norm=FLAGS.attack_norm, attacks=attacks, num_images=FLAGS.num_images,
+                  batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    name = lambda path: os.path.basename(os.path.dirname(os.path.abspath(path)))
+    if FLAGS.protocol == "autoattack":
+        reports = [report for path, (model, _) in models.items()
+                   for report in kg.evaluate_autoattack(
+                       model, x, y, epsilon=epsilons, name=name(path),
+                       budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget], **common)]
+        print(kg.evaluation.format_autoattack_table(reports))
+        print("wrote", kg.evaluation.write_autoattack_results(reports, FLAGS.output_dir,
+                                                              overwrite=FLAGS.overwrite))
+        return
+    reports = [kg.evaluate_robustness(model, x, y, epsilons=epsilons, name=name(path),
+                                      training_time=seconds, **common)
+               for path, (model, seconds) in models.items()]
     print(kg.format_table(reports))
     paths = kg.write_results(reports, FLAGS.output_dir, overwrite=FLAGS.overwrite)
     print("wrote", ", ".join(paths.values()))

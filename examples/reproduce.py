@@ -5,8 +5,11 @@
 With no flags it trains three copies of the same small CNN on the offline MNIST digits
 (undefended; the finite-difference penalty with the squared l1 norm, against l_inf
 attacks; PGD adversarial training), attacks all three on the same 1,000 held-out digits
-(FGM, PGD and MIM, best attack per image, l_inf), prints the paper's table and writes
-results.json, results.csv and error_vs_distance.png to OUTPUT_DIR/results. Finished
+(APGD-CE, APGD-DLR and FAB-T, best attack per image, l_inf), prints the paper's table and writes
+results.json, results.csv and error_vs_distance.png to OUTPUT_DIR/results. Beside it,
+AutoAttack's standard cascade runs at each of the table's radii on the first
+--autoattack_images of those images (the robust error the field reports), written to
+OUTPUT_DIR/results/autoattack.json. Finished
 models in OUTPUT_DIR are reused if they were trained with the same settings (otherwise it
 stops and names the settings that differ); earlier results are never replaced without
 --overwrite.
@@ -20,6 +23,10 @@ from absl import flags
 
 import keras_gradreg as kg
 from keras_gradreg import training
+
+AUTOATTACK_IMAGES = 100
+"""Images AutoAttack runs on by default, so that the main job stays within 10 minutes on
+2 CPU cores (measured: see the README)."""
 
 flags.DEFINE_string("output_dir", "runs/reproduce", "Models go to OUTPUT_DIR/<method>, results "
                     "to OUTPUT_DIR/results.")
@@ -38,6 +45,11 @@ flags.DEFINE_integer("at_ramp_epochs", 5, "Epochs over which the PGD-AT radius r
 flags.DEFINE_list("epsilons", None, "l_inf radii of the table; default: the dataset's "
                   "(0.1, 0.2, 0.3 for digits; 2/255, 8/255 for CIFAR and ImageNet).")
 flags.DEFINE_integer("num_images", 1000, "Test images attacked.", lower_bound=1)
+flags.DEFINE_integer("autoattack_images", AUTOATTACK_IMAGES, "AutoAttack runs on the first N "
+                     "of the attacked images (0: not at all).", lower_bound=0)
+flags.DEFINE_enum("autoattack_budget", "standard", list(kg.autoattack.BUDGETS),
+                  "AutoAttack's own budgets (standard), or 20 iterations and 1,000 queries "
+                  "(quick; not for reporting).")
 flags.DEFINE_integer("train_limit", None, "Train on the first N images only (quick trials).")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
@@ -50,7 +62,8 @@ METHODS = {"undefended": "plain", "gradreg_l1": "gradreg", "pgd_at": "pgd_at"}
 def main(argv):
     del argv
     results_dir = os.path.join(FLAGS.output_dir, "results")
-    existing = kg.evaluation.existing_results(results_dir)
+    existing = (kg.evaluation.existing_results(results_dir)
+                + kg.evaluation.existing_results(results_dir, "autoattack"))
     if existing and not FLAGS.overwrite:
         raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
     epsilons = kg.evaluation.check_radii(
@@ -91,8 +104,22 @@ def main(argv):
         for check in report.checks:
             if not check.passed:
                 print(f"WARNING {report.name}: sanity check {check.name!r} failed: {check.detail}")
-    paths = kg.write_results(reports, results_dir, overwrite=FLAGS.overwrite)
-    print("wrote", ", ".join(paths.values()))
+    cascade = []
+    if FLAGS.autoattack_images:
+        subset = slice(0, min(FLAGS.autoattack_images, len(x)))  # images of the table, in order
+        for name, (model, _) in runs.items():
+            print(f"{name}: AutoAttack on {subset.stop} images at {', '.join(map(str, epsilons))}")
+            cascade += kg.evaluate_autoattack(
+                model, x[subset], y[subset], epsilon=epsilons, num_images=subset.stop,
+                seed=FLAGS.seed, name=name, budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget],
+                verbose=0)
+        print()
+        print(kg.evaluation.format_autoattack_table(cascade))
+    paths = list(kg.write_results(reports, results_dir, overwrite=FLAGS.overwrite).values())
+    if cascade:
+        paths.append(kg.evaluation.write_autoattack_results(cascade, results_dir,
+                                                            overwrite=FLAGS.overwrite))
+    print("wrote", ", ".join(paths))
 
 
 if __name__ == "__main__":

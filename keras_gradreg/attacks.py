@@ -24,6 +24,8 @@ from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
+from keras_gradreg import autoattack as autoattack_lib
+from keras_gradreg.autoattack import perturbation_norm
 from keras_gradreg import validation
 from keras_gradreg.metrics import misclassification_margin
 
@@ -34,12 +36,16 @@ ATTACKS = {
     "mim": ("l2", "linf"),
     "cw": ("l2",),
     "spsa": ("linf",),
+    **autoattack_lib.ATTACKS,
 }
-"""Attack names and the norms each supports (CleverHans' CW is l2-only, its SPSA l_inf-only)."""
+"""Attack names and the norms each supports (CleverHans' CW is l2-only, its SPSA l_inf-only;
+the rest of the names are AutoAttack's, see keras_gradreg.autoattack)."""
 
 ATTACK_NORMS = ("linf", "l2")
 """Norms the evaluation attacks in."""
-GRADIENT_FREE = ("spsa",)
+GRADIENT_FREE = ("spsa", "square")
+MINIMUM_DISTANCE = ("cw", "fab_t")
+"""Attacks that minimise the distance themselves, instead of inside a search over radii."""
 _ORD = {"l2": 2, "linf": np.inf}
 
 
@@ -56,6 +62,10 @@ class AttackSettings:
       cw_binary_steps, cw_iterations, cw_learning_rate: Carlini-Wagner's search over its
         constant, its Adam steps per constant and their size.
       spsa_samples, spsa_learning_rate, spsa_delta: SPSA's gradient estimate.
+      autoattack: the budgets of AutoAttack's attacks inside the radius search, which
+        runs each at about search_steps radii: SEARCH_BUDGET by default, 20 iterations
+        like PGD's rather than the fixed-radius protocol's 100; Square's queries also
+        serve the gradient-masking sanity check.
     """
 
     steps: int = 20
@@ -68,11 +78,17 @@ class AttackSettings:
     spsa_samples: int = 128
     spsa_learning_rate: float = 0.01
     spsa_delta: float = 0.01
+    autoattack: autoattack_lib.AutoAttackBudget = autoattack_lib.SEARCH_BUDGET
 
     def __post_init__(self):
         counts = ("steps", "restarts", "search_steps", "cw_binary_steps", "cw_iterations",
                   "spsa_samples")
         for field in dataclasses.fields(self):
+            if field.name == "autoattack":
+                if not isinstance(self.autoattack, autoattack_lib.AutoAttackBudget):
+                    raise ValueError(f"AttackSettings autoattack={self.autoattack!r} must be an "
+                                     "AutoAttackBudget.")
+                continue
             rules = dict(low=1, low_open=False, integer=True) if field.name in counts else {}
             value = validation.check_number(f"AttackSettings {field.name}",
                                             getattr(self, field.name), **rules)
@@ -176,14 +192,17 @@ def _unit_radius_attack(name: str, attack_norm: str, settings: AttackSettings) -
 
 
 def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, settings: AttackSettings,
-                        clip_min: float, clip_max: float) -> Callable:
+                        clip_min: float, clip_max: float, seed: int = 0) -> Callable:
     """A batched attack with one radius per image: f(x, y, eps) -> x_adv, ||x_adv - x|| <= eps.
 
     CleverHans takes one radius per call; in the coordinates z = x + (x' - x) / eps_i
     every image's ball has radius 1, so the attack runs there on the model
     z -> model_fn(x + eps_i (z - x)), with the data range mapped the same way.
-    (SPSA, one image at a time, takes its radius directly.)
+    (SPSA, one image at a time, and AutoAttack's attacks take their radii directly.)
     """
+    if name in autoattack_lib.ATTACKS:
+        return autoattack_lib.make_attack(name, model_fn, attack_norm, settings.autoattack,
+                                      clip_min, clip_max, seed)
     if name == "spsa":
         def attack_one_by_one(x, y, eps):
             return tf.concat([
@@ -229,12 +248,6 @@ def carlini_wagner(model_fn: Callable, settings: AttackSettings, clip_min: float
         return tf.convert_to_tensor(cw.attack(x.numpy()))
 
     return attack
-
-
-def perturbation_norm(x_adv: np.ndarray, x: np.ndarray, attack_norm: str) -> np.ndarray:
-    """||x_adv - x|| per image, in float64."""
-    diff = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
-    return np.linalg.norm(diff, ord=_ORD[attack_norm], axis=1)
 
 
 def minimum_distance(attack: Callable, is_adversarial: Callable, x: np.ndarray, y: np.ndarray,

@@ -10,42 +10,60 @@ Robustness", run with every evaluation and warn when they fail.
 import csv
 import dataclasses
 import json
+import numbers
 import os
+import time
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_gradreg import attacks as attacks_lib
+from keras_gradreg import autoattack
 from keras_gradreg import backend
 from keras_gradreg import data as data_lib
 from keras_gradreg import files
 from keras_gradreg import metrics as metrics_lib
 from keras_gradreg import validation
 
-DEFAULT_ATTACKS = {"linf": ("fgm", "pgd", "mim"), "l2": ("fgm", "pgd", "cw")}
+PROTOCOLS = ("minimum_distance", "autoattack")
+"""minimum_distance: each image's smallest adversarial distance (the paper's table,
+`evaluate_robustness`); autoattack: robust error at a radius under AutoAttack's cascade
+(`evaluate_autoattack`, the protocol of RobustBench)."""
+DEFAULT_ATTACKS = {norm: ("apgd_ce", "apgd_dlr", "fab_t") for norm in ("linf", "l2")}
+"""AutoAttack's gradient attacks with AttackSettings.autoattack's budget (SEARCH_BUDGET):
+on the main job's three models (200 digits, 2026-12-01) at about the cost of CleverHans'
+FGM, PGD and MIM (l_inf; FGM, PGD and CW for l2; the defaults before 0.3) and stronger on
+every model, by up to 8 points of error at l_inf 0.3 and 17.5 at l2 3.0 (see the README)."""
+ATTACK_SETS = {"autoattack": {"linf": ("apgd_ce", "apgd_dlr", "fab_t", "square"),
+                              "l2": ("apgd_ce", "apgd_dlr", "fab_t", "square")}}
+"""Named sets of attacks for `evaluate_robustness(attacks=NAME)`: AutoAttack's attacks
+turned into minimum-distance ones (untargeted DLR in the radius search)."""
 DEFAULT_EPSILONS = {"linf": (2 / 255, 8 / 255, 0.1, 0.3), "l2": (0.5, 1.0, 2.0)}
 """Radii for data in [0, 1]: the paper's CIFAR-10 l_inf radii and the usual MNIST ones."""
 
 UNBOUNDED_SUCCESS = 0.99
 """Fraction of correctly classified images an attack at the largest radius should break."""
-GRADIENT_FREE_MARGIN = 0.9
-"""SPSA "beats" the gradient attacks on an image when its distance is below 0.9x theirs."""
 GRADIENT_FREE_SHARE = 0.05
-"""Share of images on which SPSA may beat the gradient attacks before that is a warning."""
+"""Share of correctly classified images a gradient-free attack may break, at a radius of
+the table, where every gradient attack failed, before that is a warning."""
 MORE_STEPS_CHANGE = 0.02
 """Largest rise in PGD's error at a radius, when its steps are doubled, that passes."""
 
 
 @dataclasses.dataclass
 class SanityCheck:
-    """One of the evaluation's sanity checks and its outcome."""
+    """One of the evaluation's sanity checks, its outcome and the value it judged."""
 
     name: str
     passed: bool
     detail: str
+    value: Optional[float] = None
+
+
+MASKING_CHECK = "gradient-free attack does not beat gradient attacks"
 
 
 @dataclasses.dataclass
@@ -66,6 +84,7 @@ class RobustnessReport:
       checks: the sanity checks.
       lower_bounds: the L-bound per image, if computed (see metrics.LipschitzBound).
       training_time: seconds, if known.
+      seconds: wall time of each attack, of the sanity checks and of the lower bound.
     """
 
     name: str
@@ -80,6 +99,7 @@ class RobustnessReport:
     checks: list
     lower_bounds: Optional[np.ndarray] = None
     training_time: Optional[float] = None
+    seconds: dict = dataclasses.field(default_factory=dict)
 
     def error_at(self, eps: float) -> float:
         """Fraction of images whose best adversarial distance is <= eps."""
@@ -121,6 +141,7 @@ class RobustnessReport:
             "success_rates": self.success_rates,
             "search_tolerance": self.search_tolerance,
             "training_time_s": self.training_time,
+            "seconds": self.seconds,
             "checks": [dataclasses.asdict(c) for c in self.checks],
             "images": {
                 "index": [int(i) for i in self.indices],
@@ -157,6 +178,43 @@ def check_radii(epsilons: Sequence[Any], attack_norm: str, clip_min: float = 0.0
             pass  # check_number names it
         radii.append(validation.check_number("epsilon", eps, high=largest, hint=hint))
     return tuple(radii)
+
+
+def check_attack_names(attacks: Any, attack_norm: str,
+                       protocol: str = "minimum_distance") -> tuple:
+    """The attacks a protocol is to run, or a ValueError naming a bad one.
+
+    Args:
+      attacks: names; for "minimum_distance" also a named set of ATTACK_SETS, or None
+        for DEFAULT_ATTACKS[attack_norm]; for "autoattack" None means its standard cascade.
+      attack_norm: "linf" or "l2".
+      protocol: one of PROTOCOLS.
+
+    Returns:
+      The names, in order.
+    """
+    validation.check_choice("attack_norm", attack_norm, attacks_lib.ATTACK_NORMS)
+    validation.check_choice("protocol", protocol, PROTOCOLS)
+    known = attacks_lib.ATTACKS if protocol == "minimum_distance" else autoattack.ATTACKS
+    if attacks is None:
+        names = (DEFAULT_ATTACKS[attack_norm] if protocol == "minimum_distance"
+                 else autoattack.STANDARD)
+    elif isinstance(attacks, str) and protocol == "minimum_distance":
+        if attacks not in ATTACK_SETS:
+            raise ValueError(f"attacks={attacks!r} is not a set of attacks; use one of "
+                             f"{tuple(ATTACK_SETS)} or a list of names from {tuple(known)}.")
+        names = ATTACK_SETS[attacks][attack_norm]
+    elif isinstance(attacks, str) or not attacks:
+        raise ValueError(f"attacks={attacks!r} must be a non-empty list of names from "
+                         f"{tuple(known)}.")
+    else:
+        names = tuple(attacks)
+    for name in names:
+        validation.check_choice("attack", name, tuple(known))
+        if attack_norm not in known[name]:
+            raise ValueError(f"Attack {name!r} does not support attack_norm={attack_norm!r} (it "
+                             f"supports {known[name]}).")
+    return tuple(names)
 
 
 def _as_arrays(x: Any, y: Any, num_images: int) -> tuple:
@@ -196,14 +254,13 @@ def _integer_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
     return y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
 
 
-def _validate(attack_norm, attacks, x, y, num_classes, clip_min, clip_max):
+def _validate(attacks, x, y, num_classes, clip_min, clip_max):
+    """What the attacks need of the data (names and norms are checked by check_attack_names)."""
     for name in attacks:
-        validation.check_choice("attack", name, tuple(attacks_lib.ATTACKS))
-        if attack_norm not in attacks_lib.ATTACKS[name]:
-            raise ValueError(
-                f"Attack {name!r} does not support attack_norm={attack_norm!r} (it supports "
-                f"{attacks_lib.ATTACKS[name]})."
-            )
+        autoattack.check_classes(name, num_classes)
+        if name == "square" and x.ndim != 4:
+            raise ValueError(f"Attack 'square' needs images of shape (batch, height, width, "
+                             f"channels); got shape {x.shape}.")
     bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
     if len(bad):
         raise ValueError(f"{len(bad)} image(s) hold NaN or Inf, the first at index {bad[0]}; "
@@ -242,7 +299,7 @@ class _Judge:
 
 
 def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_eps,
-                num_classes, progress) -> tuple:
+                num_classes, seed, progress) -> tuple:
     """One attack on every correctly classified image: (distances, examples, tolerance)."""
     distance = np.where(correct, np.inf, 0.0)
     examples = x.copy()
@@ -250,14 +307,16 @@ def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_ep
     if attack_name == "cw":
         cw = attacks_lib.carlini_wagner(judge.model_fn, settings, judge.clip_min, judge.clip_max,
                                         num_classes)
+        minimise = lambda images, labels: cw(tf.constant(images), tf.constant(labels))
     else:
         attack = attacks_lib.fixed_budget_attack(judge.model_fn, attack_name, attack_norm,
-                                                 settings, judge.clip_min, judge.clip_max)
+                                                 settings, judge.clip_min, judge.clip_max, seed)
+        minimise = lambda images, labels: attack(images, labels, np.full(len(images), np.inf))
     correct_idx = np.flatnonzero(correct)
     for start in range(0, len(correct_idx), judge.batch_size):
         idx = correct_idx[start:start + judge.batch_size]
-        if attack_name == "cw":
-            x_adv = np.asarray(cw(tf.constant(x[idx]), tf.constant(y[idx])))
+        if attack_name in attacks_lib.MINIMUM_DISTANCE:
+            x_adv = np.asarray(minimise(x[idx], y[idx]))
             ok = judge.is_adversarial(x_adv, y[idx])
             dist = np.where(ok, attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm), np.inf)
         else:
@@ -324,7 +383,8 @@ def evaluate_robustness(
       y: integer labels, (N,) or (N, 1), or one-hot, with array `x`.
       attack_norm: "linf" or "l2".
       epsilons: radii for "% error at eps"; default DEFAULT_EPSILONS scaled to the range.
-      attacks: names from attacks.ATTACKS; default DEFAULT_ATTACKS[attack_norm].
+      attacks: names from attacks.ATTACKS, or "autoattack" (ATTACK_SETS); default
+        DEFAULT_ATTACKS[attack_norm].
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
       clip_min, clip_max: the data range; adversarial examples stay in it.
@@ -347,7 +407,7 @@ def evaluate_robustness(
                                          integer=True)
     batch_size = validation.check_number("batch_size", batch_size, low=1, low_open=False,
                                          integer=True)
-    attacks = tuple(attacks or DEFAULT_ATTACKS.get(attack_norm, ()))
+    attacks = check_attack_names(attacks, attack_norm)
     x, y = _as_arrays(x, y, num_images)
     model_fn, probabilities, num_classes = _class_scores(model, x, batch_size)
     y = _integer_labels(y, num_classes)
@@ -356,7 +416,7 @@ def evaluate_robustness(
     if epsilons is None:
         epsilons = [e * (clip_max - clip_min) for e in DEFAULT_EPSILONS.get(attack_norm, ())]
     epsilons = check_radii(epsilons, attack_norm, clip_min, clip_max, dims)
-    _validate(attack_norm, attacks, x, y, num_classes, clip_min, clip_max)
+    _validate(attacks, x, y, num_classes, clip_min, clip_max)
 
     indices = np.sort(np.random.default_rng(seed).choice(len(x), min(num_images, len(x)),
                                                          replace=False))
@@ -365,34 +425,241 @@ def evaluate_robustness(
     judge = _Judge(model_fn, clip_min, clip_max, batch_size)
     correct = judge.predict(x) == y
     batches = -(-int(correct.sum()) // batch_size)
+    checks_runs = 2 + (x.ndim == 4 and not set(attacks) & set(attacks_lib.GRADIENT_FREE))
     progress = keras.utils.Progbar(
-        len(attacks) * batches + (2 * len(epsilons) if sanity_checks else 0),
+        len(attacks) * batches + (checks_runs * len(epsilons) if sanity_checks else 0),
         verbose=verbose, unit_name="attack batch")
 
-    attack_distances, adversarial, tolerance = {}, {}, 0.0
+    attack_distances, adversarial, tolerance, seconds = {}, {}, 0.0, {}
     for attack_name in attacks:
+        start = time.perf_counter()
         attack_distances[attack_name], adversarial[attack_name], width = _run_attack(
-            attack_name, judge, x, y, correct, attack_norm, settings, max_eps, num_classes,
+            attack_name, judge, x, y, correct, attack_norm, settings, max_eps, num_classes, seed,
             progress)
+        seconds[attack_name] = time.perf_counter() - start
         tolerance = max(tolerance, width)
     best, best_attack, best_examples = _best_per_image(attacks, attack_distances, adversarial,
                                                        x, correct)
     checks = []
     if sanity_checks:
+        start = time.perf_counter()
         checks = _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances,
                                 best, max_eps, settings, progress)
+        seconds["sanity_checks"] = time.perf_counter() - start
         for check in checks:
             if not check.passed:
                 warnings.warn(f"Sanity check {check.name!r} failed: {check.detail}", stacklevel=2)
-    lower = (_lower_bounds(model, x, y, attack_norm, probabilities, batch_size)
-             if lower_bound else None)
+    lower = None
+    if lower_bound:
+        start = time.perf_counter()
+        lower = _lower_bounds(model, x, y, attack_norm, probabilities, batch_size)
+        seconds["lower_bound"] = time.perf_counter() - start
     return RobustnessReport(
         name=name or getattr(model, "name", "model"), attack_norm=attack_norm,
         epsilons=epsilons, distances=best, best_attack=best_attack,
         attack_distances=attack_distances, adversarial=best_examples, indices=indices,
         search_tolerance=tolerance, checks=checks, lower_bounds=lower,
-        training_time=training_time,
+        training_time=training_time, seconds=seconds,
     )
+
+
+@dataclasses.dataclass
+class AutoAttackReport:
+    """What `evaluate_autoattack` measured for one model at one radius.
+
+    Attributes:
+      name: the model's name.
+      attack_norm: "linf" or "l2".
+      epsilon: the radius.
+      attacks: the cascade's attacks, in order.
+      broken_by: per image, "clean" (misclassified already), the attack that broke it,
+        or "none" (robust).
+      adversarial: per image, its verified adversarial example (the image where none).
+      indices: positions of the evaluated images in the data given.
+      robust_after: robust accuracy after each attack of the cascade.
+      seconds: wall time of each attack.
+      budget: the attacks' budgets.
+    """
+
+    name: str
+    attack_norm: str
+    epsilon: float
+    attacks: tuple
+    broken_by: np.ndarray
+    adversarial: np.ndarray
+    indices: np.ndarray
+    robust_after: dict
+    seconds: dict
+    budget: autoattack.AutoAttackBudget = autoattack.STANDARD_BUDGET
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.broken_by != "clean"))
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(np.mean(self.broken_by == "none"))
+
+    @property
+    def clean_error(self) -> float:
+        return 1.0 - self.clean_accuracy
+
+    @property
+    def robust_error(self) -> float:
+        """The fraction of images misclassified or broken within the radius."""
+        return 1.0 - self.robust_accuracy
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable summary, with per-image results."""
+        return {"name": self.name, "attack_norm": self.attack_norm, "epsilon": self.epsilon,
+                "attacks": list(self.attacks), "num_images": int(len(self.broken_by)),
+                "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
+                "clean_error": self.clean_error, "robust_error": self.robust_error,
+                "robust_after": self.robust_after, "seconds": self.seconds,
+                "budget": dataclasses.asdict(self.budget),
+                "images": {"index": [int(i) for i in self.indices],
+                           "broken_by": [str(b) for b in self.broken_by]}}
+
+
+def evaluate_autoattack(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    epsilon: Union[float, Sequence[float]],
+    attack_norm: str = "linf",
+    attacks: Optional[Sequence[str]] = None,
+    budget: autoattack.AutoAttackBudget = autoattack.STANDARD_BUDGET,
+    num_images: int = 1000,
+    batch_size: int = 128,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    seed: int = 0,
+    name: Optional[str] = None,
+    verbose: int = 1,
+) -> Union[AutoAttackReport, list]:
+    """Robust accuracy under AutoAttack's cascade (Croce & Hein, ICML 2020) at a radius.
+
+    Each attack runs only on the images every earlier one left unbroken; an image counts
+    as broken when its example is misclassified, inside the data range and inside the
+    radius (up to float32 rounding, see autoattack.within_radius), the protocol of
+    RobustBench.
+
+    Args:
+      model: a Keras classifier (logits or softmax outputs).
+      x, y: images and labels, or a dataset, as for `evaluate_robustness`.
+      epsilon: the radius; or several, for one report each (in the order given). They
+        run from the smallest, each attack built once, and an image broken within a
+        smaller radius counts as broken within the larger ones by the same example
+        (which lies inside their balls too): never weaker than separate calls, and cheaper.
+      attack_norm: "linf" or "l2".
+      attacks: names from autoattack.ATTACKS, in order (None: AutoAttack's "standard").
+      budget: the attacks' budgets (autoattack.AutoAttackBudget; default "standard").
+      num_images: how many images; with arrays, a random subset chosen by `seed`.
+      batch_size: images per attack call.
+      clip_min, clip_max: the data range.
+      seed: seeds the choice of images and the attacks.
+      name: the model's name (default: model.name).
+      verbose: 1 shows a progress bar per attack and radius.
+
+    Returns:
+      An AutoAttackReport, or a list of them for a sequence of radii.
+
+    Raises:
+      ValueError: a bad argument, before any attack runs.
+    """
+    backend.require_tensorflow("evaluate_autoattack")
+    num_images = validation.check_number("num_images", num_images, low=1, low_open=False,
+                                         integer=True)
+    batch_size = validation.check_number("batch_size", batch_size, low=1, low_open=False,
+                                         integer=True)
+    attacks = check_attack_names(attacks, attack_norm, "autoattack")
+    if not isinstance(budget, autoattack.AutoAttackBudget):
+        raise ValueError(f"budget={budget!r} must be an autoattack.AutoAttackBudget.")
+    several = not isinstance(epsilon, (numbers.Number, str))
+    x, y = _as_arrays(x, y, num_images)
+    model_fn, _, num_classes = _class_scores(model, x, batch_size)
+    y = _integer_labels(y, num_classes)
+    radii = check_radii(list(epsilon) if several else [epsilon], attack_norm, clip_min,
+                        clip_max, int(np.prod(x.shape[1:])))
+    _validate(attacks, x, y, num_classes, clip_min, clip_max)
+
+    indices = np.sort(np.random.default_rng(seed).choice(len(x), min(num_images, len(x)),
+                                                         replace=False))
+    x, y = x[indices].astype(np.float32), y[indices].astype(np.int64)
+    judge = _Judge(model_fn, clip_min, clip_max, batch_size)
+    built = [autoattack.make_attack(attack_name, model_fn, attack_norm, budget, clip_min,
+                                    clip_max, seed + 1000 * number)
+             for number, attack_name in enumerate(attacks)]
+    broken_by = np.where(judge.predict(x) == y, "none", "clean").astype(object)
+    adversarial = x.copy()
+    reports = {}
+    for eps in sorted(set(radii)):
+        broken_by, adversarial = broken_by.copy(), adversarial.copy()
+        robust_after, seconds = {}, {}
+        for attack_name, attack in zip(attacks, built):
+            todo = np.flatnonzero(broken_by == "none")
+            if verbose:
+                print(f"{attack_name} at {eps:g}: {len(todo)} images")
+            progress = keras.utils.Progbar(-(-len(todo) // batch_size), verbose=verbose,
+                                           unit_name="batch")
+            start = time.perf_counter()
+            for first in range(0, len(todo), batch_size):
+                idx = todo[first:first + batch_size]
+                x_adv = np.asarray(attack(x[idx], y[idx], np.full(len(idx), eps)))
+                size = attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm)
+                ok = judge.is_adversarial(x_adv, y[idx]) & autoattack.within_radius(
+                    size, eps, attack_norm, x, clip_min, clip_max)
+                broken_by[idx[ok]] = attack_name
+                adversarial[idx[ok]] = x_adv[ok]
+                progress.add(1)
+            seconds[attack_name] = time.perf_counter() - start
+            robust_after[attack_name] = float(np.mean(broken_by == "none"))
+        reports[eps] = AutoAttackReport(
+            name=name or getattr(model, "name", "model"), attack_norm=attack_norm, epsilon=eps,
+            attacks=attacks, broken_by=broken_by.astype(str), adversarial=adversarial,
+            indices=indices, robust_after=robust_after, seconds=seconds, budget=budget)
+    return [reports[eps] for eps in radii] if several else reports[radii[0]]
+
+
+def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances, settings,
+                   progress) -> Optional[SanityCheck]:
+    """Whether a gradient-free attack breaks, at a radius of the table, images that every
+    gradient attack left unbroken there: the mark of gradient masking.
+
+    The gradient-free attacks of the evaluation are used if there are any; otherwise
+    Square runs at each radius (settings.autoattack.square_queries queries) on those
+    images only.
+    None where there is nothing to compare (no gradient attack, no correct image, or
+    no gradient-free attack and no (batch, height, width, channels) images for Square).
+    """
+    gradient = [d for a, d in attack_distances.items() if a not in attacks_lib.GRADIENT_FREE]
+    free = [d for a, d in attack_distances.items() if a in attacks_lib.GRADIENT_FREE]
+    if not gradient or not correct.any() or not (free or x.ndim == 4):
+        return None
+    best_gradient = np.min(gradient, axis=0)
+    beaten = np.zeros(len(x), bool)
+    square = autoattack.make_attack("square", judge.model_fn, attack_norm, settings.autoattack,
+                                    judge.clip_min, judge.clip_max)
+    for eps in epsilons:
+        unbroken = np.flatnonzero(correct & (best_gradient > eps))
+        if free:
+            beaten[unbroken] |= np.min(free, axis=0)[unbroken] <= eps
+            continue
+        for i in range(0, len(unbroken), judge.batch_size):
+            idx = unbroken[i:i + judge.batch_size]
+            x_adv = np.asarray(square(x[idx], y[idx], np.full(len(idx), eps)))
+            size = attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm)
+            beaten[idx] |= judge.is_adversarial(x_adv, y[idx]) & autoattack.within_radius(
+                size, eps, attack_norm, x, judge.clip_min, judge.clip_max)
+        progress.add(1)
+    share = float(np.mean(beaten[correct]))
+    names = [a for a in attack_distances if a in attacks_lib.GRADIENT_FREE] or ["square"]
+    return SanityCheck(
+        MASKING_CHECK, share <= GRADIENT_FREE_SHARE,
+        f"{'/'.join(names)} broke {share:.3f} of the correctly classified images at a radius "
+        f"where every gradient attack failed (a sign of gradient masking above "
+        f"{GRADIENT_FREE_SHARE})", share)
 
 
 def _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances, best, max_eps,
@@ -427,17 +694,10 @@ def _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances
         f"{broken:.3f} of correctly classified images broken at radius {max_eps:g} "
         f"(expected >= {UNBOUNDED_SUCCESS})",
     ))
-    gradient = [d for a, d in attack_distances.items() if a not in attacks_lib.GRADIENT_FREE]
-    free = [d for a, d in attack_distances.items() if a in attacks_lib.GRADIENT_FREE]
-    if gradient and free and correct.any():
-        best_gradient, best_free = np.min(gradient, axis=0), np.min(free, axis=0)
-        beats = np.mean((best_free < GRADIENT_FREE_MARGIN * best_gradient)[correct])
-        checks.append(SanityCheck(
-            "gradient-free attack does not beat gradient attacks",
-            bool(beats <= GRADIENT_FREE_SHARE),
-            f"SPSA found a clearly smaller distance on {beats:.3f} of the images "
-            f"(a sign of gradient masking above {GRADIENT_FREE_SHARE})",
-        ))
+    masking = _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances,
+                             settings, progress)
+    if masking is not None:
+        checks.append(masking)
     doubled = fixed_radius_error(settings.doubled())
     rise = float(np.max(doubled - base)) if len(base) else 0.0
     checks.append(SanityCheck(
@@ -448,30 +708,78 @@ def _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances
     return checks
 
 
-def format_table(reports: Sequence[RobustnessReport]) -> str:
-    """The paper's table: % clean error, % error at each radius, mean distance, hours."""
-    epsilons = reports[0].epsilons
-    header = (["model", "% clean error"] + [f"% error at {e:.4g}" for e in epsilons]
-              + ["mean distance", "training time (h)"])
-    rows = [[r.name, f"{100 * r.clean_error:.2f}"] + [f"{100 * r.error_at(e):.2f}" for e in epsilons]
-            + [f"{r.mean_distance:.3e}",
-               "-" if r.training_time is None else f"{r.training_time / 3600:.3g}"]
-            for r in reports]
+def render_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the title, the header, a rule, the rows; columns padded."""
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    attack_norm = reports[0].attack_norm
-    return "\n".join([f"{attack_norm} attacks, best attack per image, {len(reports[0].distances)} images"]
-                     + lines)
+    return "\n".join([title] + lines)
+
+
+def _masking_cell(report: RobustnessReport) -> str:
+    """The gradient-masking check's share in percent, flagged when it failed; "-" if not run."""
+    check = next((c for c in report.checks if c.name == MASKING_CHECK), None)
+    if check is None:
+        return "-"
+    return f"{100 * check.value:.1f}" + ("" if check.passed else " FAILED")
+
+
+def format_table(reports: Sequence[RobustnessReport]) -> str:
+    """The paper's table: % clean error, % error at each radius, mean distance, hours,
+    and the share of images a gradient-free attack broke where gradient attacks failed
+    (the gradient-masking sanity check)."""
+    epsilons = reports[0].epsilons
+    header = (["model", "% clean error"] + [f"% error at {e:.4g}" for e in epsilons]
+              + ["mean distance", "training time (h)", "% gradient-free wins"])
+    rows = [[r.name, f"{100 * r.clean_error:.2f}"] + [f"{100 * r.error_at(e):.2f}" for e in epsilons]
+            + [f"{r.mean_distance:.3e}",
+               "-" if r.training_time is None else f"{r.training_time / 3600:.3g}",
+               _masking_cell(r)]
+            for r in reports]
+    first = reports[0]
+    return render_table(f"{first.attack_norm} attacks ({', '.join(first.attack_distances)}), "
+                        f"best attack per image, {len(first.distances)} images", header, rows)
+
+
+def format_autoattack_table(reports: Sequence[AutoAttackReport]) -> str:
+    """One row per report (model and radius): % clean and robust error, the robust error
+    left after each attack of the cascade, and the seconds it took."""
+    attacks = reports[0].attacks
+    header = (["model", "radius", "% clean error", "% robust error"]
+              + [f"% after {a}" for a in attacks] + ["seconds"])
+    rows = [[r.name, f"{r.epsilon:.4g}", f"{100 * r.clean_error:.2f}",
+             f"{100 * r.robust_error:.2f}"]
+            + [f"{100 - 100 * r.robust_after[a]:.2f}" for a in attacks]
+            + [f"{sum(r.seconds.values()):.0f}"] for r in reports]
+    first = reports[0]
+    budget = "" if first.budget == autoattack.STANDARD_BUDGET else f", budget {first.budget}"
+    return render_table(f"AutoAttack ({', '.join(attacks)}), {first.attack_norm}, "
+                        f"{len(first.broken_by)} images{budget} (robust accuracy = 100 - "
+                        "robust error)", header, rows)
 
 
 RESULT_FILES = {"json": "results.json", "csv": "results.csv", "plot": "error_vs_distance.png"}
+AUTOATTACK_FILE = "autoattack.json"
 
 
-def existing_results(output_dir: str) -> list:
-    """The result files already in output_dir (check before a long evaluation)."""
-    return [os.path.join(output_dir, name) for name in RESULT_FILES.values()
+def existing_results(output_dir: str, protocol: str = "minimum_distance") -> list:
+    """The result files of a protocol already in output_dir (check before a long evaluation)."""
+    names = RESULT_FILES.values() if protocol == "minimum_distance" else [AUTOATTACK_FILE]
+    return [os.path.join(output_dir, name) for name in names
             if os.path.exists(os.path.join(output_dir, name))]
+
+
+def write_autoattack_results(reports: Sequence[AutoAttackReport], output_dir: str,
+                             overwrite: bool = False) -> str:
+    """Writes autoattack.json into output_dir, whole or not at all; refuses to replace
+    an existing one unless `overwrite`. Returns its path."""
+    path = os.path.join(output_dir, AUTOATTACK_FILE)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to "
+                              "replace it, or choose another output directory.")
+    os.makedirs(output_dir, exist_ok=True)
+    files.write_text(path, json.dumps([r.to_dict() for r in reports], indent=1))
+    return path
 
 
 def write_results(reports: Sequence[RobustnessReport], output_dir: str,

@@ -85,7 +85,7 @@ def test_every_adversarial_example_is_misclassified_in_range_and_within_its_dist
     assert adv.min() >= 0.0 and adv.max() <= 1.0
     actual = np.abs(adv - x).reshape(len(x), -1).max(1)
     np.testing.assert_allclose(actual, report.distances, rtol=1e-6)
-    assert set(report.best_attack) <= {"fgm", "pgd", "mim"}
+    assert set(report.best_attack) <= set(kg.evaluation.DEFAULT_ATTACKS["linf"])
 
 
 def test_misclassified_images_have_distance_zero_and_count_as_clean_error():
@@ -139,6 +139,18 @@ def test_sanity_checks_fire_on_a_gradient_masking_model():
     assert "gradient-free attack does not beat gradient attacks" in failed
 
 
+def test_square_flags_gradient_masking_when_no_gradient_free_attack_runs_and_the_table_says_so():
+    model, x, y = _masked_model()
+    with pytest.warns(UserWarning, match="Sanity check 'gradient-free attack"):
+        report = kg.evaluate_robustness(model, x, y, attacks=("pgd",), epsilons=(0.1, 0.3),
+                                        settings=FAST, lower_bound=False, verbose=0)
+    check = next(c for c in report.checks if c.name == kg.evaluation.MASKING_CHECK)
+    assert not check.passed and check.value > kg.evaluation.GRADIENT_FREE_SHARE
+    assert check.detail.startswith("square broke")
+    assert f"{100 * check.value:.1f} FAILED" in kg.format_table([report])
+    assert set(report.seconds) == {"pgd", "sanity_checks"} and min(report.seconds.values()) > 0
+
+
 def test_sanity_checks_stay_quiet_on_a_plain_model():
     model, x, y, _, _ = _linear_problem(seed=6)
     with warnings.catch_warnings():
@@ -146,6 +158,7 @@ def test_sanity_checks_stay_quiet_on_a_plain_model():
         report = kg.evaluate_robustness(model, x, y, epsilons=(0.05, 0.1, 0.2), settings=FAST,
                                         lower_bound=False, verbose=0)
     assert report.checks and all(c.passed for c in report.checks)
+    assert kg.evaluation.MASKING_CHECK in {c.name for c in report.checks}  # Square ran
 
 
 @pytest.mark.parametrize(

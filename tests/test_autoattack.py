@@ -1,0 +1,252 @@
+"""AutoAttack in TF: closed forms on linear classifiers, DLR's invariances, saturation,
+gradient masking, the cascade, and bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gradreg as kg
+
+SMALL = kg.AutoAttackBudget(apgd_steps=100, target_classes=9, fab_steps=100, square_queries=1000)
+
+
+def _linear_problem(classes, seed=0, n=16, side=2, scale=1.0):
+    """A linear classifier on side x side x 1 images whose closest boundary points stay
+    inside [0, 1], its images, labels, weights and logits (the model's logits times scale)."""
+    rng = np.random.default_rng(seed)
+    dims = side * side
+    w = rng.normal(size=(dims, classes))
+    b = -0.5 * w.sum(axis=0) + 0.05 * rng.normal(size=classes)
+    inputs = keras.Input((side, side, 1))
+    dense = keras.layers.Dense(classes)
+    model = keras.Model(inputs, scale * dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([w, b])
+    x = rng.uniform(0.4, 0.6, size=(n, side, side, 1)).astype("float32")
+    logits = x.reshape(n, -1) @ w + b
+    return model, x, logits.argmax(1), w, logits
+
+
+def _true_distance(w, logits, y, norm):
+    """min over other classes j of (z_y - z_j) / ||w_y - w_j||_*, the exact distance."""
+    dual = {"l2": 2, "linf": 1}[norm]
+    out = np.full(len(y), np.inf)
+    for j in range(w.shape[1]):
+        diff = np.linalg.norm(w[:, y] - w[:, [j]], ord=dual, axis=0)
+        gap = logits[np.arange(len(y)), y] - logits[:, j]
+        out = np.where(y == j, out, np.minimum(out, gap / np.where(diff > 0, diff, np.inf)))
+    return out
+
+
+def _broken(model, x, y, attack, norm, eps, budget=SMALL, seed=0):
+    """Which images `attack` breaks at radii eps (verified: misclassified, in range, in radius)."""
+    model_fn = lambda images: model(images, training=False)
+    run = kg.autoattack.make_attack(attack, model_fn, norm, budget, 0.0, 1.0, seed)
+    x_adv = np.asarray(run(x, y, np.asarray(eps, np.float32)))
+    size = kg.attacks.perturbation_norm(x_adv, x, norm)
+    wrong = np.argmax(model.predict(x_adv, verbose=0), 1) != y
+    in_range = (x_adv.min() >= 0) and (x_adv.max() <= 1)
+    return wrong & in_range & kg.autoattack.within_radius(size, eps, norm, x, 0.0, 1.0), size
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("attack,classes", [("apgd_ce", 2), ("apgd_t", 4), ("apgd_t", 5)])
+def test_apgd_breaks_every_image_just_above_the_true_distance_and_none_below(norm, attack, classes):
+    """Binary cross-entropy and the targeted DLR loss (every runner-up a target) are
+    maximised in the ball at the nearest boundary point of a linear classifier."""
+    model, x, y, w, logits = _linear_problem(classes)
+    true = _true_distance(w, logits, y, norm)
+    assert np.all(true < 0.4)  # x is in [0.4, 0.6]: the boundary points lie inside [0, 1]
+    above, _ = _broken(model, x, y, attack, norm, true * 1.02)
+    below, _ = _broken(model, x, y, attack, norm, true * 0.98)
+    assert above.all() and not below.any()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_untargeted_dlr_breaks_nothing_below_the_true_distance_and_most_above(norm):
+    """Untargeted DLR can also rise by pushing the third logit down, so on 3 classes it
+    need not reach the nearest boundary (hence APGD-T in AutoAttack); it never fakes one."""
+    model, x, y, w, logits = _linear_problem(3, n=32)
+    true = _true_distance(w, logits, y, norm)
+    above, _ = _broken(model, x, y, "apgd_dlr", norm, true * 1.5)
+    below, _ = _broken(model, x, y, "apgd_dlr", norm, true * 0.98)
+    assert above.mean() >= 0.6 and not below.any()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("classes", [2, 4])
+def test_fab_distances_are_within_a_few_percent_of_the_closed_form_and_never_below(norm, classes):
+    model, x, y, w, logits = _linear_problem(classes, seed=1)
+    true = _true_distance(w, logits, y, norm)
+    broken, size = _broken(model, x, y, "fab_t", norm, np.full(len(x), np.inf))
+    assert broken.all()
+    assert np.all(size >= true * (1 - 1e-4))
+    np.testing.assert_allclose(size, true, rtol=0.03)
+
+
+def test_fab_boundary_step_is_the_closed_form_projection():
+    """Without the box binding: l2 moves along w by c / ||w||^2, l_inf by c / ||w||_1 signs."""
+    w = tf.constant([[3.0, -4.0], [1.0, 1.0]])
+    c = tf.constant([10.0, -1.0])
+    box = tf.fill([2, 2], 100.0)
+    d2 = kg.autoattack._boundary_step(w, c, -box, box, "l2", iterations=60)
+    np.testing.assert_allclose(d2.numpy(), [[1.2, -1.6], [0.0, 0.0]], atol=1e-4)
+    dinf = kg.autoattack._boundary_step(w, c, -box, box, "linf", iterations=60)
+    np.testing.assert_allclose(dinf.numpy(), [[10 / 7, -10 / 7], [0.0, 0.0]], atol=1e-4)
+    # a box that binds one coordinate: the other takes up the rest
+    tight = tf.constant([[0.5, 100.0], [100.0, 100.0]])
+    d = kg.autoattack._boundary_step(w, c, -100.0 * tf.ones([2, 2]), tight, "linf", iterations=60)
+    np.testing.assert_allclose(d.numpy()[0], [0.5, -(10 - 1.5) / 4], atol=1e-4)
+
+
+def test_dlr_is_invariant_to_shifting_and_positive_scaling_of_the_logits():
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(32, 10)), tf.float32)
+    y = tf.constant(rng.integers(0, 10, 32))
+    targets = tf.constant((y.numpy() + rng.integers(1, 10, 32)) % 10)
+    shifted = 7.0 * logits - 3.0 + tf.constant(rng.normal(size=(32, 1)), tf.float32)
+    for t in (None, targets):
+        a, b = kg.dlr_loss(logits, y, t).numpy(), kg.dlr_loss(shifted, y, t).numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert np.ptp(a) > 0.1  # not a constant
+    # untargeted DLR is positive exactly when misclassified
+    wrong = logits.numpy().argmax(1) != y.numpy()
+    np.testing.assert_array_equal(kg.dlr_loss(logits, y).numpy() > 0, wrong)
+
+
+def test_saturated_softmax_defeats_cross_entropy_attacks_but_not_dlr_margin_or_square():
+    """Logits x 1e4: the cross-entropy's gradient underflows to zero, DLR's does not.
+    CleverHans' MIM ascends the cross-entropy too; our FGM/PGD ascend the logit margin."""
+    model, x, y, w, logits = _linear_problem(5, seed=2, side=6, scale=1e4)
+    eps = 1.5 * _true_distance(w, logits, y, "linf")
+    ce, _ = _broken(model, x, y, "apgd_ce", "linf", eps)
+    model_fn = lambda images: model(images, training=False)
+    settings = kg.AttackSettings()
+    mim = kg.attacks.fixed_budget_attack(model_fn, "mim", "linf", settings, 0.0, 1.0)(x, y, eps)
+    pgd = kg.attacks.fixed_budget_attack(model_fn, "pgd", "linf", settings, 0.0, 1.0)(x, y, eps)
+    fooled = lambda x_adv: np.mean(np.argmax(model.predict(np.asarray(x_adv), verbose=0), 1) != y)
+    assert ce.mean() <= 0.25 and fooled(mim) <= 0.25
+    assert _broken(model, x, y, "apgd_t", "linf", eps)[0].all()
+    assert _broken(model, x, y, "square", "linf", eps)[0].mean() >= 0.75
+    assert fooled(pgd) >= 0.75
+
+
+def _quantised(model, levels):
+    """The model on its input rounded to `levels` levels: zero input gradients everywhere."""
+    inputs = keras.Input(model.inputs[0].shape[1:])
+    rounded = keras.layers.Lambda(
+        lambda t: 0.0 * t + tf.stop_gradient(tf.round(t * levels) / levels))(inputs)
+    return keras.Model(inputs, model(rounded))
+
+
+@pytest.mark.parametrize("norm,factor", [("linf", 1.5), ("l2", 2.0)])
+def test_square_breaks_a_gradient_masking_model_where_apgd_cannot(norm, factor):
+    """Inputs rounded to 1/32: no gradient anywhere, but the decision still moves."""
+    model, x, y, w, logits = _linear_problem(4, seed=3, side=6)
+    masked = _quantised(model, 32)
+    y = np.argmax(masked.predict(x, verbose=0), 1)
+    eps = factor * _true_distance(w, logits, y, norm)
+    gradient = [_broken(masked, x, y, a, norm, eps)[0] for a in ("apgd_ce", "apgd_t")]
+    assert max(g.mean() for g in gradient) <= 0.15  # only the random start can get lucky
+    assert _broken(masked, x, y, "square", norm, eps)[0].mean() >= 0.75
+
+
+@pytest.mark.parametrize("norm,factor", [("linf", 1.2), ("l2", 2.5)])
+def test_square_breaks_a_linear_classifier_above_the_true_distance_and_nothing_below(norm, factor):
+    """(Square-L2 searches smooth bumps, a poor prior for a random linear classifier: it
+    needs a wider margin above the distance than on images.)"""
+    model, x, y, w, logits = _linear_problem(4, seed=3, side=6)
+    true = _true_distance(w, logits, y, norm)
+    assert _broken(model, x, y, "square", norm, factor * true)[0].all()
+    assert not _broken(model, x, y, "square", norm, 0.98 * true)[0].any()
+
+
+def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_seed():
+    model, x, y, w, logits = _linear_problem(5, seed=4, n=24, side=4)
+    eps = float(np.median(_true_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilon=eps, budget=SMALL, verbose=0)
+    report = kg.evaluate_autoattack(model, x, y, **kwargs)
+    assert 0 < report.robust_accuracy < report.clean_accuracy == 1.0
+    assert list(report.robust_after) == list(kg.autoattack.STANDARD)
+    assert list(report.robust_after.values()) == sorted(report.robust_after.values(), reverse=True)
+    for attack in kg.autoattack.STANDARD:
+        alone = kg.evaluate_autoattack(model, x, y, attacks=(attack,), **kwargs)
+        assert report.robust_accuracy <= alone.robust_accuracy, attack
+    again = kg.evaluate_autoattack(model, x, y, **kwargs)
+    np.testing.assert_array_equal(again.broken_by, report.broken_by)
+    np.testing.assert_array_equal(again.adversarial, report.adversarial)
+    # every broken image's example is verified
+    broken = report.broken_by != "none"
+    adv = report.adversarial[broken]
+    assert np.all(np.argmax(model.predict(adv, verbose=0), 1) != y[broken])
+    assert np.all(np.abs(adv - x[broken]).reshape(len(adv), -1).max(1) <= eps * (1 + 1e-5))
+    assert report.to_dict()["robust_accuracy"] == report.robust_accuracy
+
+
+def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow():
+    model, x, y, w, logits = _linear_problem(5, seed=7, n=24, side=4)
+    true = _true_distance(w, logits, y, "linf")
+    radii = [float(np.quantile(true, q)) for q in (0.7, 0.3)]  # not in increasing order
+    kwargs = dict(budget=SMALL, attacks=("apgd_ce", "apgd_t"), verbose=0)
+    together = kg.evaluate_autoattack(model, x, y, epsilon=radii, **kwargs)
+    assert [r.epsilon for r in together] == radii
+    for report, eps in zip(together, radii):
+        alone = kg.evaluate_autoattack(model, x, y, epsilon=eps, **kwargs)
+        assert report.robust_error >= alone.robust_error
+        broken = report.broken_by != "none"
+        assert np.all(np.abs(report.adversarial[broken] - x[broken]).max(axis=(1, 2, 3))
+                      <= eps * (1 + 1e-5))
+    small, large = together[1], together[0]
+    assert 0 < small.robust_error < large.robust_error < 1  # both radii did work
+    assert np.all((small.broken_by != "none") <= (large.broken_by != "none"))
+
+
+def test_autoattack_names_in_the_minimum_distance_evaluation():
+    model, x, y, w, logits = _linear_problem(4, seed=5)
+    true = _true_distance(w, logits, y, "linf")
+    settings = kg.AttackSettings(search_steps=12, autoattack=kg.AutoAttackBudget(
+        apgd_steps=50, fab_steps=50, square_queries=500))
+    report = kg.evaluate_robustness(model, x, y, attacks="autoattack", epsilons=(0.05,),
+                                    settings=settings, sanity_checks=False, lower_bound=False,
+                                    verbose=0)
+    assert set(report.attack_distances) == {"apgd_ce", "apgd_dlr", "fab_t", "square"}
+    assert np.all(report.distances >= true * (1 - 1e-4))
+    np.testing.assert_allclose(report.distances, true, rtol=0.05)
+    np.testing.assert_allclose(report.attack_distances["fab_t"], true, rtol=0.03)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(attacks=("apgd",)), "attack='apgd' is not supported"),
+    (dict(attacks="standard"), "non-empty list"),
+    (dict(epsilon=1.5), "epsilon=1.5"),
+    (dict(epsilon=0.0), "epsilon=0.0"),
+    (dict(attack_norm="l1"), "attack_norm='l1'"),
+    (dict(budget=kg.AutoAttackBudget), "AutoAttackBudget"),
+])
+def test_bad_input_is_rejected_before_any_attack(kwargs, match):
+    model, x, y, _, _ = _linear_problem(4)
+    with pytest.raises(ValueError, match=match):
+        kg.evaluate_autoattack(model, x, y, **{"epsilon": 0.1, **kwargs, "verbose": 0})
+
+
+def test_too_few_classes_and_bad_budgets_are_named():
+    model, x, y, _, _ = _linear_problem(3)
+    with pytest.raises(ValueError, match="'apgd_t' needs at least 4 classes.*has 3"):
+        kg.evaluate_autoattack(model, x, y, epsilon=0.1, verbose=0)
+    with pytest.raises(ValueError, match="'square' needs images"):
+        flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+        kg.evaluate_robustness(flat, x.reshape(len(x), 4), y, attacks=("square",), verbose=0)
+    with pytest.raises(ValueError, match="apgd_steps=0"):
+        kg.AutoAttackBudget(apgd_steps=0)
+    with pytest.raises(ValueError, match="attacks='autoatack' is not a set"):
+        kg.evaluate_robustness(model, x, y, attacks="autoatack", verbose=0)
+
+
+def test_softmax_outputs_give_the_same_cascade():
+    model, x, y, w, logits = _linear_problem(5, seed=6, side=4)
+    probs = keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0]))
+    eps = float(np.median(_true_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilon=eps, budget=SMALL, attacks=("apgd_ce", "apgd_t"), verbose=0)
+    a = kg.evaluate_autoattack(model, x, y, **kwargs)
+    b = kg.evaluate_autoattack(probs, x, y, **kwargs)
+    assert a.robust_accuracy == b.robust_accuracy
