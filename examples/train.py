@@ -1,4 +1,5 @@
-"""Trains one model: plain, gradient-regularised, double backprop or PGD adversarial training.
+"""Trains one model: plain, gradient-regularised, double backprop, or adversarial training
+(PGD, fast: FGSM from a random start, or free).
 
     python examples/train.py --method=gradreg --attack_norm=linf --penalty_weight=1 --model_dir=runs/gr
 
@@ -39,8 +40,12 @@ flags.DEFINE_enum("difference", _DEFAULTS.difference, list(training.penalty_lib.
 flags.DEFINE_integer("penalty_every", _DEFAULTS.penalty_every,
                      "Penalise every k-th step only, with k x penalty_weight (lazy regularisation).",
                      lower_bound=1)
-flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "PGD-AT l_inf radius.")
-flags.DEFINE_integer("at_ramp_epochs", _DEFAULTS.at_ramp_epochs, "Epochs to ramp the PGD-AT radius.")
+flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "Adversarial training's l_inf radius.")
+flags.DEFINE_integer("at_ramp_epochs", _DEFAULTS.at_ramp_epochs,
+                     "Epochs over which adversarial training's radius ramps up from 0.")
+flags.DEFINE_integer("at_steps", _DEFAULTS.at_steps, "pgd_at: PGD steps per batch.")
+flags.DEFINE_integer("free_replays", _DEFAULTS.free_replays,
+                     "free_at: replays m of each batch (train for epochs / m epochs).")
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs.")
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
 flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, ["adam", "sgd"], "Adam, or SGD with momentum 0.9.")

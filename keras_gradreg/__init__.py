@@ -10,22 +10,30 @@ backend.check_supported()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from keras_gradreg import adversarial_training
+from keras_gradreg import autoattack
 from keras_gradreg import data
 from keras_gradreg import evaluation
+from keras_gradreg import frontier
 from keras_gradreg import models
 from keras_gradreg import training
 from keras_gradreg.adversarial_training import AdversarialTrainingModel
 from keras_gradreg.adversarial_training import EpsilonRamp
+from keras_gradreg.adversarial_training import FreeAdversarialTrainingModel
+from keras_gradreg.adversarial_training import RobustnessMonitor
 
 from keras_gradreg.activations import smooth_relu
 from keras_gradreg.attacks import ATTACKS
 from keras_gradreg.attacks import AttackSettings
 from keras_gradreg.attacks import CarliniWagnerL2
 from keras_gradreg.attacks import SPSAAdam
+from keras_gradreg.autoattack import AutoAttackBudget
+from keras_gradreg.autoattack import dlr_loss
 from keras_gradreg.data import load_dataset
 from keras_gradreg.data import load_offline_mnist
+from keras_gradreg.evaluation import AutoAttackReport
 from keras_gradreg.evaluation import RobustnessReport
 from keras_gradreg.evaluation import SanityCheck
+from keras_gradreg.evaluation import evaluate_autoattack
 from keras_gradreg.evaluation import evaluate_robustness
 from keras_gradreg.evaluation import format_table
 from keras_gradreg.evaluation import write_results
@@ -59,6 +67,8 @@ __all__ = (
     "ATTACKS",
     "ATTACK_NORMS",
     "AttackSettings",
+    "AutoAttackBudget",
+    "AutoAttackReport",
     "SUPPORTED_BACKENDS",
     "BOUND_NORMS",
     "BoundTerms",
@@ -68,23 +78,29 @@ __all__ = (
     "DIFFERENCES",
     "DUAL_NORMS",
     "EpsilonRamp",
+    "FreeAdversarialTrainingModel",
     "GradRegModel",
     "LipschitzBound",
     "METHODS",
     "NonFiniteGuard",
+    "RobustnessMonitor",
     "RobustnessReport",
     "SPSAAdam",
     "SanityCheck",
     "bound_terms",
     "curvature_bound",
     "direction",
+    "dlr_loss",
     "dual_norm",
+    "evaluate_autoattack",
     "evaluate_robustness",
     "format_table",
     "input_gradient_penalty",
     "adversarial_training",
+    "autoattack",
     "data",
     "evaluation",
+    "frontier",
     "lipschitz_bound",
     "load_dataset",
     "load_offline_mnist",

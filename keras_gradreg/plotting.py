@@ -40,3 +40,38 @@ def plot_error_curves(reports: Sequence, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_frontier(points: Sequence, epsilon: float, path: str) -> None:
+    """Robust error at epsilon and clean error against training time, one marker per
+    configuration (frontier.Point), error bars over the seeds; the Pareto-optimal ones
+    filled and joined by the frontier's staircase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    colours = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_at": "tab:orange",
+               "free_at": "tab:green", "pgd_at": "tab:red"}
+    panels = ((axes[0], "robust_error", "robust_spread", f"% robust error at l_inf {epsilon:g}"),
+              (axes[1], "clean_error", "clean_spread", "% clean error"))
+    for axis, key, spread, label in panels:
+        for p in points:
+            value = 100 * getattr(p, key)
+            axis.errorbar(p.train_seconds, value, yerr=50 * getattr(p, spread),
+                          xerr=p.seconds_spread / 2, fmt="o", color=colours.get(p.method, "k"),
+                          markerfacecolor=colours.get(p.method, "k") if p.pareto else "white",
+                          capsize=2)
+            axis.annotate(p.name, (p.train_seconds, value), fontsize=6, xytext=(3, 3),
+                          textcoords="offset points")
+        axis.set_xscale("log")
+        axis.set_xlabel("training time (s, wall time of fit)")
+        axis.set_ylabel(label)
+    best = sorted((p for p in points if p.pareto), key=lambda p: p.train_seconds)
+    axes[0].step([p.train_seconds for p in best], [100 * p.robust_error for p in best],
+                 where="post", color="0.6", linewidth=1, zorder=0)
+    axes[0].set_title("filled: Pareto-optimal (no run both faster and more robust)", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

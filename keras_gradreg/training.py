@@ -1,8 +1,8 @@
 """Training runs as the example scripts launch them: resumable, logged, never clobbering.
 
 `train(config)` builds the data and the model, trains with the chosen method
-(plain, the finite-difference penalty, its double-backprop twin, or PGD adversarial
-training), logs to TensorBoard and CSV, saves `model.keras` and the wall-clock training
+(plain, the finite-difference penalty, its double-backprop twin, or adversarial
+training: PGD, fast or free), logs to TensorBoard and CSV, saves `model.keras` and the wall-clock training
 time in `config.model_dir`, and resumes from the last completed epoch if a previous
 run with the same directory was interrupted.
 
@@ -13,8 +13,7 @@ What a run guarantees:
   safely written;
 - epoch e's data order and augmentation depend on (seed, e) only, and the checkpoint
   holds the weights and the optimizer state, so a resumed run ends with the weights of
-  an uninterrupted one (PGD-AT's random starts excepted: they come from TensorFlow's
-  global random state);
+  an uninterrupted one;
 - files it cannot read, or a run of other settings, stop it before any training with an
   error naming the file and the way out (`overwrite=True`, `--overwrite`).
 """
@@ -47,7 +46,13 @@ from keras_gradreg import models as models_lib
 from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import validation
 
-METHODS = ("plain", "gradreg", "double_backprop", "pgd_at")
+METHODS = ("plain", "gradreg", "double_backprop", "pgd_at", "fgsm_at", "free_at")
+ADVERSARIAL = ("pgd_at", "fgsm_at", "free_at")
+"""The adversarial-training methods (keras_gradreg.adversarial_training; TensorFlow only):
+PGD (Madry et al. 2018), FGSM from a random start (Wong et al. 2020), free (Shafahi et al. 2019)."""
+MONITOR_IMAGES = 256
+"""Held-out test images on which adversarial training's RobustnessMonitor checks, each
+epoch, PGD and FGSM accuracy (catastrophic overfitting)."""
 STRATEGIES = ("default", "mirrored", "data_parallel")
 """"mirrored": tf.distribute.MirroredStrategy over one machine's devices (TensorFlow);
 "data_parallel": keras.distribution.DataParallel over every device of every process (JAX),
@@ -80,6 +85,8 @@ class TrainConfig:
     penalty_every: int = 1
     at_epsilon: float = 0.3
     at_ramp_epochs: int = 5
+    at_steps: int = adversarial_training.AT_STEPS
+    free_replays: int = adversarial_training.FREE_REPLAYS
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"
@@ -120,9 +127,9 @@ def validate(config: TrainConfig) -> TrainConfig:
     whole = dict(low=1, low_open=False, integer=True)
     numbers = {"epochs": whole, "batch_size": whole, "learning_rate": {}, "h": {},
                "weight_decay": dict(low_open=False), "seed": dict(low_open=False, integer=True)}
-    if config.method == "pgd_at":
+    if config.method in ADVERSARIAL:
         numbers.update(at_epsilon=dict(high=1.0, hint="(the [0, 1] pixel range)"),
-                       at_ramp_epochs=whole)
+                       at_ramp_epochs=whole, at_steps=whole, free_replays=whole)
     checked = {field: validation.check_number(field, getattr(config, field), **rules)
                for field, rules in numbers.items()}
     checked["penalty_weight"] = model_lib.validate_penalty_weight(config.penalty_weight)
@@ -142,8 +149,9 @@ def _check_processes(config: TrainConfig) -> dict:
     if needs and backend != needs:
         raise ValueError(f"strategy={config.strategy!r} runs on the {needs} backend; Keras runs "
                          f"on {backend!r}. Set KERAS_BACKEND={needs} before starting.")
-    if config.method == "pgd_at" and backend != "tensorflow":
-        raise ValueError(f"method='pgd_at' runs on the tensorflow backend; Keras runs on {backend!r}.")
+    if config.method in ADVERSARIAL and backend != "tensorflow":
+        raise ValueError(f"method={config.method!r} runs on the tensorflow backend; Keras runs "
+                         f"on {backend!r}.")
     whole = dict(low=1, low_open=False, integer=True)
     checked = {"num_processes": validation.check_number("num_processes", config.num_processes, **whole),
                "coordinator_timeout": validation.check_number(
@@ -238,6 +246,10 @@ def _distribution(config: TrainConfig):
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The run's optimizer; the paper's schedule counts optimizer updates (free adversarial
+    training makes free_replays of them per batch)."""
+    if config.method == "free_at":
+        steps_per_epoch *= config.free_replays
     learning_rate = config.learning_rate
     if config.schedule == "paper":
         boundaries = [int(f * config.epochs * steps_per_epoch) for f, _ in PAPER_SCHEDULE]
@@ -257,7 +269,15 @@ def build(config: TrainConfig) -> keras.Model:
     if config.method == "plain":
         return base
     if config.method == "pgd_at":
-        return adversarial_training.AdversarialTrainingModel.from_model(base, epsilon=config.at_epsilon)
+        return adversarial_training.AdversarialTrainingModel.from_model(
+            base, epsilon=config.at_epsilon, steps=config.at_steps, seed=config.seed)
+    if config.method == "fgsm_at":
+        return adversarial_training.AdversarialTrainingModel.from_model(
+            base, epsilon=config.at_epsilon, steps=1, step_size=adversarial_training.FGSM_STEP,
+            seed=config.seed)
+    if config.method == "free_at":
+        return adversarial_training.FreeAdversarialTrainingModel.from_model(
+            base, epsilon=config.at_epsilon, replays=config.free_replays, seed=config.seed)
     method = "double_backprop" if config.method == "double_backprop" else "finite_difference"
     return model_lib.GradRegModel.from_model(
         base, penalty_weight=config.penalty_weight, h=config.h, attack_norm=config.attack_norm,
@@ -314,9 +334,13 @@ def settings(config: TrainConfig) -> dict:
     """The settings a trained model depends on: not where files go, nor the unused ones."""
     unused = {"model_dir", "overwrite", "download", "data_dir", "coordinator_address",
               "num_processes", "process_id", "coordinator_timeout"}
-    if config.method != "pgd_at":
+    if config.method not in ADVERSARIAL:
         unused |= {"at_epsilon", "at_ramp_epochs"}
-    if config.method in ("plain", "pgd_at"):
+    if config.method != "pgd_at":
+        unused.add("at_steps")
+    if config.method != "free_at":
+        unused.add("free_replays")
+    if config.method in ("plain",) + ADVERSARIAL:
         unused |= {"penalty_weight", "h", "attack_norm", "difference", "penalty_every"}
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
 
@@ -385,14 +409,15 @@ def finished_run(config: TrainConfig) -> Optional[tuple]:
       ValueError: config.model_dir holds a run with other settings.
       RunFileError: a file of the run cannot be read.
     """
-    if not _is_finished(config):
+    if not is_finished(config):
         return None
     model = keras.models.load_model(_path(config.model_dir, MODEL_FILE))
     return model, training_seconds(config.model_dir)
 
 
-def _is_finished(config: TrainConfig) -> bool:
-    """finished_run's checks, without loading the model (see there)."""
+def is_finished(config: TrainConfig) -> bool:
+    """Whether model_dir holds the finished run of `config`: finished_run's checks and
+    errors, without loading the model."""
     model_path = _path(config.model_dir, MODEL_FILE)
     if not os.path.exists(model_path):
         return False
@@ -448,6 +473,17 @@ def _from_chief(path: Optional[str], shared: bool):
         yield local
 
 
+class _Clock(keras.callbacks.Callback):
+    """The wall time of each epoch's steps: from the epoch's start to the first epoch-end
+    callback (put it first), so logging, monitoring and checkpointing do not count."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self._start
+
+
 class _Checkpoint(keras.callbacks.Callback):
     """Saves weights and optimizer state at each epoch's end, whole or not at all.
 
@@ -460,10 +496,11 @@ class _Checkpoint(keras.callbacks.Callback):
     to model_dir.
     """
 
-    def __init__(self, model_dir: str, resume: _Resume, writes: bool = True, shared: bool = False):
+    def __init__(self, model_dir: str, resume: _Resume, clock: "_Clock", writes: bool = True,
+                 shared: bool = False):
         super().__init__()
         self.backup = _path(model_dir, BACKUP_DIR)
-        self.resume, self.writes, self.shared = resume, writes, shared
+        self.resume, self.clock, self.writes, self.shared = resume, clock, writes, shared
         self.seconds = resume.seconds
 
     def on_train_begin(self, logs=None):
@@ -478,11 +515,8 @@ class _Checkpoint(keras.callbacks.Callback):
                 raise RunFileError(f"{self.resume.weights} cannot be loaded ({error}); start "
                                    "afresh with --overwrite.") from error
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds += time.perf_counter() - self._start
+        self.seconds += self.clock.seconds
         name = f"epoch-{epoch + 1}.weights.h5"
         if self.writes:
             os.makedirs(self.backup, exist_ok=True)
@@ -563,7 +597,7 @@ def _prepare(config: TrainConfig) -> _Resume:
             if os.path.exists(_path(config.model_dir, stale)):
                 os.remove(_path(config.model_dir, stale))
         shutil.rmtree(_path(config.model_dir, BACKUP_DIR), ignore_errors=True)
-    elif _is_finished(config):
+    elif is_finished(config):
         raise FileExistsError(
             f"{model_path} already exists (a finished run); pass overwrite=True "
             "(--overwrite) to train it again, or choose another model_dir."
@@ -588,17 +622,22 @@ def _fit(config: TrainConfig, resume: _Resume, verbose: int) -> tuple:
         seed=config.seed, first_epoch=first, epochs=config.epochs, cutout=config.cutout,
         data_dir=config.data_dir, download=config.download, limit=config.train_limit)
     chief = _is_chief(config)
-    checkpoint = _Checkpoint(config.model_dir, resume, writes=chief,
+    clock = _Clock()
+    checkpoint = _Checkpoint(config.model_dir, resume, clock, writes=chief,
                              shared=config.num_processes > 1)
     callbacks = [
         keras.callbacks.TensorBoard(_path(config.model_dir, "logs")),
         keras.callbacks.CSVLogger(_path(config.model_dir, HISTORY_FILE), append=True),
     ] if chief else []
-    if config.method == "pgd_at":
-        callbacks.append(adversarial_training.EpsilonRamp(config.at_ramp_epochs))
-    # Last: an epoch is checkpointed once everything else has recorded it (a row the
-    # CSV got before a kill is trimmed on resume, see _trim_history).
-    callbacks.append(checkpoint)
+    if config.method in ADVERSARIAL:
+        x, y = test_images(config.dataset, MONITOR_IMAGES, data_dir=config.data_dir,
+                           download=config.download)
+        callbacks = [adversarial_training.EpsilonRamp(config.at_ramp_epochs),
+                     adversarial_training.RobustnessMonitor(x, y, config.at_epsilon)] + callbacks
+    # The clock first; the checkpoint last: an epoch is checkpointed once everything
+    # else has recorded it (a row the CSV got before a kill is trimmed on resume, see
+    # _trim_history).
+    callbacks = [clock] + callbacks + [checkpoint]
     with _distribution(config):
         model = build(config)
         model.compile(optimizer=_optimizer(config, steps),

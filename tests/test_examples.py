@@ -11,6 +11,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 
 import keras_gradreg as kg  # registers the classes saved models name
 
@@ -86,6 +87,18 @@ def test_train_then_evaluate(tmp_path):
     assert rows[0]["model"] == "gr" and float(rows[0]["training_time_s"]) > 0
     refused = _run("evaluate.py", *flags)
     assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    cascade = _run("evaluate.py", f"--model_path={model_dir}/model.keras", "--num_images=6",
+                   "--protocol=autoattack", "--epsilons=0.3", "--autoattack_budget=quick",
+                   f"--output_dir={out}")
+    assert cascade.returncode == 0, cascade.stderr[-3000:]  # results.json stays: another file
+    assert "% robust error" in cascade.stdout
+    written = json.load(open(os.path.join(out, "autoattack.json")))
+    assert written[0]["epsilon"] == 0.3 and written[0]["num_images"] == 6
+    assert set(written[0]["robust_after"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
+    assert written[0]["budget"]["apgd_steps"] == 20  # quick
+    bad = _run("evaluate.py", f"--model_path={model_dir}/model.keras", "--protocol=autoattack",
+               "--attacks=cw", f"--output_dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "attack='cw' is not supported" in bad.stderr
     damaged = tmp_path / "damaged" / "model.keras"
     damaged.parent.mkdir()
     damaged.write_bytes(b"PK not a zip")
@@ -119,14 +132,26 @@ def test_refused_flags_leave_no_files(tmp_path):
 
 def test_reproduce_on_tiny_settings(tmp_path):
     tiny = (f"--output_dir={tmp_path}", "--epochs=1", "--train_limit=256", "--num_images=20",
-            "--at_ramp_epochs=1")
+            "--at_ramp_epochs=1", "--autoattack_images=6", "--epsilons=0.1,0.3",
+            "--autoattack_budget=quick")
     result = _run("reproduce.py", *tiny, "--penalty_every=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "undefended" in result.stdout and "pgd_at" in result.stdout
     assert "radius ramped linearly" in result.stdout and "penalised every 2 step(s)" in result.stdout
+    assert "AutoAttack (apgd_ce, apgd_t, fab_t, square), linf, 6 images, budget" in result.stdout
     results = json.load(open(tmp_path / "results" / "results.json"))
     assert [r["name"] for r in results] == ["undefended", "gradreg_l1", "pgd_at"]
     assert all(r["num_images"] == 20 and r["training_time_s"] > 0 for r in results)
+    cascade = json.load(open(tmp_path / "results" / "autoattack.json"))
+    assert [(r["name"], r["epsilon"]) for r in cascade] == [
+        (name, eps) for name in ("undefended", "gradreg_l1", "pgd_at") for eps in (0.1, 0.3)]
+    # the same images as the table's first 6; a larger radius breaks at least as many
+    for name, table in zip(("undefended", "gradreg_l1", "pgd_at"), results):
+        small, large = [r for r in cascade if r["name"] == name]
+        assert small["images"]["index"] == list(range(6))
+        assert small["robust_error"] <= large["robust_error"]
+        assert small["clean_accuracy"] == pytest.approx(
+            1 - np.mean(np.array(table["images"]["distance"][:6]) == 0))
     # Asked for other settings, it reuses nothing trained differently.
     shutil.rmtree(tmp_path / "results")
     refused = _run("reproduce.py", *tiny, "--penalty_every=3")

@@ -120,6 +120,32 @@ def test_a_pgd_at_run_resumes_with_its_radius_ramp(tmp_path, monkeypatch):
     assert isinstance(loaded, kg.AdversarialTrainingModel) and loaded.epsilon == 0.3
 
 
+def test_a_fast_at_run_resumes_exactly_and_records_its_held_out_robustness(tmp_path, monkeypatch):
+    """The random starts are a function of (seed, step): a resumed run draws the same."""
+    config = _config(tmp_path, epochs=3, method="fgsm_at", at_ramp_epochs=2, at_epsilon=0.1)
+    whole, _, _ = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "whole")),
+                                 verbose=0)
+    _interrupt_after(config, monkeypatch, last_epoch=0)
+    model, _, _ = training.train(config, verbose=0)
+    _weights_equal(model, whole)
+    assert isinstance(model, kg.AdversarialTrainingModel) and model.steps == 1
+    assert model.step_size == kg.adversarial_training.FGSM_STEP
+    rows = list(csv.DictReader(open(os.path.join(config.model_dir, "history.csv"))))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert all(0 <= float(r["pgd_accuracy"]) <= 1 and r["catastrophic_overfitting"] in ("0.0", "1.0")
+               for r in rows)
+
+
+def test_a_free_at_run_makes_m_updates_per_batch(tmp_path):
+    config = _config(tmp_path, epochs=1, method="free_at", free_replays=3, at_ramp_epochs=1)
+    model, _, _ = training.train(config, verbose=0)
+    assert isinstance(model, kg.FreeAdversarialTrainingModel) and model.replays == 3
+    assert int(model.optimizer.iterations) == 3 * 256 // 64
+    assert training.settings(config)["free_replays"] == 3
+    assert "free_replays" not in training.settings(dataclasses.replace(config, method="pgd_at"))
+    assert "at_steps" not in training.settings(config)
+
+
 def test_a_kill_while_the_model_is_written_loses_nothing(tmp_path, monkeypatch):
     config = _config(tmp_path, epochs=2)
     uninterrupted, _, _ = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "whole")),
