@@ -353,8 +353,7 @@ class GradRegModel(WrapsModel, keras.Model):
 
     def make_train_function(self, force=False):
         lazy = self.penalty_every > 1 and self._step_weight()[0] is not None
-        if keras.backend.backend() != "jax" or not lazy or (self.train_function is not None
-                                                             and not force):
+        if not lazy or (self.train_function is not None and not force):
             return super().make_train_function(force)
         self.train_function = backend.current().lazy_train_function(self)
 

@@ -240,6 +240,10 @@ def test_too_few_classes_and_bad_budgets_are_named():
         kg.AutoAttackBudget(apgd_steps=0)
     with pytest.raises(ValueError, match="attacks='autoatack' is not a set"):
         kg.evaluate_robustness(model, x, y, attacks="autoatack", verbose=0)
+    with pytest.raises(ValueError, match="protocol='robustbench' is not supported"):
+        kg.evaluation.check_attack_names(None, "linf", "robustbench")
+    with pytest.raises(ValueError, match="'spsa' does not support attack_norm='l2'"):
+        kg.evaluation.check_attack_names(("pgd", "spsa"), "l2")
 
 
 def test_softmax_outputs_give_the_same_cascade():
