@@ -465,3 +465,24 @@ def test_tensorboard_receives_the_penalty(tmp_path):
             for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
                 tags.update(v.tag for v in event.summary.value)
     assert {"epoch_penalty", "epoch_grad_norm", "epoch_loss"} <= tags
+
+
+@pytest.mark.parametrize("jit_compile,expected", [(True, {True, False}), (False, {None})])
+def test_tf_lazy_fit_under_xla_traces_the_two_steps_apart(jit_compile, expected, monkeypatch):
+    """Under XLA the lazy step's tf.cond ran 8.5x a plain step (small CNN, this CPU), so
+    fit compiles the penalised and the plain step apart; without XLA the cond stays."""
+    from keras_gradreg.backend import tensorflow as tf_backend
+
+    seen = []
+    original = tf_backend.train_step
+
+    def recording(model, data, penalised=None):
+        seen.append(penalised)  # at trace time
+        return original(model, data, penalised)
+
+    monkeypatch.setattr(tf_backend, "train_step", recording)
+    x, y = batch(n=8, shape=(6, 6, 2))
+    model = _compile(kg.GradRegModel.from_model(small_cnn(), penalty_weight=1.0, penalty_every=2),
+                     jit_compile=jit_compile)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert set(seen) == expected
