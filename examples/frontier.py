@@ -8,7 +8,8 @@ fast (FGSM from a random start), free and PGD adversarial training (3 and 7 step
 with two seeds, evaluates every run with AutoAttack's standard cascade at --epsilon on
 the same test digits, and writes OUTPUT_DIR/frontier.{json,csv,png}: robust and clean
 error against the wall time of training, Pareto-optimal runs marked. --full_grid runs
-the whole grid (lambda 1, 3, 10, 30 x penalty_every 1, 2, 4). Killed, it resumes: finished
+the whole grid (lambda 1, 3, 10, 30 x penalty_every 1, 2, 4); --penalty_weights,
+--penalty_every and --pgd_steps set any part of it. Killed, it resumes: finished
 runs and evaluations of the same settings are reused; results are never replaced
 without --overwrite.
 """
@@ -29,6 +30,11 @@ flags.DEFINE_float("at_epsilon", None, "Adversarial training's radius (default: 
 flags.DEFINE_integer("num_images", 500, "Test digits every run is attacked on.", lower_bound=1)
 flags.DEFINE_list("seeds", ["0", "1"], "One run per seed and configuration.")
 flags.DEFINE_bool("full_grid", False, "lambda 1, 3, 10, 30 x penalty_every 1, 2, 4.")
+flags.DEFINE_list("penalty_weights", None, "The penalty's lambdas (default: the grid's).")
+flags.DEFINE_list("penalty_every", None, "The penalty's k's, lazy regularisation (default: "
+                  "the grid's).")
+flags.DEFINE_list("pgd_steps", None, "PGD adversarial training's step counts (default: the "
+                  "grid's).")
 flags.DEFINE_integer("epochs", _MAIN_JOB.epochs, "Epochs (free training: epochs / m).")
 flags.DEFINE_float("h", _MAIN_JOB.h, "The penalty's finite-difference step.")
 flags.DEFINE_integer("train_limit", None, "Train on the first N images only (quick trials).")
@@ -40,18 +46,32 @@ flags.DEFINE_bool("overwrite", False, "Replace earlier results (runs and evaluat
 FLAGS = flags.FLAGS
 
 
+def _parse(flag, text, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"--{flag}: {text!r} is not {'an integer' if kind is int else 'a number'}."
+                         ) from None
+
+
 def main(argv):
     del argv
     existing = kg.frontier.existing_results(FLAGS.output_dir)
     if existing and not FLAGS.overwrite:
         raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
-    seeds = [int(s) for s in FLAGS.seeds]
+    seeds = [_parse("seeds", s, int) for s in FLAGS.seeds]
+    sizes = dict(kg.frontier.FULL_GRID if FLAGS.full_grid else kg.frontier.SMALL_GRID)
+    chosen = {"penalty_weight": ("penalty_weights", float), "penalty_every": ("penalty_every", int),
+              "pgd_steps": ("pgd_steps", int)}
+    for key, (flag, kind) in chosen.items():
+        if FLAGS[flag].value is not None:
+            sizes[key] = [_parse(flag, v, kind) for v in FLAGS[flag].value]
     base = dataclasses.replace(_MAIN_JOB, epochs=FLAGS.epochs, h=FLAGS.h,
                                train_limit=FLAGS.train_limit,
                                at_epsilon=FLAGS.epsilon if FLAGS.at_epsilon is None else FLAGS.at_epsilon)
     points = kg.frontier.run_frontier(base, FLAGS.output_dir, epsilon=FLAGS.epsilon,
                                       num_images=FLAGS.num_images, seeds=seeds,
-                                      full=FLAGS.full_grid,
+                                      sizes=sizes,
                                       budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget])
     print()
     print(kg.frontier.format_frontier(points, FLAGS.epsilon, FLAGS.num_images))

@@ -15,8 +15,9 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 import os
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from keras_gradreg import autoattack
 from keras_gradreg import evaluation
 from keras_gradreg import files
 from keras_gradreg import training
+from keras_gradreg import validation
 
 SMALL_GRID = {"penalty_weight": (10.0, 30.0), "penalty_every": (1, 4), "pgd_steps": (3, 7)}
 """The default grid (about 20 minutes a seed on 2 CPU cores with 500 images)."""
@@ -40,14 +42,46 @@ class Entry:
     settings: dict
 
 
-def grid(base: training.TrainConfig, full: bool = False) -> list:
+def check_sizes(sizes: Mapping[str, Sequence]) -> dict:
+    """The grid's sizes as tuples of Python numbers; a ValueError naming a bad one.
+
+    Args:
+      sizes: lists for "penalty_weight" (lambda > 0), "penalty_every" (k >= 1) and
+        "pgd_steps" (>= 1), the keys of SMALL_GRID.
+    """
+    rules = {"penalty_weight": dict(), "penalty_every": dict(low=1, low_open=False, integer=True),
+             "pgd_steps": dict(low=1, low_open=False, integer=True)}
+    if not isinstance(sizes, Mapping) or set(sizes) != set(rules):
+        keys = sorted(sizes) if isinstance(sizes, Mapping) else sizes
+        raise ValueError(f"grid sizes {keys!r} must name exactly {sorted(rules)}.")
+    checked = {}
+    for key, rule in rules.items():
+        values = sizes[key]
+        if isinstance(values, (str, numbers.Number)) or not len(values):
+            raise ValueError(f"grid {key}={values!r} must be a non-empty list of numbers.")
+        checked[key] = tuple(validation.check_number(f"grid {key}", v, **rule) for v in values)
+        if len(set(checked[key])) < len(values):
+            raise ValueError(f"grid {key}={list(values)!r} repeats a value; each runs once.")
+    return checked
+
+
+def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = None) -> list:
     """The configurations, each with its best-known settings on `base`'s budget.
 
     Adversarial training uses `base.at_epsilon`, ramped over `base.at_ramp_epochs`; free
     training runs ceil(epochs / m) epochs (m replays each, about as many updates as the
     others) and ramps over ceil(at_ramp_epochs / m).
+
+    Args:
+      base: the setting shared by all runs.
+      sizes: the penalty's lambdas and k's and PGD-AT's steps (see `check_sizes`);
+        None: SMALL_GRID.
+
+    Returns:
+      One Entry per configuration: plain, the penalty per (lambda, k), fgsm_at, free_at
+      and pgd_at per step count.
     """
-    sizes = FULL_GRID if full else SMALL_GRID
+    sizes = check_sizes(SMALL_GRID if sizes is None else sizes)
     entries = [Entry("plain", dict(method="plain"))]
     entries += [Entry(f"gradreg lambda={lam:g} k={k}",
                       dict(method="gradreg", penalty_weight=lam, penalty_every=k))
@@ -123,7 +157,8 @@ def _evaluation(config: training.TrainConfig, path: str, x, y, epsilon: float,
 
 
 def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
-                 num_images: int = 500, seeds: Sequence[int] = (0, 1), full: bool = False,
+                 num_images: int = 500, seeds: Sequence[int] = (0, 1),
+                 sizes: Optional[Mapping[str, Sequence]] = None,
                  budget: autoattack.AutoAttackBudget = autoattack.STANDARD_BUDGET,
                  verbose: int = 1) -> list:
     """Trains and evaluates every configuration of the grid, each seed in its own run.
@@ -136,14 +171,16 @@ def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
       epsilon: the l_inf radius of the robust error.
       num_images: test images, the same for every run.
       seeds: one run per seed and configuration.
-      full: the full grid (FULL_GRID) instead of SMALL_GRID.
+      sizes: the grid (see `grid`); None: SMALL_GRID, FULL_GRID is the whole one.
       budget: AutoAttack's budgets (its standard ones by default).
       verbose: 1 prints progress.
 
     Returns:
       One Point per configuration, Pareto-optimal ones marked.
     """
-    entries = grid(base, full)
+    entries = grid(base, sizes)
+    if not len(seeds) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"seeds={list(seeds)!r} must be one or more different seeds.")
     configs = {(entry.name, seed): training.validate(dataclasses.replace(
         base, model_dir=os.path.join(output_dir, "runs", _slug(entry.name, seed)), seed=seed,
         overwrite=False, **entry.settings)) for entry in entries for seed in seeds}  # all, first

@@ -66,6 +66,8 @@ def plot_frontier(points: Sequence, epsilon: float, path: str) -> None:
             axis.annotate(p.name, (p.train_seconds, value), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
         axis.set_xscale("log")
+        for ticks in (axis.xaxis.set_major_formatter, axis.xaxis.set_minor_formatter):
+            ticks(matplotlib.ticker.LogFormatter(labelOnlyBase=False))  # 4, 6, not 4 x 10^0
         axis.set_xlabel("training time (s, wall time of fit)")
         axis.set_ylabel(label)
     best = sorted((p for p in points if p.pareto), key=lambda p: p.train_seconds)

@@ -29,8 +29,23 @@ def test_the_grids_hold_every_method_with_its_own_budget():
                            "free_at m=4", "pgd_at 3 steps", "pgd_at 7 steps"]
     assert small["free_at m=4"] == dict(method="free_at", epochs=3, at_ramp_epochs=2)
     assert small["pgd_at 3 steps"] == dict(method="pgd_at", at_steps=3)
-    full = frontier.grid(base, full=True)
+    full = frontier.grid(base, frontier.FULL_GRID)
     assert sum(e.settings["method"] == "gradreg" for e in full) == 12
+    chosen = frontier.grid(base, dict(penalty_weight=[100], penalty_every=[1, 8], pgd_steps=[5]))
+    assert [e.name for e in chosen if e.settings["method"] in ("gradreg", "pgd_at")] == [
+        "gradreg lambda=100 k=1", "gradreg lambda=100 k=8", "pgd_at 5 steps"]
+
+
+@pytest.mark.parametrize("sizes,match", [
+    (dict(penalty_weight=[0], penalty_every=[1], pgd_steps=[3]), "penalty_weight=0"),
+    (dict(penalty_weight=[1], penalty_every=[0.5], pgd_steps=[3]), "penalty_every=0.5"),
+    (dict(penalty_weight=[1], penalty_every=[1], pgd_steps=[]), r"pgd_steps=\[\]"),
+    (dict(penalty_weight=[1, 1.0], penalty_every=[1], pgd_steps=[3]), "repeats"),
+    (dict(penalty_weight=[1], penalty_every=[1]), "pgd_steps"),
+])
+def test_bad_grid_sizes_are_named(sizes, match):
+    with pytest.raises(ValueError, match=match):
+        frontier.grid(training.TrainConfig(model_dir=""), sizes)
 
 
 @pytest.fixture
@@ -85,5 +100,8 @@ def test_a_frontier_of_bad_settings_fails_before_any_training(tiny_grid, tmp_pat
                               epsilon=0.1, num_images=8, seeds=(0,), verbose=0)
     with pytest.raises(ValueError, match="epsilon=1.5"):
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=1.5, num_images=8, seeds=(0,),
+                              verbose=0)
+    with pytest.raises(ValueError, match=r"seeds=\[0, 0\]"):
+        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, num_images=8, seeds=(0, 0),
                               verbose=0)
     assert not os.path.exists(tmp_path / "runs")
