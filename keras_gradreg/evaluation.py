@@ -101,9 +101,26 @@ class RobustnessReport:
     training_time: Optional[float] = None
     seconds: dict = dataclasses.field(default_factory=dict)
 
-    def error_at(self, eps: float) -> float:
-        """Fraction of images whose best adversarial distance is <= eps."""
-        return float(np.mean(self.distances <= eps))
+    def error_at(self, eps: float, images: Optional[Sequence[int]] = None) -> float:
+        """Fraction of images whose best adversarial distance is <= eps.
+
+        Args:
+          eps: the radius.
+          images: positions in the data given (as in `indices`) to count only those of;
+            None counts every evaluated image. Each must have been evaluated.
+        """
+        if images is None:
+            return float(np.mean(self.distances <= eps))
+        wanted = np.asarray(images, int)
+        if not wanted.size:
+            raise ValueError("images=[] names no image; pass positions from report.indices, "
+                             "or None for all.")
+        missing = np.setdiff1d(wanted, self.indices)
+        if missing.size:
+            raise ValueError(f"images holds {missing.size} position(s) this report did not "
+                             f"evaluate (first: {missing[:5].tolist()}); it evaluated the "
+                             f"{len(self.indices)} in report.indices.")
+        return float(np.mean(self.distances[np.isin(self.indices, wanted)] <= eps))
 
     @property
     def clean_error(self) -> float:
@@ -741,16 +758,27 @@ def format_table(reports: Sequence[RobustnessReport]) -> str:
                         f"best attack per image, {len(first.distances)} images", header, rows)
 
 
-def format_autoattack_table(reports: Sequence[AutoAttackReport]) -> str:
+def format_autoattack_table(reports: Sequence[AutoAttackReport],
+                            minimum_distance_error: Optional[Sequence[float]] = None) -> str:
     """One row per report (model and radius): % clean and robust error, the robust error
-    left after each attack of the cascade, and the seconds it took."""
+    left after each attack of the cascade, and the seconds it took.
+
+    Args:
+      reports: the AutoAttack reports.
+      minimum_distance_error: optionally, per report, the minimum-distance protocol's
+        error at the same radius on the same images (`RobustnessReport.error_at(eps,
+        images=...)`), shown beside it: AutoAttack below it means the cascade missed
+        examples the other attacks found.
+    """
     attacks = reports[0].attacks
-    header = (["model", "radius", "% clean error", "% robust error"]
+    extra = [] if minimum_distance_error is None else ["% minimum-distance error, same images"]
+    header = (["model", "radius", "% clean error", "% robust error"] + extra
               + [f"% after {a}" for a in attacks] + ["seconds"])
     rows = [[r.name, f"{r.epsilon:.4g}", f"{100 * r.clean_error:.2f}",
              f"{100 * r.robust_error:.2f}"]
+            + ([] if minimum_distance_error is None else [f"{100 * minimum_distance_error[i]:.2f}"])
             + [f"{100 - 100 * r.robust_after[a]:.2f}" for a in attacks]
-            + [f"{sum(r.seconds.values()):.0f}"] for r in reports]
+            + [f"{sum(r.seconds.values()):.0f}"] for i, r in enumerate(reports)]
     first = reports[0]
     budget = "" if first.budget == autoattack.STANDARD_BUDGET else f", budget {first.budget}"
     return render_table(f"AutoAttack ({', '.join(attacks)}), {first.attack_norm}, "

@@ -199,6 +199,10 @@ def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow
     small, large = together[1], together[0]
     assert 0 < small.robust_error < large.robust_error < 1  # both radii did work
     assert np.all((small.broken_by != "none") <= (large.broken_by != "none"))
+    table = kg.evaluation.format_autoattack_table(together, [0.625, 0.125]).splitlines()
+    assert "% minimum-distance error, same images" in table[1]
+    assert [row.split()[4] for row in table[3:]] == ["62.50", "12.50"]
+    assert "same images" not in kg.evaluation.format_autoattack_table(together)
 
 
 def test_autoattack_names_in_the_minimum_distance_evaluation():
