@@ -14,10 +14,12 @@ compares a fit epoch with steps x the step time, for plain Model.fit and GradReg
     python examples/benchmark.py --evaluation --output_json=eval.json
 
 times the evaluations instead, on saved models (--model_path, repeatable; default the
-three models of examples/reproduce.py) and --num_images test digits: the minimum-distance
-protocol with the default attacks and with attacks="autoattack" (each attack, the sanity
-checks and the lower bound apart, with the strength each reached), and AutoAttack's
-standard cascade at --epsilon (each attack apart).
+three models of examples/reproduce.py) and --num_images test digits, those of
+--evaluations: the minimum-distance protocol with the default attacks ("default"), with
+CleverHans' FGM, PGD and MIM (the default before 0.3, "cleverhans") and with
+attacks="autoattack" ("autoattack", Square included: slow), each attack, the sanity
+checks and the lower bound apart, with the strength each reached; and AutoAttack's
+standard cascade at --epsilon ("cascade", each attack apart).
 """
 
 import json
@@ -59,6 +61,11 @@ flags.DEFINE_multi_string("model_path", [f"runs/reproduce/{name}/model.keras" fo
                           "--evaluation: saved models to evaluate (default: the main job's).")
 flags.DEFINE_integer("num_images", 1000, "--evaluation: test digits attacked.", lower_bound=1)
 flags.DEFINE_float("epsilon", 0.3, "--evaluation: the l_inf radius of the AutoAttack cascade.")
+SUITES = {"default": None, "cleverhans": ("fgm", "pgd", "mim"), "autoattack": "autoattack"}
+"""The minimum-distance evaluations --evaluations can time: their `attacks` argument."""
+EVALUATIONS = (*SUITES, "cascade")
+flags.DEFINE_list("evaluations", list(EVALUATIONS), f"--evaluation: which to time, from "
+                  f"{list(EVALUATIONS)} (cascade: AutoAttack at --epsilon).")
 flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in this process.")
 FLAGS = flags.FLAGS
 
@@ -166,10 +173,9 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
     """Seconds and strength of each evaluation of one saved model (l_inf)."""
     model = keras.models.load_model(path)
     result = {}
-    for suite in ("default", "autoattack"):
+    for suite in (s for s in SUITES if s in FLAGS.evaluations):
         start = time.perf_counter()
-        report = kg.evaluate_robustness(model, x, y, attack_norm="linf",
-                                        attacks=None if suite == "default" else suite,
+        report = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=SUITES[suite],
                                         num_images=len(x), verbose=0)
         result[f"minimum_distance_{suite}"] = {
             "seconds": time.perf_counter() - start, "split": report.seconds,
@@ -178,6 +184,8 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
             "attack_error_at": {a: {f"{e:g}": float(np.mean(d <= e)) for e in report.epsilons}
                                 for a, d in report.attack_distances.items()},
             "checks_passed": all(c.passed for c in report.checks)}
+    if "cascade" not in FLAGS.evaluations:
+        return result
     start = time.perf_counter()
     cascade = kg.evaluate_autoattack(model, x, y, epsilon=FLAGS.epsilon, num_images=len(x),
                                      verbose=0)
@@ -190,12 +198,14 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
 def print_evaluation_costs(results: dict) -> None:
     for path, r in results.items():
         print(f"\n{path}")
-        for suite in ("default", "autoattack"):
+        for suite in (s for s in SUITES if f"minimum_distance_{s}" in r):
             m = r[f"minimum_distance_{suite}"]
             split = ", ".join(f"{k} {v:.0f}" for k, v in m["split"].items())
             errors = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in m["error_at"].items())
             print(f"  minimum distance, {suite}: {m['seconds']:.0f} s ({split}); mean distance "
                   f"{m['mean_distance']:.4f}; error at {errors}; checks passed: {m['checks_passed']}")
+        if "autoattack" not in r:
+            continue
         a = r["autoattack"]
         split = ", ".join(f"{k} {v:.0f} s ({100 * a['robust_error_after'][k]:.1f} %)"
                           for k, v in a["split"].items())
@@ -234,6 +244,9 @@ def main(argv):
                          f"runs on {keras.backend.backend()!r}. Leave pgd_at out.")
     if FLAGS.output_json and os.path.exists(FLAGS.output_json):
         raise FileExistsError(f"--output_json {FLAGS.output_json} exists; choose another path.")
+    for name in FLAGS.evaluations:
+        if name not in EVALUATIONS:
+            raise ValueError(f"--evaluations: {name!r} is not one of {list(EVALUATIONS)}.")
     if FLAGS.evaluation:
         missing = [p for p in FLAGS.model_path if not os.path.exists(p)]
         if missing:

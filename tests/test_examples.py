@@ -184,3 +184,13 @@ def test_benchmark_writes_its_json_schema(tmp_path):
     assert bad.returncode != 0 and "'sgd'" in bad.stderr
     bad = _run("benchmark.py", "--steps=3", "--penalty_every=2")
     assert bad.returncode != 0 and "--steps=3" in bad.stderr and "--penalty_every=2" in bad.stderr
+    bad = _run("benchmark.py", "--evaluation", "--evaluations=default,square")
+    assert bad.returncode != 0 and "'square'" in bad.stderr and "cascade" in bad.stderr
+
+
+def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):
+    for flag, shown in [("--penalty_weights=10,ten", "--penalty_weights: 'ten' is not a number"),
+                        ("--pgd_steps=0", "pgd_steps=0")]:
+        result = _run("frontier.py", f"--output_dir={tmp_path}/f", flag)
+        assert result.returncode != 0 and shown in result.stderr, result.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "f")
