@@ -770,6 +770,9 @@ def format_autoattack_table(reports: Sequence[AutoAttackReport],
         images=...)`), shown beside it: AutoAttack below it means the cascade missed
         examples the other attacks found.
     """
+    if minimum_distance_error is not None and len(minimum_distance_error) != len(reports):
+        raise ValueError(f"minimum_distance_error holds {len(minimum_distance_error)} values for "
+                         f"{len(reports)} reports; pass one per report, in their order.")
     attacks = reports[0].attacks
     extra = [] if minimum_distance_error is None else ["% minimum-distance error, same images"]
     header = (["model", "radius", "% clean error", "% robust error"] + extra

@@ -203,6 +203,8 @@ def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow
     assert "% minimum-distance error, same images" in table[1]
     assert [row.split()[4] for row in table[3:]] == ["62.50", "12.50"]
     assert "same images" not in kg.evaluation.format_autoattack_table(together)
+    with pytest.raises(ValueError, match="1 values for 2 reports"):
+        kg.evaluation.format_autoattack_table(together, [0.5])
 
 
 def test_autoattack_names_in_the_minimum_distance_evaluation():

@@ -139,6 +139,7 @@ def test_reproduce_on_tiny_settings(tmp_path):
     assert "undefended" in result.stdout and "pgd_at" in result.stdout
     assert "radius ramped linearly" in result.stdout and "penalised every 2 step(s)" in result.stdout
     assert "AutoAttack (apgd_ce, apgd_t, fab_t, square), linf, 6 images, budget" in result.stdout
+    assert "% minimum-distance error, same images" in result.stdout
     results = json.load(open(tmp_path / "results" / "results.json"))
     assert [r["name"] for r in results] == ["undefended", "gradreg_l1", "pgd_at"]
     assert all(r["num_images"] == 20 and r["training_time_s"] > 0 for r in results)
