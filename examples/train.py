@@ -1,5 +1,6 @@
 """Trains one model: plain, gradient-regularised, double backprop, or adversarial training
-(PGD, fast: FGSM from a random start, or free).
+(PGD, fast: FGSM from a random start, N-FGSM, or free; single-step training optionally with a
+regulariser against catastrophic overfitting).
 
     python examples/train.py --method=gradreg --attack_norm=linf --penalty_weight=1 --model_dir=runs/gr
 
@@ -11,7 +12,13 @@ On several machines (JAX backend; every machine has the data, process 0 writes m
 
     KERAS_BACKEND=jax python examples/train.py --strategy=data_parallel \
         --coordinator_address=HOST0:1234 --num_processes=2 --process_id=I --model_dir=runs/gr
- Paper's CIFAR-10 setting:
+
+Single-step training with the local-linearity regulariser (ELLE), no radius ramp:
+
+    python examples/train.py --method=fgsm_at --at_epsilon=0.3 --at_ramp_epochs=0 \
+        --at_regularizer=local_linearity --at_regularizer_weight=100 --model_dir=runs/elle
+
+Paper's CIFAR-10 setting:
 --dataset=cifar10 --model=resnext34_2x32 --optimizer=sgd --learning_rate=0.1
 --schedule=paper --weight_decay=5e-4 --epochs=200 --cutout --penalty_weight=0.1.
 """
@@ -29,7 +36,7 @@ flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(training.data_lib.DATASETS)
 flags.DEFINE_enum("model", _DEFAULTS.model, list(training.models_lib.MODELS), "Architecture.")
 flags.DEFINE_enum("activation", _DEFAULTS.activation, list(training.models_lib.ACTIVATIONS),
                   "Activation of the zoo model.")
-flags.DEFINE_enum("method", _DEFAULTS.method, list(training.METHODS), "Training method.")
+flags.DEFINE_enum("method", _DEFAULTS.method, list(training.TRAINING_METHODS), "Training method.")
 flags.DEFINE_float("penalty_weight", _DEFAULTS.penalty_weight, "lambda of the penalty.")
 flags.DEFINE_float("h", _DEFAULTS.h, "Finite-difference step, in input units.")
 flags.DEFINE_enum("attack_norm", _DEFAULTS.attack_norm, list(training.penalty_lib.ATTACK_NORMS),
@@ -40,9 +47,17 @@ flags.DEFINE_enum("difference", _DEFAULTS.difference, list(training.penalty_lib.
 flags.DEFINE_integer("penalty_every", _DEFAULTS.penalty_every,
                      "Penalise every k-th step only, with k x penalty_weight (lazy regularisation).",
                      lower_bound=1)
-flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "Adversarial training's l_inf radius.")
+flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "Adversarial training's radius.")
+flags.DEFINE_enum("at_norm", _DEFAULTS.at_norm, list(training.primitives.BALL_NORMS),
+                  "Adversarial training's ball: linf or l2 (pgd_at, fgsm_at, n_fgsm).")
 flags.DEFINE_integer("at_ramp_epochs", _DEFAULTS.at_ramp_epochs,
-                     "Epochs over which adversarial training's radius ramps up from 0.")
+                     "Epochs over which adversarial training's radius ramps up from 0 (0: none).")
+flags.DEFINE_enum("at_regularizer", _DEFAULTS.at_regularizer,
+                  list(training.adversarial_training.AT_REGULARIZERS),
+                  "fgsm_at, n_fgsm: regulariser against catastrophic overfitting (ELLE, ELLE-A, "
+                  "the finite-difference gradient penalty at --h, GradAlign).")
+flags.DEFINE_float("at_regularizer_weight", _DEFAULTS.at_regularizer_weight,
+                   "Weight of --at_regularizer (> 0 with one).")
 flags.DEFINE_integer("at_steps", _DEFAULTS.at_steps, "pgd_at: PGD steps per batch.")
 flags.DEFINE_integer("free_replays", _DEFAULTS.free_replays,
                      "free_at: replays m of each batch (train for epochs / m epochs).")

@@ -138,8 +138,121 @@ def _with_guard(callbacks) -> list:
                         else [NonFiniteGuard()])
 
 
+class SteppedModel(WrapsModel, keras.Model):
+    """A keras.Model whose training step the backend modules take from its objective.
+
+    The contract between a model and keras_gradreg/backend/{tensorflow,jax}.py, which
+    alone know how a weight gradient is taken, how a skipped step is skipped and how
+    replicas agree. A subclass supplies the mathematics, once, in keras.ops:
+
+    - `_objective(x, y, sample_weight, training, weight)` -> `(y_pred, loss, first,
+      second)`: this replica's share of the objective (Keras' compiled loss is already
+      divided by the replicas; divide what you add by `backend.current().num_replicas()`)
+      and the two per-batch values logged under `STEP_LOGS`. `weight` is what
+      `_step_weight()` gave: None asks for the plain step. Inside it the model's
+      variables and the optimizer's iteration count read as the step's values on every
+      backend, and non-trainable variables it assigns are kept (JAX returns them from
+      the step).
+    - `_step_weight()` -> `(weight or None, every)`: every > 1 makes only every
+      `every`-th step (optimizer iterations 0, every, ...) call `_objective` with
+      `every * weight`, the others with None (one dispatcher, `make_train_function`).
+
+    The base class provides what the backend modules call around it: `_finite` (the
+    batch's inputs and objective are finite), `_track` (the loss and STEP_LOGS
+    trackers, finite batches only, and `skipped_steps`) and `_logs` (the step's logs).
+    Private Keras APIs the backends rely on are listed, with the versions checked, in
+    `keras_gradreg.backend.PRIVATE_KERAS_APIS`.
+    """
+
+    STEP_LOGS = ("penalty", "grad_norm")
+    """Names of the two values `_objective` returns after the loss, as logged."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_float_inputs()
+        self._step_trackers = [keras.metrics.Mean(name=name) for name in self.STEP_LOGS]
+        self._skipped_tracker = keras.metrics.Sum(name="skipped_steps")
+
+    def _check_float_inputs(self) -> None:
+        for tensor in getattr(self, "_inputs", None) or []:
+            if not keras.backend.is_float_dtype(tensor.dtype):
+                raise ValueError(
+                    f"Input {tensor.name!r} is declared with dtype {tensor.dtype}; "
+                    f"{type(self).__name__} perturbs inputs, so they must be float. Declare "
+                    "keras.Input(..., dtype='float32') (uint8 pixel data is cast for you); "
+                    "integer token ids into an Embedding cannot be perturbed this way."
+                )
+
+    def _objective(self, x, y, sample_weight, training: bool, weight: Optional[float]):
+        raise NotImplementedError
+
+    def _step_weight(self) -> tuple:
+        raise NotImplementedError
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
+        _check_targets(x, y)
+        with backend.current().keeps_variables(self):
+            return super().fit(x, y, batch_size, epochs, verbose, _with_guard(callbacks), **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, **kwargs):
+        with backend.current().keeps_variables(self):
+            return super().evaluate(x, y, batch_size, verbose, sample_weight, steps,
+                                    _with_guard(callbacks), **kwargs)
+
+    @staticmethod
+    def _finite(x, loss):
+        """Whether the inputs and the objective of this replica's batch are all finite."""
+        flags = [ops.all(ops.isfinite(t)) for t in keras.tree.flatten(x)
+                 if keras.backend.is_float_dtype(keras.backend.standardize_dtype(t.dtype))]
+        return ops.all(ops.stack(flags + [ops.all(ops.isfinite(loss))]))
+
+    def _track(self, x, loss, first, second, weighted, finite) -> None:
+        """Updates the trackers with finite batches only (`finite` as agreed by all
+        replicas), the STEP_LOGS ones only on `weighted` steps, and counts the others
+        in skipped_steps."""
+        replicas = backend.current().num_replicas()
+        batch = ops.shape(keras.tree.flatten(x)[0])[0]
+        counted = ops.where(finite, batch, 0)
+        self._loss_tracker.update_state(ops.where(finite, loss * replicas, 0.0),
+                                        sample_weight=counted)
+        counted = ops.where(weighted, counted, 0)
+        for tracker, value in zip(self._step_trackers, (first, second)):
+            tracker.update_state(ops.where(finite, value, 0.0), sample_weight=counted)
+        self._skipped_tracker.update_state(ops.cast(ops.logical_not(finite), "float32") / replicas)
+
+    def _logs(self, x, y, y_pred, sample_weight, training: bool) -> dict:
+        """The step's logs; in training without the bound metrics (evaluation-only)
+        and, for the plain step, without the STEP_LOGS."""
+        if not training:
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        with metrics_lib.bounds_paused():
+            logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        hidden = metrics_lib.bound_metric_names(self)
+        if self._step_weight()[0] is None:
+            hidden += list(self.STEP_LOGS)
+        return {name: value for name, value in logs.items() if name not in hidden}
+
+    def train_step(self, *args):
+        """One update (see keras_gradreg/backend/ for how each backend takes it)."""
+        return backend.current().train_step(self, *args)
+
+    def make_train_function(self, force=False):
+        weight, every = self._step_weight()
+        lazy = every > 1 and weight is not None
+        if not lazy or (self.train_function is not None and not force):
+            return super().make_train_function(force)
+        self.train_function = backend.current().lazy_train_function(self)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
+        # The bound metrics (LipschitzBound, CurvatureBound) need the model and x.
+        with metrics_lib.model_inputs(self, x):
+            return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="keras_gradreg")
-class GradRegModel(WrapsModel, keras.Model):
+class GradRegModel(SteppedModel):
     """A Keras model whose `fit` minimises `loss + penalty_weight / 2 * ||grad_x loss||_*^2`.
 
     Build it like a functional model, `GradRegModel(inputs, outputs, penalty_weight=0.1,
@@ -214,25 +327,11 @@ class GradRegModel(WrapsModel, keras.Model):
         self.difference = difference
         self.method = method
         self.penalty_every = penalty_every
-        self._check_float_inputs()
-        self._penalty_tracker = keras.metrics.Mean(name="penalty")
-        self._grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
-        self._skipped_tracker = keras.metrics.Sum(name="skipped_steps")
 
     @property
     def dual_norm(self) -> str:
         """The penalised gradient norm: the dual of attack_norm ("l1" against "linf")."""
         return penalty_lib.DUAL_NORMS[self.attack_norm]
-
-    def _check_float_inputs(self) -> None:
-        for tensor in getattr(self, "_inputs", None) or []:
-            if not keras.backend.is_float_dtype(tensor.dtype):
-                raise ValueError(
-                    f"Input {tensor.name!r} is declared with dtype {tensor.dtype}; "
-                    "GradRegModel perturbs inputs, so they must be float. Declare "
-                    "keras.Input(..., dtype='float32') (uint8 pixel data is cast for you); "
-                    "integer token ids into an Embedding cannot be regularised this way."
-                )
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -252,18 +351,6 @@ class GradRegModel(WrapsModel, keras.Model):
             config = dict(config)
             config["attack_norm"] = penalty_lib.attack_norm_of_dual(config.pop("norm"))
         return super().from_config(config, custom_objects=custom_objects)
-
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            **kwargs):
-        _check_targets(x, y)
-        with backend.current().keeps_variables(self):
-            return super().fit(x, y, batch_size, epochs, verbose, _with_guard(callbacks), **kwargs)
-
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 steps=None, callbacks=None, **kwargs):
-        with backend.current().keeps_variables(self):
-            return super().evaluate(x, y, batch_size, verbose, sample_weight, steps,
-                                    _with_guard(callbacks), **kwargs)
 
     def _step_weight(self) -> tuple:
         """(the penalty weight of a penalised step, or None for the plain step; k)."""
@@ -314,53 +401,5 @@ class GradRegModel(WrapsModel, keras.Model):
             penalty, grad_norm = penalty * weight, grad_norm * weight
         return ops.mean(penalty), ops.mean(grad_norm)
 
-    @staticmethod
-    def _finite(x, loss):
-        """Whether the inputs and the objective of this replica's batch are all finite."""
-        flags = [ops.all(ops.isfinite(t)) for t in keras.tree.flatten(x)
-                 if keras.backend.is_float_dtype(keras.backend.standardize_dtype(t.dtype))]
-        return ops.all(ops.stack(flags + [ops.all(ops.isfinite(loss))]))
-
-    def _track(self, x, loss, penalty, grad_norm, penalised, finite) -> None:
-        """Updates the trackers with finite batches only (`finite` as agreed by all
-        replicas), and counts the others in skipped_steps."""
-        replicas = backend.current().num_replicas()
-        batch = ops.shape(keras.tree.flatten(x)[0])[0]
-        counted = ops.where(finite, batch, 0)
-        self._loss_tracker.update_state(ops.where(finite, loss * replicas, 0.0),
-                                        sample_weight=counted)
-        counted = ops.where(penalised, counted, 0)
-        self._penalty_tracker.update_state(ops.where(finite, penalty, 0.0), sample_weight=counted)
-        self._grad_norm_tracker.update_state(ops.where(finite, grad_norm, 0.0),
-                                             sample_weight=counted)
-        self._skipped_tracker.update_state(ops.cast(ops.logical_not(finite), "float32") / replicas)
-
-    def _logs(self, x, y, y_pred, sample_weight, training: bool) -> dict:
-        """The step's logs; in training without the bound metrics (evaluation-only)
-        and, for the plain step, without penalty and grad_norm."""
-        if not training:
-            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        with metrics_lib.bounds_paused():
-            logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        hidden = metrics_lib.bound_metric_names(self)
-        if self._step_weight()[0] is None:
-            hidden += ["penalty", "grad_norm"]
-        return {name: value for name, value in logs.items() if name not in hidden}
-
-    def train_step(self, *args):
-        """One update (see keras_gradreg/backend/ for how each backend takes it)."""
-        return backend.current().train_step(self, *args)
-
-    def make_train_function(self, force=False):
-        lazy = self.penalty_every > 1 and self._step_weight()[0] is not None
-        if not lazy or (self.train_function is not None and not force):
-            return super().make_train_function(force)
-        self.train_function = backend.current().lazy_train_function(self)
-
     def test_step(self, *args):
         return backend.current().test_step(self, *args)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
-        # The bound metrics (LipschitzBound, CurvatureBound) need the model and x.
-        with metrics_lib.model_inputs(self, x):
-            return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)

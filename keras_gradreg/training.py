@@ -25,6 +25,7 @@ import glob
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import socket
@@ -44,12 +45,18 @@ from keras_gradreg import files
 from keras_gradreg import model as model_lib
 from keras_gradreg import models as models_lib
 from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import primitives
 from keras_gradreg import validation
 
-METHODS = ("plain", "gradreg", "double_backprop", "pgd_at", "fgsm_at", "free_at")
-ADVERSARIAL = ("pgd_at", "fgsm_at", "free_at")
-"""The adversarial-training methods (keras_gradreg.adversarial_training; TensorFlow only):
-PGD (Madry et al. 2018), FGSM from a random start (Wong et al. 2020), free (Shafahi et al. 2019)."""
+TRAINING_METHODS = ("plain", "gradreg", "double_backprop", "pgd_at", "fgsm_at", "n_fgsm", "free_at")
+"""What `--method` trains (the penalty's own `kg.METHODS` are its two estimators)."""
+ADVERSARIAL = ("pgd_at", "fgsm_at", "n_fgsm", "free_at")
+"""The adversarial-training methods (keras_gradreg.adversarial_training): PGD (Madry et al.
+2018), FGSM from a random start (Wong et al. 2020), N-FGSM (de Jorge et al. 2022), free
+(Shafahi et al. 2019)."""
+SINGLE_STEP = ("fgsm_at", "n_fgsm")
+"""Single-step methods: SingleStepAdversarialModel, on TensorFlow and JAX, with at_regularizer."""
+TENSORFLOW_ONLY = ("pgd_at", "free_at")
 MONITOR_IMAGES = 256
 """Held-out test images on which adversarial training's RobustnessMonitor checks, each
 epoch, PGD and FGSM accuracy (catastrophic overfitting)."""
@@ -84,7 +91,10 @@ class TrainConfig:
     difference: str = "forward"
     penalty_every: int = 1
     at_epsilon: float = 0.3
+    at_norm: str = "linf"
     at_ramp_epochs: int = 5
+    at_regularizer: str = "none"
+    at_regularizer_weight: float = 0.0
     at_steps: int = adversarial_training.AT_STEPS
     free_replays: int = adversarial_training.FREE_REPLAYS
     epochs: int = 10
@@ -119,7 +129,9 @@ def validate(config: TrainConfig) -> TrainConfig:
       The config with its numbers as Python ints and floats (NumPy scalars are fine).
     """
     choices = {"dataset": tuple(data_lib.DATASETS), "model": tuple(models_lib.MODELS),
-               "activation": models_lib.ACTIVATIONS, "method": METHODS,
+               "activation": models_lib.ACTIVATIONS, "method": TRAINING_METHODS,
+               "at_norm": primitives.BALL_NORMS,
+               "at_regularizer": adversarial_training.AT_REGULARIZERS,
                "strategy": STRATEGIES, "schedule": SCHEDULES, "optimizer": ("adam", "sgd"),
                "attack_norm": penalty_lib.ATTACK_NORMS, "difference": penalty_lib.DIFFERENCES}
     for field, allowed in choices.items():
@@ -128,10 +140,17 @@ def validate(config: TrainConfig) -> TrainConfig:
     numbers = {"epochs": whole, "batch_size": whole, "learning_rate": {}, "h": {},
                "weight_decay": dict(low_open=False), "seed": dict(low_open=False, integer=True)}
     if config.method in ADVERSARIAL:
-        numbers.update(at_epsilon=dict(high=1.0, hint="(the [0, 1] pixel range)"),
-                       at_ramp_epochs=whole, at_steps=whole, free_replays=whole)
+        shape = data_lib.DATASETS[config.dataset].image_shape
+        high = primitives.max_radius(config.at_norm, 0.0, 1.0, math.prod(shape))
+        hint = ("(an l_inf radius in the [0, 1] pixel range; an l2 radius needs --at_norm=l2)"
+                if config.at_norm == "linf" else f"(at most the l2 diameter of [0, 1]^{shape})")
+        numbers.update(at_epsilon=dict(high=high, hint=hint),
+                       at_ramp_epochs=dict(low_open=False, integer=True, hint="(0: no ramp)"),
+                       at_steps=whole, free_replays=whole,
+                       at_regularizer_weight=dict(low_open=False))
     checked = {field: validation.check_number(field, getattr(config, field), **rules)
                for field, rules in numbers.items()}
+    _check_regularizer(config)
     checked["penalty_weight"] = model_lib.validate_penalty_weight(config.penalty_weight)
     checked["penalty_every"] = model_lib.validate_penalty_every(config.penalty_every)
     checked.update(_check_processes(config))
@@ -142,6 +161,20 @@ def validate(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **checked)
 
 
+def _check_regularizer(config: TrainConfig) -> None:
+    """ValueError unless the adversarial-training options fit the method."""
+    if config.at_regularizer != "none" and config.method not in SINGLE_STEP:
+        raise ValueError(f"at_regularizer={config.at_regularizer!r} regularises single-step "
+                         f"training (method {' or '.join(SINGLE_STEP)}); method is {config.method!r}.")
+    if config.method in SINGLE_STEP and (config.at_regularizer == "none") != (
+            config.at_regularizer_weight == 0):
+        raise ValueError(f"at_regularizer={config.at_regularizer!r} with at_regularizer_weight="
+                         f"{config.at_regularizer_weight!r}: a regulariser needs a weight > 0, and "
+                         "a weight > 0 needs a regulariser.")
+    if config.at_norm != "linf" and config.method == "free_at":
+        raise ValueError(f"at_norm={config.at_norm!r}: free_at trains in l_inf only.")
+
+
 def _check_processes(config: TrainConfig) -> dict:
     """The backend each setting needs, and the process layout; ValueError naming the first bad one."""
     backend = keras.backend.backend()
@@ -149,7 +182,7 @@ def _check_processes(config: TrainConfig) -> dict:
     if needs and backend != needs:
         raise ValueError(f"strategy={config.strategy!r} runs on the {needs} backend; Keras runs "
                          f"on {backend!r}. Set KERAS_BACKEND={needs} before starting.")
-    if config.method in ADVERSARIAL and backend != "tensorflow":
+    if config.method in TENSORFLOW_ONLY and backend != "tensorflow":
         raise ValueError(f"method={config.method!r} runs on the tensorflow backend; Keras runs "
                          f"on {backend!r}.")
     whole = dict(low=1, low_open=False, integer=True)
@@ -270,11 +303,14 @@ def build(config: TrainConfig) -> keras.Model:
         return base
     if config.method == "pgd_at":
         return adversarial_training.AdversarialTrainingModel.from_model(
-            base, epsilon=config.at_epsilon, steps=config.at_steps, seed=config.seed)
-    if config.method == "fgsm_at":
-        return adversarial_training.AdversarialTrainingModel.from_model(
-            base, epsilon=config.at_epsilon, steps=1, step_size=adversarial_training.FGSM_STEP,
-            seed=config.seed)
+            base, epsilon=config.at_epsilon, steps=config.at_steps, seed=config.seed,
+            attack_norm=config.at_norm)
+    if config.method in SINGLE_STEP:
+        return adversarial_training.SingleStepAdversarialModel.from_model(
+            base, epsilon=config.at_epsilon, attack_norm=config.at_norm,
+            method="fgsm_rs" if config.method == "fgsm_at" else "n_fgsm",
+            regularizer=config.at_regularizer, regularizer_weight=config.at_regularizer_weight,
+            h=config.h, seed=config.seed)
     if config.method == "free_at":
         return adversarial_training.FreeAdversarialTrainingModel.from_model(
             base, epsilon=config.at_epsilon, replays=config.free_replays, seed=config.seed)
@@ -342,7 +378,14 @@ def settings(config: TrainConfig) -> dict:
         unused.add("free_replays")
     if config.method in ("plain",) + ADVERSARIAL:
         unused |= {"penalty_weight", "h", "attack_norm", "difference", "penalty_every"}
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
+    if config.method in SINGLE_STEP and config.at_regularizer == "gradient_penalty":
+        unused.discard("h")
+    stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
+    # Added in 0.4 with their old meaning as defaults: older runs' settings still match.
+    for field, old in (("at_norm", "linf"), ("at_regularizer", "none"), ("at_regularizer_weight", 0.0)):
+        if stored.get(field) == old:
+            del stored[field]
+    return stored
 
 
 def check_settings(config: TrainConfig) -> None:
@@ -633,7 +676,8 @@ def _fit(config: TrainConfig, resume: _Resume, verbose: int) -> tuple:
         x, y = test_images(config.dataset, MONITOR_IMAGES, data_dir=config.data_dir,
                            download=config.download)
         callbacks = [adversarial_training.EpsilonRamp(config.at_ramp_epochs),
-                     adversarial_training.RobustnessMonitor(x, y, config.at_epsilon)] + callbacks
+                     adversarial_training.RobustnessMonitor(x, y, config.at_epsilon,
+                                                            attack_norm=config.at_norm)] + callbacks
     # The clock first; the checkpoint last: an epoch is checkpointed once everything
     # else has recorded it (a row the CSV got before a kill is trimmed on resume, see
     # _trim_history).

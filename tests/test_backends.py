@@ -35,7 +35,8 @@ def run_python(args, backend, timeout=600, **kwargs):
 @pytest.mark.skipif(ON_JAX, reason="this is the test that starts the JAX pass")
 def test_the_model_tests_pass_on_jax():
     result = run_python(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m",
-                         "both_backends or jax_only", "tests/test_model.py",
+                         "both_backends or jax_only", "tests/test_model.py", "tests/test_primitives.py",
+                         "tests/test_local_linearity.py", "tests/test_single_step.py",
                          "tests/test_backends.py"], "jax", timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]

@@ -21,7 +21,7 @@ def _one_step(model, shape, classes=10):
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
-@pytest.mark.parametrize("method", training.METHODS)
+@pytest.mark.parametrize("method", training.TRAINING_METHODS)
 @pytest.mark.parametrize("name,dataset", [("small_cnn", "offline_mnist"), ("cifar_resnet", "cifar10")])
 def test_each_method_takes_a_step(name, dataset, method, tmp_path):
     config = training.TrainConfig(model_dir=str(tmp_path), dataset=dataset, model=name,

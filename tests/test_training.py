@@ -120,16 +120,26 @@ def test_a_pgd_at_run_resumes_with_its_radius_ramp(tmp_path, monkeypatch):
     assert isinstance(loaded, kg.AdversarialTrainingModel) and loaded.epsilon == 0.3
 
 
-def test_a_fast_at_run_resumes_exactly_and_records_its_held_out_robustness(tmp_path, monkeypatch):
-    """The random starts are a function of (seed, step): a resumed run draws the same."""
-    config = _config(tmp_path, epochs=3, method="fgsm_at", at_ramp_epochs=2, at_epsilon=0.1)
+@pytest.mark.parametrize("settings", [
+    dict(method="fgsm_at", at_ramp_epochs=2),
+    dict(method="n_fgsm", at_ramp_epochs=0, at_regularizer="adaptive_local_linearity",
+         at_regularizer_weight=100.0),
+    dict(method="fgsm_at", at_norm="l2", at_epsilon=1.0, at_ramp_epochs=1, at_regularizer="local_linearity",
+         at_regularizer_weight=10.0)])
+def test_a_single_step_run_resumes_exactly_and_records_its_held_out_robustness(tmp_path, monkeypatch,
+                                                                                settings):
+    """The random draws are a function of (seed, step) and ELLE-A's state is checkpointed:
+    a resumed run draws and weighs what an uninterrupted one would."""
+    config = _config(tmp_path, epochs=3, **dict(dict(at_epsilon=0.1), **settings))
     whole, _, _ = training.train(dataclasses.replace(config, model_dir=str(tmp_path / "whole")),
                                  verbose=0)
     _interrupt_after(config, monkeypatch, last_epoch=0)
     model, _, _ = training.train(config, verbose=0)
     _weights_equal(model, whole)
-    assert isinstance(model, kg.AdversarialTrainingModel) and model.steps == 1
-    assert model.step_size == kg.adversarial_training.FGSM_STEP
+    assert isinstance(model, kg.SingleStepAdversarialModel)
+    assert (model.method, model.regularizer, model.attack_norm) == (
+        "fgsm_rs" if config.method == "fgsm_at" else "n_fgsm", config.at_regularizer, config.at_norm)
+    assert float(keras.ops.convert_to_numpy(model.current_epsilon)) == pytest.approx(config.at_epsilon)
     rows = list(csv.DictReader(open(os.path.join(config.model_dir, "history.csv"))))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert all(0 <= float(r["pgd_accuracy"]) <= 1 and r["catastrophic_overfitting"] in ("0.0", "1.0")
@@ -231,7 +241,18 @@ def test_an_unreadable_checkpoint_is_named_before_any_training(tmp_path, monkeyp
      (dict(weight_decay=float("nan")), "weight_decay=nan"), (dict(epochs=2.5), "epochs=2.5"),
      (dict(method="pgd_at", at_epsilon=float("nan")), "at_epsilon=nan"),
      (dict(method="pgd_at", at_epsilon=0.0), "at_epsilon=0.0"),
-     (dict(method="pgd_at", at_ramp_epochs=0), "at_ramp_epochs=0")],
+     (dict(method="pgd_at", at_ramp_epochs=-1), "at_ramp_epochs=-1"),
+     (dict(method="fgsm_at", at_epsilon=2.0), r"at_epsilon=2.0.*--at_norm=l2"),
+     (dict(method="fgsm_at", at_norm="l2", at_epsilon=30.0), r"at_epsilon=30.0.*l2 diameter"),
+     (dict(method="fgsm_at", at_regularizer="elle"), "at_regularizer='elle'"),
+     (dict(method="fgsm_at", at_regularizer="grad_align", at_regularizer_weight=-1.0),
+      "at_regularizer_weight=-1.0"),
+     (dict(method="n_fgsm", at_regularizer="grad_align", at_regularizer_weight=float("nan")),
+      "at_regularizer_weight=nan"),
+     (dict(method="fgsm_at", at_regularizer="local_linearity"), "needs a weight > 0"),
+     (dict(method="pgd_at", at_regularizer="local_linearity", at_regularizer_weight=1.0),
+      "regularises single-step training"),
+     (dict(method="free_at", at_norm="l2", at_epsilon=1.0), "free_at trains in l_inf only")],
 )
 def test_bad_settings_fail_before_anything_is_built(tmp_path, kwargs, match):
     config = _config(tmp_path, **kwargs)

@@ -14,6 +14,22 @@ import keras
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
+KERAS_VERSIONS_CHECKED = ("3.15.1",)
+"""Keras releases the private APIs below were checked on (the whole suite passes)."""
+PRIVATE_KERAS_APIS = (
+    # (owner, attribute, where keras_gradreg uses it)
+    ("keras.Model", "_make_function", "backend/*.lazy_train_function: fit's step function"),
+    ("keras.Model", "_compile_config", "model.compiled_loss_fn: compile's loss_weights"),
+    ("keras.Model", "_losses_override", "GradRegModel._objective: add_loss losses on JAX"),
+    ("keras.Model", "_call_has_training_arg", "backend/jax.clean_pass"),
+    ("keras.Model", "_get_state_sharding_spec", "backend/jax.lazy_train_function (JAX)"),
+    ("keras.Variable", "_value", "backend/jax.keeps_variables (JAX)"),
+    ("tensorflow", "__internal__.distribute.strategy_supports_no_merge_call",
+     "backend/tensorflow._apply_if (TensorFlow)"),
+)
+"""Every private Keras (or TensorFlow) API the backend modules use; tests/test_backends.py
+fails naming the one a Keras upgrade removed."""
+
 
 def check_supported() -> str:
     """The Keras backend's name; ImportError unless keras_gradreg supports it."""

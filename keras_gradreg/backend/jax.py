@@ -21,6 +21,26 @@ def num_replicas() -> int:
     return 1
 
 
+def _key(seed):
+    return jax.random.wrap_key_data(jnp.asarray(seed).astype(jnp.uint32), impl="threefry2x32")
+
+
+def stateless_uniform(shape, seed, minval: float, maxval: float, dtype):
+    """Uniform draws in [minval, maxval), a function of seed ((2,) integers) only. The
+    arrays are global (keras.distribution), so any number of processes draw alike."""
+    return jax.random.uniform(_key(seed), tuple(shape), dtype, minval, maxval)
+
+
+def stateless_normal(shape, seed, dtype):
+    """Standard normal draws, a function of seed ((2,) integers) only."""
+    return jax.random.normal(_key(seed), tuple(shape), dtype)
+
+
+def replica_mean(value):
+    """Itself: a batch mean on JAX's global arrays is already the mean over every device."""
+    return value
+
+
 def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     """penalty.clean_pass with jax.value_and_grad over the model's stateless call.
 
@@ -65,6 +85,8 @@ def _objective(model, penalty_weight, training, trainable, non_trainable, metric
     mapping = (list(zip(model.trainable_variables, trainable))
                + list(zip(model.non_trainable_variables, non_trainable))
                + list(zip(model.metrics_variables, metrics)))
+    if optimizer_variables is not None:  # the iteration count seeds random draws
+        mapping += list(zip(model.optimizer.variables, optimizer_variables))
     with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
         y_pred, loss, penalty, grad_norm = model._objective(
             x, y, sample_weight, training, penalty_weight)
@@ -193,6 +215,6 @@ def lazy_train_function(model):
     def step(state, data):
         count = state[2][index]  # replicated: under keras.distribution, read a local copy
         count = count.addressable_data(0) if hasattr(count, "addressable_data") else count
-        return steps[int(count) % model.penalty_every == 0](state, data)
+        return steps[int(count) % model._step_weight()[1] == 0](state, data)
 
     return model._make_function(step)

@@ -15,6 +15,40 @@ def num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _for_this_replica(draw, shape) -> tf.Tensor:
+    """draw(shape), or under a strategy with R replicas this replica's share of
+    draw((R * batch, ...)): Keras gives replica r the r-th slice of the global batch, so
+    R replicas draw what one device would (for equal slices)."""
+    replicas, context = num_replicas(), tf.distribute.get_replica_context()
+    if replicas == 1 or context is None:
+        return draw(shape)
+    whole = draw(tf.concat([[shape[0] * replicas], tf.cast(shape[1:], tf.int32)], 0)
+                 if isinstance(shape[0], tf.Tensor) else (shape[0] * replicas,) + tuple(shape[1:]))
+    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.cast(shape[0], tf.int32)
+    return whole[start:start + shape[0]]
+
+
+def stateless_uniform(shape, seed, minval: float, maxval: float, dtype) -> tf.Tensor:
+    """Uniform draws in [minval, maxval), a function of seed ((2,) integers) only."""
+    seed = tf.cast(seed, tf.int64)
+    return _for_this_replica(
+        lambda s: tf.random.stateless_uniform(s, seed, minval, maxval, dtype=dtype), shape)
+
+
+def stateless_normal(shape, seed, dtype) -> tf.Tensor:
+    """Standard normal draws, a function of seed ((2,) integers) only."""
+    seed = tf.cast(seed, tf.int64)
+    return _for_this_replica(lambda s: tf.random.stateless_normal(s, seed, dtype=dtype), shape)
+
+
+def replica_mean(value: tf.Tensor) -> tf.Tensor:
+    """The mean of a per-replica scalar over the replicas (itself without a strategy)."""
+    context = tf.distribute.get_replica_context()
+    if num_replicas() == 1 or context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+
 def keeps_variables(model):
     """Nothing to do: TensorFlow's `fit` updates the variables in place."""
     del model
@@ -78,7 +112,7 @@ def _step(model, x, y, sample_weight, penalty_weight) -> tuple:
             x, y, sample_weight, True, penalty_weight)
         scaled = model.optimizer.scale_loss(loss)
     # The two branches of the lazy step's tf.cond must return tensors, not None.
-    unconnected = "zero" if model.penalty_every > 1 else "none"
+    unconnected = "zero" if model._step_weight()[1] > 1 else "none"
     gradients = tape.gradient(scaled, model.trainable_weights, unconnected_gradients=unconnected)
     return y_pred, gradients, loss, penalty, grad_norm, tf.constant(penalty_weight is not None)
 
@@ -113,7 +147,7 @@ def test_step(model, data) -> dict:
     """GradRegModel.test_step: the objective in inference mode, and the metrics."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     y_pred, loss, penalty, grad_norm = model._objective(x, y, sample_weight, False,
-                                                        model.penalty_weight)
+                                                        model.penalty_weight)  # GradRegModel's
     model._track(x, loss, penalty, grad_norm, tf.constant(True), model._finite(x, loss))
     return model._logs(x, y, y_pred, sample_weight, training=False)
 
@@ -134,6 +168,6 @@ def lazy_train_function(model):
              for p in (True, False)}
 
     def step(iterator):
-        return steps[int(model.optimizer.iterations) % model.penalty_every == 0](iterator)
+        return steps[int(model.optimizer.iterations) % model._step_weight()[1] == 0](iterator)
 
     return step

@@ -1,0 +1,91 @@
+"""The attack primitives against closed forms, on both backends."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_gradreg import primitives
+
+pytestmark = pytest.mark.both_backends
+
+
+def _x(n=6, shape=(3, 4), seed=0):
+    return np.random.default_rng(seed).uniform(size=(n,) + shape)
+
+
+def test_norms_are_per_example():
+    t = _x() - 0.5
+    np.testing.assert_allclose(ops.convert_to_numpy(primitives.norm(t, "linf")),
+                               np.abs(t).reshape(6, -1).max(1))
+    np.testing.assert_allclose(ops.convert_to_numpy(primitives.norm(t, "l2")),
+                               np.linalg.norm(t.reshape(6, -1), axis=1))
+
+
+def test_ascent_directions_are_sign_and_unit_l2_with_zero_for_a_zero_gradient():
+    g = _x() - 0.5
+    g[0] = 0.0
+    np.testing.assert_array_equal(ops.convert_to_numpy(primitives.ascent_direction(g, "linf")),
+                                  np.sign(g))
+    d = ops.convert_to_numpy(primitives.ascent_direction(g, "l2"))
+    np.testing.assert_allclose(np.linalg.norm(d.reshape(6, -1), axis=1), [0] + [1] * 5, rtol=1e-12)
+    np.testing.assert_allclose(d[1:], g[1:] / np.linalg.norm(g[1:].reshape(5, -1), axis=1)[:, None, None])
+
+
+def test_a_step_is_step_size_times_epsilon():
+    x, g = _x(), _x(seed=1) - 0.5
+    np.testing.assert_allclose(ops.convert_to_numpy(primitives.ascend(x, g, 0.2, 1.25, "linf")),
+                               x + 0.25 * np.sign(g))
+
+
+def test_linf_projection_is_the_box_within_the_range():
+    x, far = _x(), _x(seed=1) * 3 - 1
+    got = ops.convert_to_numpy(primitives.project(far, x, 0.1, "linf", 0.0, 1.0))
+    np.testing.assert_allclose(got, np.clip(np.clip(far, x - 0.1, x + 0.1), 0, 1))
+
+
+def test_l2_projection_scales_the_perturbation_to_the_radius_and_keeps_those_inside():
+    x = np.full((2, 3, 4), 0.5)
+    delta = np.zeros((2, 3, 4))
+    delta[0, 0, 0], delta[0, 1, 1] = 0.3, 0.4  # norm 0.5: scaled to 0.25
+    delta[1, 2, 3] = 0.1  # inside: kept
+    got = ops.convert_to_numpy(primitives.project(x + delta, x, 0.25, "l2", 0.0, 1.0)) - x
+    np.testing.assert_allclose(got[0], delta[0] / 2, atol=1e-12)
+    np.testing.assert_allclose(got[1], delta[1], atol=1e-12)
+
+
+@pytest.mark.parametrize("attack_norm", primitives.BALL_NORMS)
+def test_random_starts_are_inside_the_ball_and_a_function_of_the_seed(attack_norm):
+    shape = (2000, 2, 2)
+    draw = lambda seed: ops.convert_to_numpy(primitives.random_in_ball(  # noqa: E731
+        shape, 0.3, attack_norm, np.array(seed, np.int32), "float64"))
+    first = draw([1, 2])
+    np.testing.assert_array_equal(draw([1, 2]), first)
+    assert not np.allclose(draw([1, 3]), first)
+    radius = ops.convert_to_numpy(primitives.norm(first, attack_norm))
+    assert radius.max() <= 0.3 + 1e-12
+    if attack_norm == "l2":  # uniform in the volume: (r / eps)^n ~ U[0, 1], n = 4 entries
+        assert abs(np.mean((radius / 0.3) ** 4) - 0.5) < 0.03
+    else:  # each entry uniform in [-eps, eps]
+        assert abs(np.mean(first) / 0.3) < 0.02 and abs(np.mean(np.abs(first)) / 0.3 - 0.5) < 0.02
+
+
+def test_seed_streams_are_independent_draws():
+    seed = np.array([3, 7], np.int32)
+    np.testing.assert_array_equal(ops.convert_to_numpy(primitives.seed_stream(seed, 0)), seed)
+    one = ops.convert_to_numpy(primitives.seed_stream(seed, 1))
+    assert one[1] == 7 and one[0] == 3 + primitives.SEED_STREAM
+
+
+def test_max_radius_is_the_diameter_of_the_range():
+    assert primitives.max_radius("linf", 0.0, 1.0, 784) == 1.0
+    assert primitives.max_radius("l2", 0.0, 1.0, 784) == pytest.approx(28.0)
+
+
+def test_an_unknown_ball_norm_is_named():
+    with pytest.raises(ValueError, match="attack_norm='l1'"):
+        primitives.project(np.zeros((1, 2)), np.zeros((1, 2)), 0.1, "l1", 0.0, 1.0)
+
+
+def test_keras_backend_is_what_the_pass_says():
+    assert keras.backend.backend() in ("tensorflow", "jax")
