@@ -4,7 +4,10 @@
 
 Methods: plain (keras.Model), gradreg (the finite-difference penalty, forward),
 gradreg_central, gradreg_lazy (the penalty on every --penalty_every-th step only),
-double_backprop (the exact penalty) and pgd_at (7-step PGD adversarial training).
+double_backprop (the exact penalty), pgd_at (7-step PGD adversarial training), and
+single-step adversarial training: fgsm_rs (FGSM from a random start), n_fgsm, and FGSM-RS
+with each regulariser: fgsm_elle, fgsm_elle_a (adaptive), fgsm_gradient_penalty (the
+finite-difference penalty at the clean point), fgsm_grad_align (double backprop).
 Steps are timed in rounds that interleave the methods (warm-up excluded); the table
 gives the median milliseconds per step, the spread (min-max over rounds) and the ratio
 to plain. With --memory each method also runs in a process of its own to measure its
@@ -41,7 +44,13 @@ MODELS = {  # name: (zoo model, input shape, batch size); softplus activations t
     "small_cnn": ("small_cnn", (28, 28, 1), 128),
     "resnet_bn": ("cifar_resnet", (32, 32, 3), 64),  # 6 residual blocks with BatchNorm
 }
-METHODS = ("plain", "gradreg", "gradreg_central", "gradreg_lazy", "double_backprop", "pgd_at")
+SINGLE_STEP = {  # name: (SingleStepAdversarialModel method, regularizer)
+    "fgsm_rs": ("fgsm_rs", "none"), "n_fgsm": ("n_fgsm", "none"),
+    "fgsm_elle": ("fgsm_rs", "local_linearity"), "fgsm_elle_a": ("fgsm_rs", "adaptive_local_linearity"),
+    "fgsm_gradient_penalty": ("fgsm_rs", "gradient_penalty"), "fgsm_grad_align": ("fgsm_rs", "grad_align"),
+}
+METHODS = ("plain", "gradreg", "gradreg_central", "gradreg_lazy", "double_backprop", "pgd_at",
+           *SINGLE_STEP)
 
 flags.DEFINE_list("models", list(MODELS), f"Models, from {list(MODELS)}.")
 flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
@@ -84,6 +93,11 @@ def build(model_name: str, method: str) -> tuple:
         model = base
     elif method == "pgd_at":
         model = kg.AdversarialTrainingModel.from_model(base, epsilon=0.1)
+    elif method in SINGLE_STEP:
+        step, regularizer = SINGLE_STEP[method]
+        model = kg.SingleStepAdversarialModel.from_model(
+            base, epsilon=0.1, method=step, regularizer=regularizer,
+            regularizer_weight=0.0 if regularizer == "none" else 1.0)
     else:
         model = kg.GradRegModel.from_model(
             base, penalty_weight=1.0, difference="central" if method == "gradreg_central" else "forward",

@@ -166,3 +166,26 @@ def test_a_lazy_train_step_called_directly_decides_in_the_step_as_fit_does_outsi
     for got, want in zip(state[0], models[0].get_weights()):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
     assert not np.allclose(np.asarray(state[0][0]), linear_classifier(dtype="float64").get_weights()[0])
+
+
+@pytest.mark.both_backends
+@pytest.mark.parametrize("owner,attribute,where", [
+    api for api in kg.backend.PRIVATE_KERAS_APIS  # those of this pass's backend
+    if not api[2].endswith("(TensorFlow)" if ON_JAX else "(JAX)")])
+def test_the_private_keras_apis_the_backends_use_still_exist(owner, attribute, where):
+    """Fails naming the private API a Keras (or TensorFlow) upgrade removed, and its user."""
+    if owner == "tensorflow":
+        import tensorflow as tf
+
+        found, holder = True, tf
+        for part in attribute.split("."):
+            found = found and hasattr(holder, part)
+            holder = getattr(holder, part, None)
+    elif owner == "keras.Variable":
+        found = hasattr(keras.Variable(1.0), attribute)
+    else:
+        model = kg.GradRegModel.from_model(linear_classifier())
+        model.compile("sgd", CE)
+        found = hasattr(model, attribute)
+    assert found, (f"{owner}.{attribute} is gone in Keras {keras.__version__} (checked on "
+                   f"{', '.join(kg.backend.KERAS_VERSIONS_CHECKED)}); {where} relies on it.")

@@ -73,6 +73,21 @@ def test_two_processes_fit_to_the_weights_of_one_and_a_pre_sharded_feed_does_not
     assert max(np.abs(sharded[k] - one[k]).max() for k in one.files if k != "loss") > 1e-3
 
 
+def test_single_step_training_on_two_processes_equals_one(tmp_path):
+    """N-FGSM with ELLE-A: the random draws and the adaptive weight's state are those of
+    the global batch, so two processes train to the weights of one (float64)."""
+    job = os.path.join(ROOT, "tests", "multi_host_job.py")
+    runs = {n: _processes([job, str(tmp_path / str(n))],
+                          lambda i, port: [str(n), str(i), str(port), "single_step"], tmp_path, str(n), n)
+            for n in (1, 2)}
+    for n, jobs in runs.items():
+        _wait(jobs, tmp_path, str(n))
+    one, two = (np.load(tmp_path / name) for name in ("1.npz", "2.npz"))
+    for key in one.files:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-10, atol=1e-12)
+    assert not (tmp_path / "2-pre_sharded.npz").exists()
+
+
 def _weights(model_dir):
     return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
 
@@ -110,6 +125,7 @@ def test_two_killed_processes_resume_to_the_uninterrupted_weights(tmp_path):
      "num_processes=2 needs strategy='data_parallel'"),
     (dict(strategy="mirrored"), "strategy='mirrored' runs on the tensorflow backend"),
     (dict(method="pgd_at"), "method='pgd_at' runs on the tensorflow backend"),
+    (dict(method="free_at"), "method='free_at' runs on the tensorflow backend"),
 ])
 def test_bad_process_layouts_are_named_before_anything_starts(settings, match, tmp_path,
                                                               monkeypatch):

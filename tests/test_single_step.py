@@ -111,17 +111,23 @@ def test_one_step_equals_the_numpy_objective_differentiated_by_central_differenc
         assert logs["regularizer_weight"][0] == pytest.approx(weight)
 
 
-@pytest.mark.both_backends
-def test_fgsm_rs_takes_one_step_of_1_25_eps_from_the_seeded_start_back_into_the_ball():
+def _examples(**options):
+    """(weights, the model, its examples, x, y, its radius as it computes with it) of a
+    binary float64 linear classifier at step 0."""
     base = linear_classifier(num_classes=2, dtype="float64")
-    model = AT.SingleStepAdversarialModel.from_model(base, epsilon=0.1, seed=SEED)
+    model = AT.SingleStepAdversarialModel.from_model(base, seed=SEED, **options)
     model.compile("sgd", CE64)
     model.optimizer.build(model.trainable_variables)
     x, y = batch(n=64, num_classes=2, dtype="float64")
     got = keras.ops.convert_to_numpy(model.adversarial_examples(x, y))
-    w, b = base.get_weights()
-    _, start = _draws(x, EPS)
-    want = np.clip(np.clip(start + 1.25 * EPS * np.sign(_input_gradient(w, b, start, y)), x - EPS, x + EPS),
+    return base.get_weights(), model, got, x, y, float(keras.ops.convert_to_numpy(model.current_epsilon))
+
+
+@pytest.mark.both_backends
+def test_fgsm_rs_takes_one_step_of_1_25_eps_from_the_seeded_start_back_into_the_ball():
+    (w, b), model, got, x, y, eps = _examples(epsilon=0.1)
+    _, start = _draws(x, eps)
+    want = np.clip(np.clip(start + 1.25 * eps * np.sign(_input_gradient(w, b, start, y)), x - eps, x + eps),
                    0, 1)
     np.testing.assert_allclose(got, want, atol=1e-12)
     model.optimizer.iterations.assign(1)
@@ -130,28 +136,16 @@ def test_fgsm_rs_takes_one_step_of_1_25_eps_from_the_seeded_start_back_into_the_
 
 @pytest.mark.both_backends
 def test_n_fgsm_steps_eps_from_noise_of_2_eps_without_projecting_back():
-    base = linear_classifier(num_classes=2, dtype="float64")
-    model = AT.SingleStepAdversarialModel.from_model(base, epsilon=0.1, method="n_fgsm", seed=SEED)
-    model.compile("sgd", CE64)
-    model.optimizer.build(model.trainable_variables)
-    x, y = batch(n=64, num_classes=2, dtype="float64")
-    got = keras.ops.convert_to_numpy(model.adversarial_examples(x, y))
-    w, b = base.get_weights()
-    _, start = _draws(x, EPS, noise=AT.N_FGSM_NOISE)
-    want = np.clip(start + EPS * np.sign(_input_gradient(w, b, start, y)), 0, 1)
+    (w, b), model, got, x, y, eps = _examples(epsilon=0.1, method="n_fgsm")
+    _, start = _draws(x, eps, noise=AT.N_FGSM_NOISE)
+    want = np.clip(start + eps * np.sign(_input_gradient(w, b, start, y)), 0, 1)
     np.testing.assert_allclose(got, want, atol=1e-12)
-    assert EPS < np.abs(got - x).max() <= 3 * EPS + 1e-12  # outside the eps-ball: not projected
+    assert eps < np.abs(got - x).max() <= 3 * eps + 1e-12  # outside the eps-ball: not projected
 
 
 @pytest.mark.both_backends
 def test_l2_fgsm_rs_steps_along_the_normalised_gradient_and_stays_in_the_l2_ball():
-    base = linear_classifier(num_classes=2, dtype="float64")
-    model = AT.SingleStepAdversarialModel.from_model(base, epsilon=0.5, attack_norm="l2", seed=SEED)
-    model.compile("sgd", CE64)
-    model.optimizer.build(model.trainable_variables)
-    x, y = batch(n=64, num_classes=2, dtype="float64")
-    got = keras.ops.convert_to_numpy(model.adversarial_examples(x, y))
-    w, b = base.get_weights()
+    (w, b), model, got, x, y, _ = _examples(epsilon=0.5, attack_norm="l2")
     _, start = _draws(x, 0.5, "l2")
     g = _input_gradient(w, b, start, y)
     step = start + 1.25 * 0.5 * g / np.linalg.norm(g, axis=1, keepdims=True)
