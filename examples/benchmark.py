@@ -39,6 +39,7 @@ import tensorflow as tf
 
 import keras_gradreg as kg
 from keras_gradreg import files
+from keras_gradreg import validation
 
 MODELS = {  # name: (zoo model, input shape, batch size); softplus activations throughout
     "small_cnn": ("small_cnn", (28, 28, 1), 128),
@@ -238,12 +239,8 @@ def environment() -> dict:
     return env
 
 
-def main(argv):
-    del argv
-    if FLAGS.memory_child:
-        model_name, method = FLAGS.memory_child.split(":")
-        print(json.dumps({"peak_mb": measure_memory(model_name, method)}))
-        return
+def _check_flags() -> None:
+    """Raises naming the first bad flag, before any work."""
     for name in FLAGS.models:
         if name not in MODELS:
             raise ValueError(f"--models: {name!r} is not one of {list(MODELS)}.")
@@ -267,6 +264,17 @@ def main(argv):
             raise FileNotFoundError(f"--model_path {missing} missing; run examples/reproduce.py "
                                     "first or name saved models.")
         kg.evaluation.check_radii([FLAGS.epsilon], "linf")
+
+
+def main(argv):
+    del argv
+    if FLAGS.memory_child:
+        model_name, method = FLAGS.memory_child.split(":")
+        print(json.dumps({"peak_mb": measure_memory(model_name, method)}))
+        return
+    with validation.exit_on_bad_value("benchmark.py"):
+        _check_flags()
+    if FLAGS.evaluation:
         x, y = kg.training.test_images("offline_mnist", FLAGS.num_images)
         results = {path: evaluation_costs(path, x, y) for path in FLAGS.model_path}
         env = dict(environment(), num_images=len(x))

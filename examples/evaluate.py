@@ -22,6 +22,7 @@ import keras
 
 import keras_gradreg as kg
 from keras_gradreg import training
+from keras_gradreg import validation
 
 flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the flag).",
                           required=True)
@@ -62,16 +63,18 @@ def _load(path: str) -> tuple:
 
 def main(argv):
     del argv
-    epsilons = kg.evaluation.check_radii(
-        FLAGS.epsilons or kg.data.DATASETS[FLAGS.dataset].radii[FLAGS.attack_norm],
-        FLAGS.attack_norm)
-    attacks = kg.evaluation.check_attack_names(
-        "autoattack" if FLAGS.attacks == ["autoattack"] else FLAGS.attacks,
-        FLAGS.attack_norm, FLAGS.protocol)
-    existing = kg.evaluation.existing_results(FLAGS.output_dir, FLAGS.protocol)
-    if existing and not FLAGS.overwrite:
-        raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
-    models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack
+    with validation.exit_on_bad_value("evaluate.py"):
+        epsilons = kg.evaluation.check_radii(
+            FLAGS.epsilons or kg.data.DATASETS[FLAGS.dataset].radii[FLAGS.attack_norm],
+            FLAGS.attack_norm)
+        attacks = kg.evaluation.check_attack_names(
+            "autoattack" if FLAGS.attacks == ["autoattack"] else FLAGS.attacks,
+            FLAGS.attack_norm, FLAGS.protocol)
+        existing = kg.evaluation.existing_results(FLAGS.output_dir, FLAGS.protocol)
+        if existing and not FLAGS.overwrite:
+            raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another "
+                                  "--output_dir.")
+        models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack
     x, y = training.test_images(FLAGS.dataset, FLAGS.num_images, data_dir=FLAGS.data_dir)
     common = dict(attack_norm=FLAGS.attack_norm, attacks=attacks, num_images=FLAGS.num_images,
                   batch_size=FLAGS.batch_size, seed=FLAGS.seed)

@@ -23,6 +23,7 @@ from absl import flags
 
 import keras_gradreg as kg
 from keras_gradreg import training
+from keras_gradreg import validation
 
 AUTOATTACK_IMAGES = 200
 """Images AutoAttack runs on by default, so that the main job stays within 10 minutes on
@@ -59,9 +60,13 @@ FLAGS = flags.FLAGS
 METHODS = {"undefended": "plain", "gradreg_l1": "gradreg", "pgd_at": "pgd_at"}
 
 
-def main(argv):
-    del argv
-    results_dir = os.path.join(FLAGS.output_dir, "results")
+def _results_dir() -> str:
+    return os.path.join(FLAGS.output_dir, "results")
+
+
+def _checked_flags() -> tuple:
+    """(epsilons, the three runs' configs), every flag checked before any work."""
+    results_dir = _results_dir()
     existing = (kg.evaluation.existing_results(results_dir)
                 + kg.evaluation.existing_results(results_dir, "autoattack"))
     if existing and not FLAGS.overwrite:
@@ -76,6 +81,13 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, train_limit=FLAGS.train_limit,
         overwrite=FLAGS.overwrite)) for name, method in METHODS.items()}  # all, before any work
+    return epsilons, configs
+
+
+def main(argv):
+    del argv
+    with validation.exit_on_bad_value("reproduce.py"):
+        epsilons, configs = _checked_flags()
     runs = {}
     for name, config in configs.items():
         finished = None if FLAGS.overwrite else training.finished_run(config)
@@ -118,9 +130,9 @@ def main(argv):
                        for r in cascade]
         print()
         print(kg.evaluation.format_autoattack_table(cascade, same_images))
-    paths = list(kg.write_results(reports, results_dir, overwrite=FLAGS.overwrite).values())
+    paths = list(kg.write_results(reports, _results_dir(), overwrite=FLAGS.overwrite).values())
     if cascade:
-        paths.append(kg.evaluation.write_autoattack_results(cascade, results_dir,
+        paths.append(kg.evaluation.write_autoattack_results(cascade, _results_dir(),
                                                             overwrite=FLAGS.overwrite))
     print("wrote", ", ".join(paths))
 

@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 
 from keras_gradreg import training
+from keras_gradreg import validation
 
 _DEFAULTS = training.TrainConfig(model_dir="")
 flags.DEFINE_string("model_dir", None, "Where the model, logs and backups go.", required=True)
@@ -97,7 +98,8 @@ def config_from_flags() -> training.TrainConfig:
 
 def main(argv):
     del argv
-    config = config_from_flags()
+    with validation.exit_on_bad_value("train.py"):
+        config = training.validate(config_from_flags())
     _, history, seconds = training.train(config)
     last = {k: round(v[-1], 4) for k, v in history.history.items()} if history.history else {}
     penalised = ""

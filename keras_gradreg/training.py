@@ -687,8 +687,11 @@ def _fit(config: TrainConfig, resume: _Resume, verbose: int) -> tuple:
         model.compile(optimizer=_optimizer(config, steps),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], jit_compile=config.jit_compile)
+        # shuffle=False: each epoch's order is already a function of (seed, epoch), and
+        # Keras ignores (with a warning) shuffle=True for a dataset.
         history = model.fit(train_data, epochs=config.epochs, initial_epoch=resume.epochs,
-                            steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+                            steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                            shuffle=False)
     # The time first, then the model (whose presence marks the run finished), then
     # the checkpoint goes: a kill between any two leaves a run that resumes or is done.
     if chief:

@@ -4,9 +4,10 @@ NumPy scalars (`np.float32(0.5)`, `np.int64(2)`) count as numbers; booleans, NaN
 infinities do not (unless a range is explicitly unbounded above).
 """
 
+import contextlib
 import math
 import numbers
-from typing import Any, Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 
 def check_choice(name: str, value: Any, allowed: Sequence) -> Any:
@@ -61,3 +62,15 @@ def check_number(
         message = f"{name}={value!r} must be {kind} {_range_text(low, high, low_open, high_open)}."
         raise ValueError(message + (f" {hint}" if hint else ""))
     return number
+
+
+@contextlib.contextmanager
+def exit_on_bad_value(script: str) -> Iterator[None]:
+    """For the example scripts' flag checks: a ValueError, FileExistsError or
+    FileNotFoundError raised inside (a bad flag value, found before any work) ends the
+    process with exit code 1 and one line, `SCRIPT: error: MESSAGE`, not a traceback.
+    The library itself raises; wrap only the checks, never the work."""
+    try:
+        yield
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        raise SystemExit(f"{script}: error: {error}") from None

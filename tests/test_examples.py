@@ -127,6 +127,8 @@ def test_refused_flags_leave_no_files(tmp_path):
     """reproduce.py checks all three runs' settings before it trains the first."""
     result = _run("reproduce.py", f"--output_dir={tmp_path}/rep", "--at_epsilon=nan", "--epochs=1")
     assert result.returncode != 0 and "at_epsilon=nan" in result.stderr
+    assert "Traceback" not in result.stderr  # one line, not a traceback through absl
+    assert result.stderr.strip().splitlines()[-1].startswith("reproduce.py: error: at_epsilon=nan")
     assert not os.path.exists(tmp_path / "rep")  # not even the first two models
 
 
@@ -162,6 +164,11 @@ def test_reproduce_on_tiny_settings(tmp_path):
 def test_bad_flags_name_the_value_and_the_choices(tmp_path):
     result = _run("train.py", f"--model_dir={tmp_path}", "--method=trades")
     assert result.returncode != 0 and "trades" in result.stderr and "pgd_at" in result.stderr
+    result = _run("train.py", f"--model_dir={tmp_path}/run", "--method=fgsm_at", "--at_epsilon=2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "train.py: error: at_epsilon=2.0 must be") and "--at_norm=l2" in result.stderr
+    assert not os.path.exists(tmp_path / "run")
     result = _run("quickstart.py", "--attack_norm=l3")
     assert result.returncode != 0 and "l3" in result.stderr and "l2" in result.stderr
 
@@ -179,14 +186,35 @@ def test_benchmark_writes_its_json_schema(tmp_path):
     assert set(rows) == {"plain", "gradreg", "gradreg_lazy", "pgd_at"}
     assert rows["plain"]["ratio"] == 1.0
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
-    refused = _run("benchmark.py", "--models=small_cnn", f"--output_json={out}")
-    assert refused.returncode != 0 and "exists" in refused.stderr
-    bad = _run("benchmark.py", "--methods=sgd")
-    assert bad.returncode != 0 and "'sgd'" in bad.stderr
-    bad = _run("benchmark.py", "--steps=3", "--penalty_every=2")
-    assert bad.returncode != 0 and "--steps=3" in bad.stderr and "--penalty_every=2" in bad.stderr
-    bad = _run("benchmark.py", "--evaluation", "--evaluations=default,square")
-    assert bad.returncode != 0 and "'square'" in bad.stderr and "cascade" in bad.stderr
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--methods=sgd"], "--methods: 'sgd' is not one of"),
+    (["--steps=3", "--penalty_every=2"], "--steps=3 must be a multiple of --penalty_every=2"),
+    (["--evaluation", "--evaluations=default,square"], "--evaluations: 'square' is not one of.*cascade"),
+    (["--output_json=EXISTING"], "--output_json .* exists"),
+])
+def test_benchmark_refuses_bad_flags_in_one_line_before_any_work(argv, match, tmp_path):
+    """In-process (no Python start-up): the script's own flag check and its one-line exit."""
+    import importlib.util
+
+    existing = tmp_path / "bench.json"
+    existing.write_text("{}")
+    spec = importlib.util.spec_from_file_location("benchmark_script", os.path.join(ROOT, "examples",
+                                                                                  "benchmark.py"))
+    module = sys.modules.get("benchmark_script")
+    if module is None:  # absl flags are defined once per process
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmark_script"] = module
+        spec.loader.exec_module(module)
+    module.FLAGS.unparse_flags()
+    module.FLAGS(["benchmark.py"] + [a.replace("EXISTING", str(existing)) for a in argv])
+    try:
+        with pytest.raises(SystemExit, match=f"^benchmark.py: error: {match}"):
+            module.main([])
+    finally:
+        module.FLAGS.unparse_flags()
+    assert existing.read_text() == "{}"
 
 
 def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):

@@ -121,7 +121,6 @@ def test_a_pgd_at_run_resumes_with_its_radius_ramp(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("settings", [
-    dict(method="fgsm_at", at_ramp_epochs=2),
     dict(method="n_fgsm", at_ramp_epochs=0, at_regularizer="adaptive_local_linearity",
          at_regularizer_weight=100.0),
     dict(method="fgsm_at", at_norm="l2", at_epsilon=1.0, at_ramp_epochs=1, at_regularizer="local_linearity",
