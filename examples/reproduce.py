@@ -104,7 +104,7 @@ def main(argv):
         print(f"{name}: attacking {len(x)} test images")
         reports.append(kg.evaluate_robustness(model, x, y, attack_norm="linf", epsilons=epsilons,
                                               num_images=FLAGS.num_images, seed=FLAGS.seed,
-                                              name=name, training_time=seconds, verbose=0))
+                                              name=name, training_time=seconds, verbose=1))
     print()
     print(kg.format_table(reports))
     print(f"gradreg_l1: lambda={FLAGS.penalty_weight}, h={FLAGS.h}, squared l1 norm (against l_inf), "
@@ -124,7 +124,7 @@ def main(argv):
             cascade += kg.evaluate_autoattack(
                 model, x[subset], y[subset], epsilon=epsilons, num_images=subset.stop,
                 seed=FLAGS.seed, name=name, budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget],
-                verbose=0)
+                verbose=1)
         by_name = {report.name: report for report in reports}
         same_images = [by_name[r.name].error_at(r.epsilon, images=range(subset.stop))
                        for r in cascade]

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import numbers
 import os
+import sys
 import time
 import warnings
 from typing import Any, Optional, Sequence, Union
@@ -27,6 +28,17 @@ from keras_gradreg import data as data_lib
 from keras_gradreg import files
 from keras_gradreg import metrics as metrics_lib
 from keras_gradreg import validation
+
+LOG_INTERVAL = 10.0
+"""Seconds between progress lines when the output is not a terminal (a log file): a
+bar redrawn in place on a terminal would otherwise write a line every 0.05 s."""
+
+
+def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progbar:
+    """A Keras Progbar with an ETA, live on a terminal, a line every LOG_INTERVAL s in a log."""
+    interval = 0.05 if sys.stdout.isatty() else LOG_INTERVAL
+    return keras.utils.Progbar(target, verbose=verbose, interval=interval, unit_name=unit_name)
+
 
 PROTOCOLS = ("minimum_distance", "autoattack")
 """minimum_distance: each image's smallest adversarial distance (the paper's table,
@@ -443,9 +455,9 @@ def evaluate_robustness(
     correct = judge.predict(x) == y
     batches = -(-int(correct.sum()) // batch_size)
     checks_runs = 2 + (x.ndim == 4 and not set(attacks) & set(attacks_lib.GRADIENT_FREE))
-    progress = keras.utils.Progbar(
+    progress = progress_bar(
         len(attacks) * batches + (checks_runs * len(epsilons) if sanity_checks else 0),
-        verbose=verbose, unit_name="attack batch")
+        verbose, "attack batch")
 
     attack_distances, adversarial, tolerance, seconds = {}, {}, 0.0, {}
     for attack_name in attacks:
@@ -618,8 +630,7 @@ def evaluate_autoattack(
             todo = np.flatnonzero(broken_by == "none")
             if verbose:
                 print(f"{attack_name} at {eps:g}: {len(todo)} images")
-            progress = keras.utils.Progbar(-(-len(todo) // batch_size), verbose=verbose,
-                                           unit_name="batch")
+            progress = progress_bar(-(-len(todo) // batch_size), verbose, "batch")
             start = time.perf_counter()
             for first in range(0, len(todo), batch_size):
                 idx = todo[first:first + batch_size]

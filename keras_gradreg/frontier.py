@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import os
+import time
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -94,6 +95,14 @@ def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = N
     entries += [Entry(f"pgd_at {steps} steps", dict(method="pgd_at", at_steps=steps))
                 for steps in sizes["pgd_steps"]]
     return entries
+
+
+def _progress_text(elapsed: float, done: int, total: int) -> str:
+    """"elapsed M:SS, about M:SS left" (the mean time of the runs done so far, times the
+    runs left: runs reused from an earlier frontier make it an underestimate at first)."""
+    clock = lambda s: f"{int(s) // 60}:{int(s) % 60:02d}"  # noqa: E731
+    left = f", about {clock(elapsed / done * (total - done))} left" if done else ""
+    return f"elapsed {clock(elapsed)}{left}"
 
 
 @dataclasses.dataclass
@@ -188,14 +197,15 @@ def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
     x, y = training.test_images(base.dataset, num_images, data_dir=base.data_dir,
                                 download=base.download)
     os.makedirs(os.path.join(output_dir, "evaluations"), exist_ok=True)
-    results = {}
-    for (name, seed), config in configs.items():
+    results, start = {}, time.monotonic()
+    for i, ((name, seed), config) in enumerate(configs.items()):
         if verbose:
-            print(f"{name}, seed {seed}", flush=True)
+            print(f"run {i + 1} of {len(configs)}: {name}, seed {seed}; "
+                  f"{_progress_text(time.monotonic() - start, i, len(configs))}", flush=True)
         if not training.is_finished(config):
             training.train(config, verbose=0)
         path = os.path.join(output_dir, "evaluations", _slug(name, seed) + ".json")
-        results[name, seed] = _evaluation(config, path, x, y, epsilon, budget, verbose=0)
+        results[name, seed] = _evaluation(config, path, x, y, epsilon, budget, verbose=verbose)
     points = []
     for entry in entries:
         rows = [results[entry.name, seed] for seed in seeds]

@@ -1,13 +1,13 @@
 """One process of the multi-host tests: GradRegModel `fit` under keras.distribution (JAX).
 
-Usage: python multi_host_job.py OUTPUT NUM_PROCESSES PROCESS_ID PORT [MODEL]
+Usage: python multi_host_job.py OUTPUT NUM_PROCESSES PROCESS_ID PORT
 
-MODEL "gradreg" (the default): trains a float64 GradRegModel for a few steps on global batches of 8 (each process gets
+Trains a float64 GradRegModel for a few steps on global batches of 8 (each process gets
 the same dataset; keras.distribution shards it) and saves the weights to OUTPUT.npz;
 then, from the same start, feeds each process its own part of each batch instead, the
 mistake the test must catch, and saves those weights to OUTPUT-pre_sharded.npz.
-MODEL "single_step": the same global batches through SingleStepAdversarialModel (N-FGSM
-with ELLE-A: random draws and a state shared by all processes), OUTPUT.npz only.
+Then the same global batches through SingleStepAdversarialModel (N-FGSM with ELLE-A:
+random draws and a state shared by all processes): OUTPUT-single_step.npz.
 """
 
 import os
@@ -18,7 +18,6 @@ os.environ["KERAS_BACKEND"] = "jax"
 import jax  # noqa: E402
 
 output, num_processes, process_id, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-kind = sys.argv[5] if len(sys.argv) > 5 else "gradreg"
 if num_processes > 1:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"localhost:{port}", num_processes, process_id,
@@ -34,18 +33,18 @@ from helpers import batch, small_cnn  # noqa: E402
 keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
 x, y = batch(n=32, shape=(6, 6, 2), dtype="float64")
 examples = tf.data.Dataset.from_tensor_slices((x, y))
-feeds = {"": examples.batch(8)}
-if kind == "gradreg":
-    feeds["-pre_sharded"] = examples.shard(num_processes, process_id).batch(8 // num_processes)
+feeds = {"": examples.batch(8),
+         "-pre_sharded": examples.shard(num_processes, process_id).batch(8 // num_processes),
+         "-single_step": examples.batch(8)}
 for suffix, data in feeds.items():
     keras.utils.set_random_seed(0)
-    if kind == "gradreg":
-        model = kg.GradRegModel.from_model(small_cnn(dtype="float64"), penalty_weight=1.0,
-                                           attack_norm="linf", penalty_every=2)
-    else:
+    if suffix == "-single_step":
         model = kg.SingleStepAdversarialModel.from_model(
             small_cnn(dtype="float64"), epsilon=0.1, method="n_fgsm", seed=3,
             regularizer="adaptive_local_linearity", regularizer_weight=30.0)
+    else:
+        model = kg.GradRegModel.from_model(small_cnn(dtype="float64"), penalty_weight=1.0,
+                                           attack_norm="linf", penalty_every=2)
     model.compile(keras.optimizers.SGD(0.5, momentum=0.5),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64"))
     history = model.fit(data, epochs=2, verbose=0)

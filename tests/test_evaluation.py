@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import sys
 import warnings
 
 import keras
@@ -299,3 +300,11 @@ def test_error_at_counts_only_the_images_asked_for_and_refuses_unevaluated_ones(
         report.error_at(0.1, images=[3, 7])
     with pytest.raises(ValueError, match="no image"):
         report.error_at(0.1, images=[])
+
+
+@pytest.mark.parametrize("tty,interval", [(True, 0.05), (False, kg.evaluation.LOG_INTERVAL)])
+def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(monkeypatch, tty,
+                                                                            interval):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    bar = kg.evaluation.progress_bar(7, 1, "attack batch")
+    assert (bar.target, bar.interval, bar.unit_name) == (7, interval, "attack batch")

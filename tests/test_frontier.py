@@ -105,3 +105,9 @@ def test_a_frontier_of_bad_settings_fails_before_any_training(tiny_grid, tmp_pat
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, num_images=8, seeds=(0, 0),
                               verbose=0)
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_progress_names_the_run_the_elapsed_and_the_remaining_time():
+    assert kg.frontier._progress_text(0.0, 0, 10) == "elapsed 0:00"
+    assert kg.frontier._progress_text(125.0, 5, 10) == "elapsed 2:05, about 2:05 left"
+    assert kg.frontier._progress_text(60.0, 3, 4) == "elapsed 1:00, about 0:20 left"

@@ -60,8 +60,10 @@ def _train_flags(model_dir):
 
 
 def test_two_processes_fit_to_the_weights_of_one_and_a_pre_sharded_feed_does_not(tmp_path):
-    """Same global batches: equal weights to float64 rounding. Each process feeding its
-    own half of every batch (the usual mistake) trains on other batches, and must differ."""
+    """Same global batches: equal weights to float64 rounding, for GradRegModel and for
+    single-step training (N-FGSM + ELLE-A: its random draws and adaptive weight are the
+    global batch's). Each process feeding its own half of every batch (the usual
+    mistake) trains on other batches, and must differ."""
     job = os.path.join(ROOT, "tests", "multi_host_job.py")
     runs = {n: _processes([job, str(tmp_path / str(n))], lambda i, port: [str(n), str(i), str(port)],
                           tmp_path, str(n), n) for n in (1, 2)}
@@ -70,22 +72,12 @@ def test_two_processes_fit_to_the_weights_of_one_and_a_pre_sharded_feed_does_not
     one, two, sharded = (np.load(tmp_path / name) for name in ("1.npz", "2.npz", "2-pre_sharded.npz"))
     for key in one.files:
         np.testing.assert_allclose(two[key], one[key], rtol=1e-10, atol=1e-12)
+    one_step, two_step = (np.load(tmp_path / f"{n}-single_step.npz") for n in (1, 2))
+    for key in one_step.files:
+        np.testing.assert_allclose(two_step[key], one_step[key], rtol=1e-10, atol=1e-12)
+    # the single-step model's file holds its radius and ELLE-A's 4 state variables too
+    assert len(one_step.files) == len(one.files) + 5
     assert max(np.abs(sharded[k] - one[k]).max() for k in one.files if k != "loss") > 1e-3
-
-
-def test_single_step_training_on_two_processes_equals_one(tmp_path):
-    """N-FGSM with ELLE-A: the random draws and the adaptive weight's state are those of
-    the global batch, so two processes train to the weights of one (float64)."""
-    job = os.path.join(ROOT, "tests", "multi_host_job.py")
-    runs = {n: _processes([job, str(tmp_path / str(n))],
-                          lambda i, port: [str(n), str(i), str(port), "single_step"], tmp_path, str(n), n)
-            for n in (1, 2)}
-    for n, jobs in runs.items():
-        _wait(jobs, tmp_path, str(n))
-    one, two = (np.load(tmp_path / name) for name in ("1.npz", "2.npz"))
-    for key in one.files:
-        np.testing.assert_allclose(two[key], one[key], rtol=1e-10, atol=1e-12)
-    assert not (tmp_path / "2-pre_sharded.npz").exists()
 
 
 def _weights(model_dir):
