@@ -35,9 +35,14 @@ bar redrawn in place on a terminal would otherwise write a line every 0.05 s."""
 
 
 def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progbar:
-    """A Keras Progbar with an ETA, live on a terminal, a line every LOG_INTERVAL s in a log."""
-    interval = 0.05 if sys.stdout.isatty() else LOG_INTERVAL
-    return keras.utils.Progbar(target, verbose=verbose, interval=interval, unit_name=unit_name)
+    """A Keras Progbar with an ETA: redrawn in place on a terminal; in a log, a new line
+    every LOG_INTERVAL s (Keras redraws in place on every POSIX system, which leaves a log
+    file one long line of backspaces)."""
+    terminal = sys.stdout.isatty()
+    bar = keras.utils.Progbar(target, verbose=verbose, interval=0.05 if terminal else LOG_INTERVAL,
+                              unit_name=unit_name)
+    bar._dynamic_display = terminal  # see backend.PRIVATE_KERAS_APIS
+    return bar
 
 
 PROTOCOLS = ("minimum_distance", "autoattack")

@@ -308,3 +308,4 @@ def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(mo
     monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
     bar = kg.evaluation.progress_bar(7, 1, "attack batch")
     assert (bar.target, bar.interval, bar.unit_name) == (7, interval, "attack batch")
+    assert bar._dynamic_display == tty  # a log gets new lines, not backspaces
