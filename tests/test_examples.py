@@ -175,7 +175,7 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
 
 def test_benchmark_writes_its_json_schema(tmp_path):
     out = tmp_path / "bench.json"
-    result = _run("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg,gradreg_lazy,pgd_at",
+    result = _run("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg_lazy",
                   "--rounds=1", "--steps=2", "--penalty_every=2", "--batch_size=32", "--memory",
                   f"--output_json={out}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -183,7 +183,7 @@ def test_benchmark_writes_its_json_schema(tmp_path):
     written = json.load(open(out))
     assert written["environment"]["backend"] == "tensorflow"
     rows = written["small_cnn"]
-    assert set(rows) == {"plain", "gradreg", "gradreg_lazy", "pgd_at"}
+    assert set(rows) == {"plain", "gradreg_lazy"}
     assert rows["plain"]["ratio"] == 1.0
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
 
