@@ -210,22 +210,38 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
     return result
 
 
-def print_evaluation_costs(results: dict) -> None:
+def stage_rows(result: dict, num_images: int) -> list:
+    """One model's evaluations as rows (protocol, stage, seconds, seconds per 1,000 images,
+    share of the protocol's time); the stages of each protocol add up to its time."""
+    rows = []
+    for protocol, timing in result.items():
+        total = timing["seconds"]
+        stages = dict(timing["split"])
+        stages["other"] = max(total - sum(stages.values()), 0.0)  # image checks, predictions
+        rows += [(protocol, stage, seconds, 1000 * seconds / num_images, seconds / total)
+                 for stage, seconds in stages.items()]
+        rows.append((protocol, "total", total, 1000 * total / num_images, 1.0))
+    return rows
+
+
+def print_evaluation_costs(results: dict, num_images: int) -> None:
     for path, r in results.items():
         print(f"\n{path}")
         for suite in (s for s in SUITES if f"minimum_distance_{s}" in r):
             m = r[f"minimum_distance_{suite}"]
-            split = ", ".join(f"{k} {v:.0f}" for k, v in m["split"].items())
             errors = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in m["error_at"].items())
-            print(f"  minimum distance, {suite}: {m['seconds']:.0f} s ({split}); mean distance "
-                  f"{m['mean_distance']:.4f}; error at {errors}; checks passed: {m['checks_passed']}")
-        if "autoattack" not in r:
-            continue
-        a = r["autoattack"]
-        split = ", ".join(f"{k} {v:.0f} s ({100 * a['robust_error_after'][k]:.1f} %)"
-                          for k, v in a["split"].items())
-        print(f"  AutoAttack at {FLAGS.epsilon:g}: {a['seconds']:.0f} s, robust error "
-              f"{100 * a['robust_error']:.1f} % (after each: {split})")
+            print(f"  minimum distance, {suite}: mean distance {m['mean_distance']:.4f}; error at "
+                  f"{errors}; checks passed: {m['checks_passed']}")
+        if "autoattack" in r:
+            a = r["autoattack"]
+            after = ", ".join(f"{k} {100 * v:.1f} %" for k, v in a["robust_error_after"].items())
+            print(f"  AutoAttack at {FLAGS.epsilon:g}: robust error {100 * a['robust_error']:.1f} % "
+                  f"(after each attack: {after})")
+        rows = [[protocol, stage, f"{seconds:.1f}", f"{per_1000:.1f}", f"{100 * share:.1f}"]
+                for protocol, stage, seconds, per_1000, share in stage_rows(r, num_images)]
+        print(kg.evaluation.render_table(
+            f"  seconds per stage, {num_images} images",
+            ["protocol", "stage", "seconds", "s per 1,000 images", "% of the protocol"], rows))
 
 
 def environment() -> dict:
@@ -279,7 +295,7 @@ def main(argv):
         results = {path: evaluation_costs(path, x, y) for path in FLAGS.model_path}
         env = dict(environment(), num_images=len(x))
         print(", ".join(f"{k} {v}" for k, v in env.items()))
-        print_evaluation_costs(results)
+        print_evaluation_costs(results, len(x))
         if FLAGS.output_json:
             files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env), indent=1))
         return

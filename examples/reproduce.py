@@ -119,13 +119,13 @@ def main(argv):
     cascade = []
     if FLAGS.autoattack_images:
         subset = slice(0, min(FLAGS.autoattack_images, len(x)))  # images of the table, in order
+        by_name = {report.name: report for report in reports}
         for name, (model, _) in runs.items():
             print(f"{name}: AutoAttack on {subset.stop} images at {', '.join(map(str, epsilons))}")
             cascade += kg.evaluate_autoattack(
                 model, x[subset], y[subset], epsilon=epsilons, num_images=subset.stop,
                 seed=FLAGS.seed, name=name, budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget],
-                verbose=1)
-        by_name = {report.name: report for report in reports}
+                adversarial=by_name[name].adversarial[subset], verbose=1)
         same_images = [by_name[r.name].error_at(r.epsilon, images=range(subset.stop))
                        for r in cascade]
         print()

@@ -19,6 +19,7 @@ one, else its last candidate. Callers verify (see evaluation._Judge, `within_rad
 """
 
 import dataclasses
+import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -533,7 +534,11 @@ def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAtt
 
     APGD-T and FAB-T run once per runner-up class, each run only on the images not yet
     broken within eps (with eps = inf, FAB-T runs every target on every image and keeps
-    each image's closest example).
+    each image's closest example). The graph is traced once, at the first call, for
+    batches of any size (no retracing as the batches shrink). FAB-T, which does not
+    depend on eps and draws nothing at random, remembers each image's runs: a later call
+    on the same image (a larger radius of the cascade) runs only the target classes it
+    has not run yet, with the answer a fresh run would give.
     """
     common = dict(clip_min=clip_min, clip_max=clip_max)
     graph = {
@@ -552,31 +557,52 @@ def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAtt
             model_fn, x, y, eps, attack_norm=attack_norm, queries=budget.square_queries,
             seed=seed, **common),
     }[name]
-    run = tf.function(graph, reduce_retracing=True)
+    traced = {}  # image shape -> the tf.function for batches of that shape
+    tracing = threading.Lock()  # batches may run in threads (see evaluation.WORKERS)
+    remembered = {}  # FAB-T: image and label bytes -> (targets run, closest example, its size)
+    targeted = name in ("apgd_t", "fab_t")
+
+    def run(x, y, eps, targets, seed):
+        with tracing:
+            if x.shape[1:] not in traced:
+                batch = tf.TensorSpec((None,) + x.shape[1:], tf.float32)
+                labels = tf.TensorSpec((None,), tf.int64)
+                traced[x.shape[1:]] = tf.function(graph, input_signature=[
+                    batch, labels, tf.TensorSpec((None,), tf.float32), labels,
+                    tf.TensorSpec((), tf.int32)])
+                traced[x.shape[1:]].get_concrete_function()  # trace here, once
+        return np.asarray(traced[x.shape[1:]](x, y, eps, targets, np.int32(seed)))
 
     def attack(x, y, eps):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
         eps = np.asarray(eps, np.float32)
         logits = np.asarray(model_fn(x))
-        targeted = name in ("apgd_t", "fab_t")
         rounds = min(budget.target_classes, logits.shape[1] - 1) if targeted else 1
         targets = runner_up_classes(logits, y, rounds)
         best = x.copy()
-        todo = np.ones(len(x), bool)
         distance = np.full(len(x), np.inf)
+        start = np.zeros(len(x), int)  # the first round each image still has to run
+        keys = [x[i].tobytes() + y[i].tobytes() for i in range(len(x))] if name == "fab_t" else []
+        for i, key in enumerate(keys):
+            if key in remembered:
+                start[i], best[i], distance[i] = remembered[key]
+        todo = ~(np.isfinite(distance)
+                 & within_radius(distance, eps, attack_norm, x, clip_min, clip_max))
         for r in range(rounds):
-            idx = np.flatnonzero(todo)
+            idx = np.flatnonzero(todo & (start <= r))
             if not len(idx):
-                break
-            found = np.asarray(run(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(eps[idx]),
-                                   tf.constant(targets[idx, r]), tf.constant(seed + r)))
+                continue
+            found = run(x[idx], y[idx], eps[idx], targets[idx, r], seed + r)
             wrong = np.argmax(np.asarray(model_fn(found)), axis=1) != y[idx]
             size = perturbation_norm(found, x[idx], attack_norm)
             closer = (wrong & (size < distance[idx])) if name == "fab_t" else (wrong | (r == 0))
             best[idx[closer]] = found[closer]
             distance[idx[closer & wrong]] = size[closer & wrong]
+            start[idx] = r + 1
             todo[idx] = ~(wrong & within_radius(size, eps[idx], attack_norm, x, clip_min, clip_max)
                           & np.isfinite(eps[idx]))
+        for i, key in enumerate(keys):
+            remembered[key] = (start[i], best[i], distance[i])
         return best
 
     return attack

@@ -260,3 +260,80 @@ def test_softmax_outputs_give_the_same_cascade():
     a = kg.evaluate_autoattack(model, x, y, **kwargs)
     b = kg.evaluate_autoattack(probs, x, y, **kwargs)
     assert a.robust_accuracy == b.robust_accuracy
+
+
+def test_fab_t_at_a_larger_radius_reuses_its_runs_and_breaks_what_a_fresh_run_breaks():
+    """FAB-T neither draws nor depends on eps: a second call on the same images runs only
+    the target classes the first did not, and breaks within the new radius exactly the
+    images a fresh attack breaks (the cascade's radii, run from the smallest)."""
+    model, x, y, w, logits = _linear_problem(5, seed=8, n=12)
+    true = _true_distance(w, logits, y, "linf")
+    small, large = (np.full(len(x), np.float32(np.quantile(true, q))) for q in (0.3, 0.8))
+    calls = []
+
+    def model_fn(images):
+        calls.append(len(images))
+        return model(images, training=False)
+
+    def broken(x_adv, eps):
+        size = kg.attacks.perturbation_norm(x_adv, x, "linf")
+        return (np.argmax(model.predict(x_adv, verbose=0), 1) != y) & kg.autoattack.within_radius(
+            size, eps, "linf", x, 0.0, 1.0)
+
+    remembering = kg.autoattack.make_attack("fab_t", model_fn, "linf", SMALL, 0.0, 1.0)
+    remembering(x, y, small)
+    first = len(calls)
+    again = remembering(x, y, large)
+    second = calls[first:]
+    fresh = kg.autoattack.make_attack("fab_t", model_fn, "linf", SMALL, 0.0, 1.0)(x, y, large)
+    np.testing.assert_array_equal(broken(again, large), broken(fresh, large))
+    assert 0 < broken(fresh, large).sum() < len(x)  # the radius separates the images
+    # after the small radius every image ran all 4 targets or stopped once broken within
+    # it, which it then is within the large one too: the second call only predicts once
+    assert second == [len(x)]
+    np.testing.assert_array_equal(remembering(x, y, large), again)  # the same answer again
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_cascade_gives_the_same_answer_however_many_batches_run_at_once(workers, monkeypatch):
+    model, x, y, w, logits = _linear_problem(5, seed=9, n=20, side=4)
+    eps = float(np.median(_true_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilon=eps, budget=SMALL, batch_size=6, verbose=0)
+    reference = kg.evaluate_autoattack(model, x, y, **kwargs)
+    monkeypatch.setattr(kg.evaluation, "WORKERS", workers)
+    again = kg.evaluate_autoattack(model, x, y, **kwargs)
+    np.testing.assert_array_equal(again.broken_by, reference.broken_by)
+    np.testing.assert_array_equal(again.adversarial, reference.adversarial)
+
+
+def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_them():
+    model, x, y, w, logits = _linear_problem(5, seed=10, n=16, side=4)
+    true = _true_distance(w, logits, y, "linf")
+    eps = float(np.quantile(true, 0.6))
+    kwargs = dict(epsilon=eps, budget=SMALL, attacks=("apgd_ce",), verbose=0)
+    alone = kg.evaluate_autoattack(model, x, y, **kwargs)
+    # closed-form crossings of each image's closest boundary (to class j: the l_inf step
+    # along sign(w_j - w_y) closes z_j - z_y at rate ||w_j - w_y||_1): just past it for
+    # the 4 closest images, twice the radius for the 4 farthest, and a tenth of the way
+    # (still correctly classified) for 4 more
+    gap = logits[np.arange(len(y)), y, None] - logits
+    rate = np.abs(w[:, y].T[:, :, None] - w[None]).sum(1)
+    closest = np.argmin(np.where(np.eye(5)[y] > 0, np.inf, gap / rate), axis=1)
+    direction = np.sign(w[:, closest] - w[:, y]).T.reshape(x.shape)
+    order = np.argsort(true)
+    close, far, weak = order[:4], order[-4:], order[4:8]
+    step = np.zeros(len(x))
+    step[close], step[far], step[weak] = 1.001 * true[close], 2 * eps, 0.1 * true[weak]
+    given = np.clip(x + step[:, None, None, None] * direction, 0, 1)
+    report = kg.evaluate_autoattack(model, x, y, adversarial=given, **kwargs)
+    assert report.attacks == (kg.evaluation.GIVEN, "apgd_ce")
+    counted = report.broken_by == kg.evaluation.GIVEN
+    assert set(np.flatnonzero(counted)) == set(close[1.001 * true[close] <= eps])
+    assert counted.sum() >= 3
+    np.testing.assert_array_equal(report.adversarial[counted], given[counted].astype(np.float32))
+    assert report.robust_error >= alone.robust_error
+    assert 1 - report.robust_after[kg.evaluation.GIVEN] == pytest.approx(counted.mean())
+    with pytest.raises(ValueError, match=r"adversarial has shape \(15, 4, 4, 1\)"):
+        kg.evaluate_autoattack(model, x, y, adversarial=given[1:], **kwargs)
+    table = kg.evaluation.format_autoattack_table([report])
+    assert "counting first the given examples" in table and "% after given" in table

@@ -162,6 +162,51 @@ def test_sanity_checks_stay_quiet_on_a_plain_model():
     assert kg.evaluation.MASKING_CHECK in {c.name for c in report.checks}  # Square ran
 
 
+def test_the_checks_attack_only_their_subset_and_say_on_how_many_images(monkeypatch):
+    """The PGD checks run on the first CHECK_IMAGES images and Square only on correctly
+    classified ones among them; a masking model still fails the masking check."""
+    model, x, y = _masked_model()
+    monkeypatch.setattr(kg.evaluation, "CHECK_IMAGES", 10)
+    calls = []
+    make_attack = kg.autoattack.make_attack
+
+    def counted(name, *args, **kwargs):
+        attack = make_attack(name, *args, **kwargs)
+
+        def run(images, labels, eps):
+            calls.append((name, len(images)))
+            return attack(images, labels, eps)
+
+        return run
+
+    monkeypatch.setattr(kg.autoattack, "make_attack", counted)
+    with pytest.warns(UserWarning, match="Sanity check 'gradient-free attack"):
+        report = kg.evaluate_robustness(model, x, y, attacks=("pgd",), epsilons=(0.1, 0.3),
+                                        settings=FAST, lower_bound=False, verbose=0)
+    checks = {c.name: c for c in report.checks}
+    correct = int((report.distances[:10] > 0).sum())
+    assert checks["error grows with epsilon"].images == 10
+    assert checks["doubling PGD steps changes little"].images == 10
+    assert "on 10 images" in checks["doubling PGD steps changes little"].detail
+    masking = checks[kg.evaluation.MASKING_CHECK]
+    assert masking.images == correct and f"of the {correct} correctly" in masking.detail
+    assert 0 < sum(n for name, n in calls if name == "square") <= correct
+    assert masking.value > kg.evaluation.GRADIENT_FREE_SHARE and not masking.passed
+    assert checks["unbounded attack succeeds"].images is None
+
+
+def test_minimum_distances_are_the_same_however_many_batches_run_at_once(monkeypatch):
+    model, x, y, _, _ = _linear_problem(seed=11, n=30, classes=4)
+    kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), batch_size=7,
+                  sanity_checks=False, lower_bound=False, verbose=0)
+    reference = kg.evaluate_robustness(model, x, y, **kwargs)
+    monkeypatch.setattr(kg.evaluation, "WORKERS", 3)
+    again = kg.evaluate_robustness(model, x, y, **kwargs)
+    np.testing.assert_array_equal(again.distances, reference.distances)
+    np.testing.assert_array_equal(again.adversarial, reference.adversarial)
+    assert np.isfinite(reference.distances).all()
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
