@@ -240,7 +240,7 @@ def print_evaluation_costs(results: dict, num_images: int) -> None:
         rows = [[protocol, stage, f"{seconds:.1f}", f"{per_1000:.1f}", f"{100 * share:.1f}"]
                 for protocol, stage, seconds, per_1000, share in stage_rows(r, num_images)]
         print(kg.evaluation.render_table(
-            f"  seconds per stage, {num_images} images",
+            f"seconds per stage, {num_images} images",
             ["protocol", "stage", "seconds", "s per 1,000 images", "% of the protocol"], rows))
 
 

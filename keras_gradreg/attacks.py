@@ -215,7 +215,6 @@ def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, setting
     unit = _unit_radius_attack(name, attack_norm, settings)
     restarts = settings.restarts if name == "pgd" else 1
 
-    @tf.function(reduce_retracing=True)
     def attack(x, y, eps):
         scale = tf.reshape(eps, [-1] + [1] * (len(x.shape) - 1))
 
@@ -231,7 +230,9 @@ def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, setting
             best = tf.where(tf.reshape(fooled, tf.shape(scale)), candidate, best)
         return best
 
-    return lambda x, y, eps: attack(x, tf.cast(y, tf.int64), tf.cast(eps, x.dtype))
+    run = autoattack_lib.traced_per_image_shape(attack)
+    return lambda x, y, eps: run(np.asarray(x, np.float32), np.asarray(y, np.int64),
+                                 np.asarray(eps, np.float32))
 
 
 def carlini_wagner(model_fn: Callable, settings: AttackSettings, clip_min: float,

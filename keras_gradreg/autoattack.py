@@ -528,14 +528,35 @@ def runner_up_classes(logits: np.ndarray, y: np.ndarray, count: int) -> np.ndarr
     return np.argsort(-scores, axis=1, kind="stable")[:, :count]
 
 
+def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec) -> Callable:
+    """fn(x, y, eps, *extra) as a tf.function traced once per image shape, for batches of
+    any size: x float32 (batch, ...), y int64 (batch,), eps float32 (batch,) radii, then
+    the `extra` arguments. Safe to call from several threads (see evaluation.WORKERS);
+    without it, each new batch size (the shrinking batches of a radius search or a
+    cascade) would trace again."""
+    traced, lock = {}, threading.Lock()
+
+    def call(x, y, eps, *args):
+        shape = tuple(x.shape[1:])
+        with lock:
+            if shape not in traced:
+                traced[shape] = tf.function(fn, input_signature=[
+                    tf.TensorSpec((None,) + shape, tf.float32), tf.TensorSpec((None,), tf.int64),
+                    tf.TensorSpec((None,), tf.float32), *extra])
+                traced[shape].get_concrete_function()  # trace here, once
+        return traced[shape](x, y, eps, *args)
+
+    return call
+
+
 def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAttackBudget,
                 clip_min: float, clip_max: float, seed: int = 0) -> Callable:
     """Attack `name` as f(x, y, eps) -> x_adv on NumPy batches, eps one radius per image.
 
     APGD-T and FAB-T run once per runner-up class, each run only on the images not yet
     broken within eps (with eps = inf, FAB-T runs every target on every image and keeps
-    each image's closest example). The graph is traced once, at the first call, for
-    batches of any size (no retracing as the batches shrink). FAB-T, which does not
+    each image's closest example). The graph is traced once per image shape (see
+    `traced_per_image_shape`). FAB-T, which does not
     depend on eps and draws nothing at random, remembers each image's runs: a later call
     on the same image (a larger radius of the cascade) runs only the target classes it
     has not run yet, with the answer a fresh run would give.
@@ -557,21 +578,10 @@ def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAtt
             model_fn, x, y, eps, attack_norm=attack_norm, queries=budget.square_queries,
             seed=seed, **common),
     }[name]
-    traced = {}  # image shape -> the tf.function for batches of that shape
-    tracing = threading.Lock()  # batches may run in threads (see evaluation.WORKERS)
+    run = traced_per_image_shape(graph, tf.TensorSpec((None,), tf.int64),  # targets
+                                 tf.TensorSpec((), tf.int32))  # seed
     remembered = {}  # FAB-T: image and label bytes -> (targets run, closest example, its size)
     targeted = name in ("apgd_t", "fab_t")
-
-    def run(x, y, eps, targets, seed):
-        with tracing:
-            if x.shape[1:] not in traced:
-                batch = tf.TensorSpec((None,) + x.shape[1:], tf.float32)
-                labels = tf.TensorSpec((None,), tf.int64)
-                traced[x.shape[1:]] = tf.function(graph, input_signature=[
-                    batch, labels, tf.TensorSpec((None,), tf.float32), labels,
-                    tf.TensorSpec((), tf.int32)])
-                traced[x.shape[1:]].get_concrete_function()  # trace here, once
-        return np.asarray(traced[x.shape[1:]](x, y, eps, targets, np.int32(seed)))
 
     def attack(x, y, eps):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
@@ -592,7 +602,7 @@ def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAtt
             idx = np.flatnonzero(todo & (start <= r))
             if not len(idx):
                 continue
-            found = run(x[idx], y[idx], eps[idx], targets[idx, r], seed + r)
+            found = np.asarray(run(x[idx], y[idx], eps[idx], targets[idx, r], np.int32(seed + r)))
             wrong = np.argmax(np.asarray(model_fn(found)), axis=1) != y[idx]
             size = perturbation_norm(found, x[idx], attack_norm)
             closer = (wrong & (size < distance[idx])) if name == "fab_t" else (wrong | (r == 0))
