@@ -21,6 +21,7 @@ from absl import flags
 
 import keras_gradreg as kg
 from keras_gradreg import training
+from keras_gradreg import validation
 
 _MAIN_JOB = training.TrainConfig(model_dir="", h=0.1, attack_norm="linf", at_epsilon=0.1)
 flags.DEFINE_string("output_dir", "runs/frontier", "Runs, evaluations and results go here.")
@@ -54,8 +55,8 @@ def _parse(flag, text, kind):
                          ) from None
 
 
-def main(argv):
-    del argv
+def _checked_flags() -> tuple:
+    """(base config, seeds, grid sizes), every flag checked before any work."""
     existing = kg.frontier.existing_results(FLAGS.output_dir)
     if existing and not FLAGS.overwrite:
         raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another --output_dir.")
@@ -69,6 +70,14 @@ def main(argv):
     base = dataclasses.replace(_MAIN_JOB, epochs=FLAGS.epochs, h=FLAGS.h,
                                train_limit=FLAGS.train_limit,
                                at_epsilon=FLAGS.epsilon if FLAGS.at_epsilon is None else FLAGS.at_epsilon)
+    kg.frontier.plan(base, FLAGS.output_dir, epsilon=FLAGS.epsilon, seeds=seeds, sizes=sizes)
+    return base, seeds, sizes
+
+
+def main(argv):
+    del argv
+    with validation.exit_on_bad_value("frontier.py"):
+        base, seeds, sizes = _checked_flags()
     points = kg.frontier.run_frontier(base, FLAGS.output_dir, epsilon=FLAGS.epsilon,
                                       num_images=FLAGS.num_images, seeds=seeds,
                                       sizes=sizes,

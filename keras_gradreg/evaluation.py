@@ -7,7 +7,6 @@ distances. Sanity checks after Carlini et al. (2019), "On Evaluating Adversarial
 Robustness", run with every evaluation and warn when they fail.
 """
 
-import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -69,18 +68,13 @@ GRADIENT_FREE_SHARE = 0.05
 the table, where every gradient attack failed, before that is a warning."""
 MORE_STEPS_CHANGE = 0.02
 """Largest rise in PGD's error at a radius, when its steps are doubled, that passes."""
-CHECK_IMAGES = 250
-"""Images the sanity checks attack: the first CHECK_IMAGES evaluated ones. They are
-checks, not measurements, sized for what they must detect: on 250 images a rise of
-MORE_STEPS_CHANGE is 5 images, and with about 240 of them correctly classified a
+CHECK_IMAGES = 256
+"""Images the sanity checks attack: the first CHECK_IMAGES evaluated ones (two batches
+of the default 128, so each check's attack traces once). They are checks, not
+measurements, sized for what they must detect: on 256 images a rise of
+MORE_STEPS_CHANGE is 5 images, and with about 245 of them correctly classified a
 gradient-free share of twice GRADIENT_FREE_SHARE fails the masking check with
 probability above 0.99 (binomial), while a share of 0 never does."""
-WORKERS = 2
-"""Batches of AutoAttack's attacks in flight at once, in threads (TensorFlow releases
-the GIL): 1.28x the throughput of one at a time on 2 CPU cores (2026-12-02), with
-results identical to one at a time, as each batch is attacked as it would be alone.
-CleverHans' attacks run one batch at a time: they draw from TensorFlow's global random
-state, whose order threads would change."""
 
 
 @dataclasses.dataclass
@@ -353,19 +347,14 @@ class _Judge:
         return in_range & (self.predict(x_adv) != labels)
 
 
-def _in_batches(fn, indices, batch_size, progress, workers=1):
-    """fn(batch) for each consecutive batch of `indices`, up to `workers` at a time;
-    yields (batch, result) in order, advancing `progress` by one a batch."""
-    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        for idx, result in zip(batches, pool.map(fn, batches)):
-            progress.add(1)
-            yield idx, result
-
-
-def _workers(attack_name: str) -> int:
-    """Batches of this attack that may run at once (see WORKERS)."""
-    return WORKERS if attack_name in autoattack.ATTACKS else 1
+def _in_batches(fn, indices, batch_size, progress):
+    """fn(batch) for each consecutive batch of `indices`; yields (batch, result) in
+    order, advancing `progress` by one a batch."""
+    for i in range(0, len(indices), batch_size):
+        idx = indices[i:i + batch_size]
+        result = fn(idx)
+        progress.add(1)
+        yield idx, result
 
 
 def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_eps,
@@ -393,7 +382,7 @@ def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_ep
                                             attack_norm, max_eps, settings.search_steps)
 
     for idx, (dist, x_adv, width) in _in_batches(attack_batch, np.flatnonzero(correct),
-                                                 judge.batch_size, progress, _workers(attack_name)):
+                                                 judge.batch_size, progress):
         tolerance = max(tolerance, float(np.max(width, initial=0.0)))
         found = np.isfinite(dist).reshape((-1,) + (1,) * (x.ndim - 1))
         distance[idx], examples[idx] = dist, np.where(found, x_adv, x[idx])
@@ -701,8 +690,7 @@ def evaluate_autoattack(
                 return x_adv, judge.is_adversarial(x_adv, y[idx]) & autoattack.within_radius(
                     size, eps, attack_norm, x, clip_min, clip_max)
 
-            for idx, (x_adv, ok) in _in_batches(attack_batch, todo, batch_size, progress,
-                                                _workers(attack_name)):
+            for idx, (x_adv, ok) in _in_batches(attack_batch, todo, batch_size, progress):
                 broken_by[idx[ok]] = attack_name
                 examples[idx[ok]] = x_adv[ok]
             seconds[attack_name] = time.perf_counter() - start
@@ -752,8 +740,7 @@ def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances
 
         batches = -(-int(checked.sum()) // judge.batch_size)  # the progress bar's share
         beaten = np.concatenate([np.zeros(0, bool)] + [
-            ok for _, ok in _in_batches(square_batch, unbroken, judge.batch_size, progress,
-                                        WORKERS)])
+            ok for _, ok in _in_batches(square_batch, unbroken, judge.batch_size, progress)])
         progress.add(batches - -(-len(unbroken) // judge.batch_size))
         names = ["square"]
     share = float(np.sum(beaten) / checked.sum())

@@ -165,6 +165,24 @@ def _evaluation(config: training.TrainConfig, path: str, x, y, epsilon: float,
     return result
 
 
+def plan(base: training.TrainConfig, output_dir: str, *, epsilon: float,
+         seeds: Sequence[int] = (0, 1), sizes: Optional[Mapping[str, Sequence]] = None) -> tuple:
+    """The runs of a frontier, every setting checked before any work (a ValueError names
+    the first bad one). Arguments as for `run_frontier`.
+
+    Returns:
+      (the grid's entries, {(name, seed): the run's TrainConfig}).
+    """
+    entries = grid(base, sizes)
+    if not len(seeds) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"seeds={list(seeds)!r} must be one or more different seeds.")
+    configs = {(entry.name, seed): training.validate(dataclasses.replace(
+        base, model_dir=os.path.join(output_dir, "runs", _slug(entry.name, seed)), seed=seed,
+        overwrite=False, **entry.settings)) for entry in entries for seed in seeds}
+    evaluation.check_radii([epsilon], "linf")
+    return entries, configs
+
+
 def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
                  num_images: int = 500, seeds: Sequence[int] = (0, 1),
                  sizes: Optional[Mapping[str, Sequence]] = None,
@@ -187,13 +205,7 @@ def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
     Returns:
       One Point per configuration, Pareto-optimal ones marked.
     """
-    entries = grid(base, sizes)
-    if not len(seeds) or len(set(seeds)) < len(seeds):
-        raise ValueError(f"seeds={list(seeds)!r} must be one or more different seeds.")
-    configs = {(entry.name, seed): training.validate(dataclasses.replace(
-        base, model_dir=os.path.join(output_dir, "runs", _slug(entry.name, seed)), seed=seed,
-        overwrite=False, **entry.settings)) for entry in entries for seed in seeds}  # all, first
-    evaluation.check_radii([epsilon], "linf")
+    entries, configs = plan(base, output_dir, epsilon=epsilon, seeds=seeds, sizes=sizes)
     x, y = training.test_images(base.dataset, num_images, data_dir=base.data_dir,
                                 download=base.download)
     os.makedirs(os.path.join(output_dir, "evaluations"), exist_ok=True)

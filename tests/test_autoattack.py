@@ -294,16 +294,23 @@ def test_fab_t_at_a_larger_radius_reuses_its_runs_and_breaks_what_a_fresh_run_br
     np.testing.assert_array_equal(remembering(x, y, large), again)  # the same answer again
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_the_cascade_gives_the_same_answer_however_many_batches_run_at_once(workers, monkeypatch):
-    model, x, y, w, logits = _linear_problem(5, seed=9, n=20, side=4)
-    eps = float(np.median(_true_distance(w, logits, y, "linf")))
-    kwargs = dict(epsilon=eps, budget=SMALL, batch_size=6, verbose=0)
-    reference = kg.evaluate_autoattack(model, x, y, **kwargs)
-    monkeypatch.setattr(kg.evaluation, "WORKERS", workers)
-    again = kg.evaluate_autoattack(model, x, y, **kwargs)
-    np.testing.assert_array_equal(again.broken_by, reference.broken_by)
-    np.testing.assert_array_equal(again.adversarial, reference.adversarial)
+def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
+    """The first batch size gets a graph, every other size shares one: no retracing as a
+    radius search's or a cascade's batches shrink, and the same answers as eager code."""
+    traces = []
+
+    def shifted(x, y, eps, offset):
+        traces.append(x.shape[0])  # runs only while tracing
+        return x + eps[:, None] + tf.cast(y, tf.float32)[:, None] + offset
+
+    run = kg.autoattack.traced_per_image_shape(shifted, tf.TensorSpec((), tf.float32))
+    rng = np.random.default_rng(0)
+    for n in (5, 3, 5, 2, 7, 3):
+        x = rng.uniform(size=(n, 4)).astype(np.float32)
+        y, eps = rng.integers(0, 3, n), rng.uniform(size=n).astype(np.float32)
+        np.testing.assert_allclose(run(x, y, eps, np.float32(0.5)),
+                                   x + eps[:, None] + y[:, None] + 0.5, rtol=1e-6)
+    assert traces == [5, None]
 
 
 def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_them():

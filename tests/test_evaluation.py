@@ -195,18 +195,6 @@ def test_the_checks_attack_only_their_subset_and_say_on_how_many_images(monkeypa
     assert checks["unbounded attack succeeds"].images is None
 
 
-def test_minimum_distances_are_the_same_however_many_batches_run_at_once(monkeypatch):
-    model, x, y, _, _ = _linear_problem(seed=11, n=30, classes=4)
-    kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), batch_size=7,
-                  sanity_checks=False, lower_bound=False, verbose=0)
-    reference = kg.evaluate_robustness(model, x, y, **kwargs)
-    monkeypatch.setattr(kg.evaluation, "WORKERS", 3)
-    again = kg.evaluate_robustness(model, x, y, **kwargs)
-    np.testing.assert_array_equal(again.distances, reference.distances)
-    np.testing.assert_array_equal(again.adversarial, reference.adversarial)
-    assert np.isfinite(reference.distances).all()
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -188,6 +188,20 @@ def test_benchmark_writes_its_json_schema(tmp_path):
     assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
 
 
+def _benchmark_module():
+    """examples/benchmark.py imported in this process (its absl flags are defined once)."""
+    import importlib.util
+
+    module = sys.modules.get("benchmark_script")
+    if module is None:
+        spec = importlib.util.spec_from_file_location(
+            "benchmark_script", os.path.join(ROOT, "examples", "benchmark.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmark_script"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--methods=sgd"], "--methods: 'sgd' is not one of"),
     (["--steps=3", "--penalty_every=2"], "--steps=3 must be a multiple of --penalty_every=2"),
@@ -196,17 +210,9 @@ def test_benchmark_writes_its_json_schema(tmp_path):
 ])
 def test_benchmark_refuses_bad_flags_in_one_line_before_any_work(argv, match, tmp_path):
     """In-process (no Python start-up): the script's own flag check and its one-line exit."""
-    import importlib.util
-
     existing = tmp_path / "bench.json"
     existing.write_text("{}")
-    spec = importlib.util.spec_from_file_location("benchmark_script", os.path.join(ROOT, "examples",
-                                                                                  "benchmark.py"))
-    module = sys.modules.get("benchmark_script")
-    if module is None:  # absl flags are defined once per process
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["benchmark_script"] = module
-        spec.loader.exec_module(module)
+    module = _benchmark_module()
     module.FLAGS.unparse_flags()
     module.FLAGS(["benchmark.py"] + [a.replace("EXISTING", str(existing)) for a in argv])
     try:
@@ -217,9 +223,25 @@ def test_benchmark_refuses_bad_flags_in_one_line_before_any_work(argv, match, tm
     assert existing.read_text() == "{}"
 
 
+def test_benchmark_evaluation_stages_add_up_to_each_protocol_and_scale_to_1000_images():
+    result = {"minimum_distance_default": {"seconds": 10.0, "split": {"apgd_ce": 4.0,
+                                                                     "sanity_checks": 2.0},
+                                           "mean_distance": 0.1},
+              "autoattack": {"seconds": 5.0, "split": {"apgd_ce": 1.0, "square": 4.0}}}
+    rows = _benchmark_module().stage_rows(result, num_images=250)
+    assert rows == [("minimum_distance_default", "apgd_ce", 4.0, 16.0, 0.4),
+                    ("minimum_distance_default", "sanity_checks", 2.0, 8.0, 0.2),
+                    ("minimum_distance_default", "other", 4.0, 16.0, 0.4),
+                    ("minimum_distance_default", "total", 10.0, 40.0, 1.0),
+                    ("autoattack", "apgd_ce", 1.0, 4.0, 0.2), ("autoattack", "square", 4.0, 16.0, 0.8),
+                    ("autoattack", "other", 0.0, 0.0, 0.0), ("autoattack", "total", 5.0, 20.0, 1.0)]
+
+
 def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):
     for flag, shown in [("--penalty_weights=10,ten", "--penalty_weights: 'ten' is not a number"),
                         ("--pgd_steps=0", "pgd_steps=0")]:
         result = _run("frontier.py", f"--output_dir={tmp_path}/f", flag)
-        assert result.returncode != 0 and shown in result.stderr, result.stderr[-2000:]
+        assert result.returncode == 1 and shown in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("frontier.py: error: ")
     assert not os.path.exists(tmp_path / "f")
