@@ -13,7 +13,7 @@ each image's smallest adversarial distance it is run inside a per-image search o
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -192,17 +192,19 @@ def _unit_radius_attack(name: str, attack_norm: str, settings: AttackSettings) -
 
 
 def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, settings: AttackSettings,
-                        clip_min: float, clip_max: float, seed: int = 0) -> Callable:
+                        clip_min: float, clip_max: float, seed: int = 0,
+                        cache: Optional[dict] = None) -> Callable:
     """A batched attack with one radius per image: f(x, y, eps) -> x_adv, ||x_adv - x|| <= eps.
 
     CleverHans takes one radius per call; in the coordinates z = x + (x' - x) / eps_i
     every image's ball has radius 1, so the attack runs there on the model
     z -> model_fn(x + eps_i (z - x)), with the data range mapped the same way.
     (SPSA, one image at a time, and AutoAttack's attacks take their radii directly.)
+    `cache`: see autoattack.traced_per_image_shape.
     """
     if name in autoattack_lib.ATTACKS:
         return autoattack_lib.make_attack(name, model_fn, attack_norm, settings.autoattack,
-                                      clip_min, clip_max, seed)
+                                          clip_min, clip_max, seed, cache)
     if name == "spsa":
         def attack_one_by_one(x, y, eps):
             return tf.concat([
@@ -230,7 +232,8 @@ def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, setting
             best = tf.where(tf.reshape(fooled, tf.shape(scale)), candidate, best)
         return best
 
-    run = autoattack_lib.traced_per_image_shape(attack)
+    run = autoattack_lib.traced_per_image_shape(
+        attack, cache=cache, key=(name, model_fn, attack_norm, settings, clip_min, clip_max))
     return lambda x, y, eps: run(np.asarray(x, np.float32), np.asarray(y, np.int64),
                                  np.asarray(eps, np.float32))
 

@@ -19,7 +19,7 @@ one, else its last candidate. Callers verify (see evaluation._Judge, `within_rad
 """
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -527,13 +527,23 @@ def runner_up_classes(logits: np.ndarray, y: np.ndarray, count: int) -> np.ndarr
     return np.argsort(-scores, axis=1, kind="stable")[:, :count]
 
 
-def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec) -> Callable:
+def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
+                           cache: Optional[dict] = None, key: Any = None) -> Callable:
     """fn(x, y, eps, *extra) as a tf.function traced at most twice per image shape: x
     float32 (batch, ...), y int64 (batch,), eps float32 (batch,) radii, then the `extra`
     arguments. The first batch size met gets a graph of its own (a graph for a known
     batch size ran 10 % faster on CPU), every other size shares one graph for any
-    size, so the shrinking batches of a radius search or a cascade do not trace again."""
-    traced = {}
+    size, so the shrinking batches of a radius search or a cascade do not trace again.
+
+    Args:
+      fn: the function to compile.
+      *extra: the specs of its arguments after eps.
+      cache: where the graphs live, under `key` (everything fn's graph depends on): a
+        dict that lasts as long as the model, so that every evaluation of it reuses
+        them (see evaluation.compiled_for); None: this function's own.
+      key: fn's key in `cache`.
+    """
+    traced = {} if cache is None else cache.setdefault(key, {})
 
     def call(x, y, eps, *args):
         graphs = traced.setdefault(tuple(x.shape[1:]), {})
@@ -548,16 +558,18 @@ def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec) -> Callable:
 
 
 def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAttackBudget,
-                clip_min: float, clip_max: float, seed: int = 0) -> Callable:
+                clip_min: float, clip_max: float, seed: int = 0,
+                cache: Optional[dict] = None) -> Callable:
     """Attack `name` as f(x, y, eps) -> x_adv on NumPy batches, eps one radius per image.
 
     APGD-T and FAB-T run once per runner-up class, each run only on the images not yet
     broken within eps (with eps = inf, FAB-T runs every target on every image and keeps
-    each image's closest example). The graph is traced once per image shape (see
-    `traced_per_image_shape`). FAB-T, which does not
-    depend on eps and draws nothing at random, remembers each image's runs: a later call
-    on the same image (a larger radius of the cascade) runs only the target classes it
-    has not run yet, with the answer a fresh run would give.
+    each image's closest example). The graph is traced at most twice per image shape
+    (see `traced_per_image_shape`). FAB-T, which neither depends on eps nor draws at
+    random, remembers each image's runs: a later call on the same image (a larger radius
+    of the cascade) runs only the target classes not run yet, and breaks within its
+    radius exactly the images a fresh attack would (returning the closest example found
+    over the targets run). `cache`: see `traced_per_image_shape`.
     """
     common = dict(clip_min=clip_min, clip_max=clip_max)
     graph = {
@@ -577,7 +589,9 @@ def make_attack(name: str, model_fn: Callable, attack_norm: str, budget: AutoAtt
             seed=seed, **common),
     }[name]
     run = traced_per_image_shape(graph, tf.TensorSpec((None,), tf.int64),  # targets
-                                 tf.TensorSpec((), tf.int32))  # seed
+                                 tf.TensorSpec((), tf.int32),  # seed
+                                 cache=cache, key=(name, model_fn, attack_norm, budget, clip_min,
+                                                   clip_max))
     remembered = {}  # FAB-T: image and label bytes -> (targets run, closest example, its size)
     targeted = name in ("apgd_t", "fab_t")
 

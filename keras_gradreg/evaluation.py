@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+import weakref
 from typing import Any, Optional, Sequence, Union
 
 import keras
@@ -274,9 +275,20 @@ def _as_arrays(x: Any, y: Any, num_images: int) -> tuple:
     return np.asarray(x), np.asarray(y)
 
 
+_COMPILED = weakref.WeakKeyDictionary()
+"""Per model, the functions compiled on it: its logits and every attack built on them."""
+
+
+def compiled_for(model: Any) -> dict:
+    """The functions compiled on `model`, kept as long as the model lives, so that every
+    evaluation of it (each protocol, each radius, the sanity checks) traces each attack
+    once (see autoattack.traced_per_image_shape). They hold the model only weakly."""
+    return _COMPILED.setdefault(model, {})
+
+
 def _class_scores(model: Any, x: np.ndarray, batch_size: int) -> tuple:
     """(images -> float32 logits, whether the model outputs probabilities, classes), the
-    function compiled for float32 batches of x's image shape."""
+    function compiled once per model and image shape (see `compiled_for`)."""
     sample = np.asarray(model(x[:batch_size], training=False))
     if sample.ndim != 2 or sample.shape[1] < 2 or not np.issubdtype(sample.dtype, np.floating):
         raise ValueError(
@@ -284,16 +296,21 @@ def _class_scores(model: Any, x: np.ndarray, batch_size: int) -> tuple:
             f"returned shape {sample.shape}, dtype {sample.dtype}."
         )
     probabilities = bool(np.all(sample >= 0) and np.allclose(sample.sum(1), 1.0, atol=1e-3))
+    key = ("logits", probabilities, tuple(x.shape[1:]))
+    compiled = compiled_for(model)
+    if key not in compiled:
+        held = weakref.ref(model)  # the cache lives in a dict keyed by the model
 
-    # compiled once for any batch size: the attacks' verifications call it hundreds of
-    # times a model, at 2.3x the speed of an eager call (small CNN, 128 digits, 2 CPU cores)
-    @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32)])
-    def model_fn(images):
-        outputs = tf.cast(model(images, training=False), tf.float32)
-        # log-probabilities differ from logits by a per-image constant: same attacks
-        return tf.math.log(tf.maximum(outputs, 1e-30)) if probabilities else outputs
+        # the attacks' verifications call it hundreds of times a model, compiled at 2.3x
+        # the speed of an eager call (small CNN, 128 digits, 2 CPU cores)
+        @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32)])
+        def model_fn(images):
+            outputs = tf.cast(held()(images, training=False), tf.float32)
+            # log-probabilities differ from logits by a per-image constant: same attacks
+            return tf.math.log(tf.maximum(outputs, 1e-30)) if probabilities else outputs
 
-    return model_fn, probabilities, sample.shape[1]
+        compiled[key] = model_fn
+    return compiled[key], probabilities, sample.shape[1]
 
 
 def _integer_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -336,6 +353,7 @@ class _Judge:
     clip_min: float
     clip_max: float
     batch_size: int
+    cache: Optional[dict] = None  # see compiled_for
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return np.concatenate([np.argmax(self.model_fn(images[i:i + self.batch_size]), 1)
@@ -369,7 +387,8 @@ def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_ep
         minimise = lambda images, labels: cw(tf.constant(images), tf.constant(labels))
     else:
         attack = attacks_lib.fixed_budget_attack(judge.model_fn, attack_name, attack_norm,
-                                                 settings, judge.clip_min, judge.clip_max, seed)
+                                                 settings, judge.clip_min, judge.clip_max, seed,
+                                                 judge.cache)
         minimise = lambda images, labels: attack(images, labels, np.full(len(images), np.inf))
 
     def attack_batch(idx):
@@ -482,7 +501,7 @@ def evaluate_robustness(
                                                          replace=False))
     x, y = x[indices].astype(np.float32), y[indices].astype(np.int64)
     tf.random.set_seed(seed)
-    judge = _Judge(model_fn, clip_min, clip_max, batch_size)
+    judge = _Judge(model_fn, clip_min, clip_max, batch_size, compiled_for(model))
     correct = judge.predict(x) == y
     batches = -(-int(correct.sum()) // batch_size)
     square_batches = -(-int(correct[:CHECK_IMAGES].sum()) // batch_size) if (
@@ -660,9 +679,10 @@ def evaluate_autoattack(
     indices = np.sort(np.random.default_rng(seed).choice(len(x), min(num_images, len(x)),
                                                          replace=False))
     x, y = x[indices].astype(np.float32), y[indices].astype(np.int64)
-    judge = _Judge(model_fn, clip_min, clip_max, batch_size)
+    judge = _Judge(model_fn, clip_min, clip_max, batch_size, compiled_for(model))
     stages = {attack_name: autoattack.make_attack(attack_name, model_fn, attack_norm, budget,
-                                                  clip_min, clip_max, seed + 1000 * number)
+                                                  clip_min, clip_max, seed + 1000 * number,
+                                                  judge.cache)
               for number, attack_name in enumerate(attacks)}
     run = {attack_name: lambda idx, eps, attack=attack: attack(x[idx], y[idx],
                                                                np.full(len(idx), eps))
@@ -730,7 +750,8 @@ def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances
         names = [a for a in attack_distances if a in attacks_lib.GRADIENT_FREE]
     else:
         square = autoattack.make_attack("square", judge.model_fn, attack_norm,
-                                        settings.autoattack, judge.clip_min, judge.clip_max)
+                                        settings.autoattack, judge.clip_min, judge.clip_max,
+                                        cache=judge.cache)
 
         def square_batch(idx):
             x_adv = np.asarray(square(x[idx], y[idx], largest[idx]))
@@ -760,7 +781,8 @@ def _sanity_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances
 
     def fixed_radius_error(attack_settings):
         attack = attacks_lib.fixed_budget_attack(judge.model_fn, "pgd", attack_norm,
-                                                 attack_settings, judge.clip_min, judge.clip_max)
+                                                 attack_settings, judge.clip_min, judge.clip_max,
+                                                 cache=judge.cache)
         errors = []
         for eps in epsilons:
             fooled = ~correct[subset]

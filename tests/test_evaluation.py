@@ -342,3 +342,39 @@ def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(mo
     bar = kg.evaluation.progress_bar(7, 1, "attack batch")
     assert (bar.target, bar.interval, bar.unit_name) == (7, interval, "attack batch")
     assert bar._dynamic_display == tty  # a log gets new lines, not backspaces
+
+
+def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive():
+    """A second evaluation of the same model (another protocol, another radius) traces
+    nothing new; the compiled functions go when the model goes."""
+    import gc
+    import weakref
+
+    model, x, y, _, _ = _linear_problem(seed=12, n=20, classes=4)
+    kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), settings=FAST,
+                  lower_bound=False, verbose=0)
+    kg.evaluate_robustness(model, x, y, **kwargs)
+    kg.evaluate_autoattack(model, x, y, epsilon=[0.05, 0.1], budget=kg.autoattack.SEARCH_BUDGET,
+                           verbose=0)
+
+    def compiled():
+        """{attack: [each of its graphs' tracing counts]}"""
+        return {key: [f.experimental_get_tracing_count() for graphs in per_shape.values()
+                      for f in graphs.values()]
+                for key, per_shape in kg.evaluation.compiled_for(model).items()
+                if isinstance(per_shape, dict)}
+
+    first = compiled()
+    kg.evaluate_robustness(model, x, y, **dict(kwargs, epsilons=(0.02, 0.2)))
+    kg.evaluate_autoattack(model, x, y, epsilon=0.2, budget=kg.autoattack.SEARCH_BUDGET,
+                           seed=3, verbose=0)
+    again = compiled()
+    # apgd_ce, fab_t and square (the masking check's) serve both protocols at this budget,
+    # beside the two PGDs of the checks and the cascade's apgd_t: none is built twice,
+    # each graph traced once, at most two a shape (the first batch size met, then any)
+    assert again.keys() == first.keys() and len(first) == 6
+    assert all(counts == [1] * len(counts) and len(counts) <= 2 for counts in again.values())
+    held = weakref.ref(model)
+    del model
+    gc.collect()
+    assert held() is None
