@@ -65,7 +65,7 @@ from keras_gradreg.penalty import stateless_input_gradient_penalty
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = (
     "adversarial_training",
