@@ -357,18 +357,18 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
     kg.evaluate_autoattack(model, x, y, epsilon=[0.05, 0.1], budget=kg.autoattack.SEARCH_BUDGET,
                            verbose=0)
 
-    def compiled():
+    def compiled(of):
         """{attack: [each of its graphs' tracing counts]}"""
         return {key: [f.experimental_get_tracing_count() for graphs in per_shape.values()
                       for f in graphs.values()]
-                for key, per_shape in kg.evaluation.compiled_for(model).items()
+                for key, per_shape in kg.evaluation.compiled_for(of).items()
                 if isinstance(per_shape, dict)}
 
-    first = compiled()
+    first = compiled(model)
     kg.evaluate_robustness(model, x, y, **dict(kwargs, epsilons=(0.02, 0.2)))
     kg.evaluate_autoattack(model, x, y, epsilon=0.2, budget=kg.autoattack.SEARCH_BUDGET,
                            seed=3, verbose=0)
-    again = compiled()
+    again = compiled(model)
     # apgd_ce, fab_t and square (the masking check's) serve both protocols at this budget,
     # beside the two PGDs of the checks and the cascade's apgd_t: none is built twice,
     # each graph traced once, at most two a shape (the first batch size met, then any)

@@ -27,6 +27,8 @@ PRIVATE_KERAS_APIS = (
     ("keras.utils.Progbar", "_dynamic_display", "evaluation.progress_bar: a line per update in a log"),
     ("tensorflow", "__internal__.distribute.strategy_supports_no_merge_call",
      "backend/tensorflow._apply_if (TensorFlow)"),
+    ("tf.function", "_omit_frequent_tracing_warning",
+     "autoattack.traced_per_image_shape: no false retracing warning (TensorFlow)"),
 )
 """Every private Keras (or TensorFlow) API keras_gradreg uses; tests/test_backends.py fails
 naming the one a Keras upgrade removed."""
