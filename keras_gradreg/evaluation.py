@@ -358,7 +358,8 @@ def _validate(attacks, x, y, num_classes, clip_min, clip_max):
 
 @dataclasses.dataclass
 class _Judge:
-    """Predicts in batches and verifies adversarial examples: misclassified and in range."""
+    """Predicts in batches and verifies adversarial examples: misclassified, in range and,
+    where a radius is given, within it."""
 
     model_fn: Any
     clip_min: float
@@ -374,6 +375,14 @@ class _Judge:
         in_range = np.all((x_adv >= self.clip_min) & (x_adv <= self.clip_max),
                           axis=tuple(range(1, x_adv.ndim)))
         return in_range & (self.predict(x_adv) != labels)
+
+    def breaks_within(self, x_adv: np.ndarray, x: np.ndarray, labels: np.ndarray, eps: Any,
+                      attack_norm: str) -> np.ndarray:
+        """Per image, whether x_adv is adversarial and within radius eps of x (up to
+        float32 rounding, see autoattack.within_radius)."""
+        size = attacks_lib.perturbation_norm(x_adv, x, attack_norm)
+        return self.is_adversarial(x_adv, labels) & autoattack.within_radius(
+            size, eps, attack_norm, x, self.clip_min, self.clip_max)
 
 
 def _in_batches(fn, indices, batch_size, progress):
@@ -717,9 +726,7 @@ def evaluate_autoattack(
 
             def attack_batch(idx, attack=attack, eps=eps):
                 x_adv = np.asarray(attack(idx, eps))
-                size = attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm)
-                return x_adv, judge.is_adversarial(x_adv, y[idx]) & autoattack.within_radius(
-                    size, eps, attack_norm, x, clip_min, clip_max)
+                return x_adv, judge.breaks_within(x_adv, x[idx], y[idx], eps, attack_norm)
 
             for idx, (x_adv, ok) in _in_batches(attack_batch, todo, batch_size, progress):
                 broken_by[idx[ok]] = attack_name
@@ -766,9 +773,7 @@ def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances
 
         def square_batch(idx):
             x_adv = np.asarray(square(x[idx], y[idx], largest[idx]))
-            size = attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm)
-            return judge.is_adversarial(x_adv, y[idx]) & autoattack.within_radius(
-                size, largest[idx], attack_norm, x, judge.clip_min, judge.clip_max)
+            return judge.breaks_within(x_adv, x[idx], y[idx], largest[idx], attack_norm)
 
         batches = -(-int(checked.sum()) // judge.batch_size)  # the progress bar's share
         beaten = np.concatenate([np.zeros(0, bool)] + [
