@@ -1,13 +1,17 @@
 """Robustness per unit of training cost: which method gives the most at a budget.
 
 `run_frontier` trains every run of a grid (the penalty over lambda and penalty_every;
-plain training; fast, free and PGD adversarial training) on the same setting, evaluates
-each with AutoAttack's standard cascade at one radius on the same test images, and
-returns one `Point` per configuration: training time (wall time of `fit`'s epochs, see
-training.py), clean and robust error, averaged over the seeds with their spread, and
-whether it is Pareto-optimal (no other configuration is both as fast and as robust, and
-better in one). Runs and evaluations already done with the same settings are reused,
-so a killed frontier resumes; results are never replaced without `overwrite`.
+plain training; single-step, free and PGD adversarial training) on the same setting,
+evaluates each with AutoAttack's standard cascade at one or more radii on the same test
+images, and returns one `Point` per configuration: training time (wall time of `fit`'s
+epochs, see training.py), clean and robust error, averaged over the seeds with their
+spread, how many seeds failed, and whether it is Pareto-optimal (no other configuration
+is both as fast and as robust, and better in one). Runs and evaluations already done
+with the same settings are reused, so a killed frontier resumes; results are never
+replaced without `overwrite`.
+
+`REGIMES` names the settings the README compares methods in (`Regime`): the radius and
+norm, the activation, the schedule, the grid and the radii each model is attacked at.
 """
 
 import csv
@@ -23,6 +27,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from keras_gradreg import autoattack
+from keras_gradreg import data as data_lib
 from keras_gradreg import evaluation
 from keras_gradreg import files
 from keras_gradreg import training
@@ -33,6 +38,9 @@ SMALL_GRID = {"penalty_weight": (10.0, 30.0), "penalty_every": (1, 4), "pgd_step
 FULL_GRID = {"penalty_weight": (1.0, 3.0, 10.0, 30.0), "penalty_every": (1, 2, 4),
              "pgd_steps": (3, 7)}
 RESULT_FILES = {"json": "frontier.json", "csv": "frontier.csv", "plot": "frontier.png"}
+NEVER_LEARNED = 0.5
+"""A seed whose clean error on the evaluation images is above this never learned the task
+(the other failure of single-step training at large radii, beside a collapse)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,20 +74,27 @@ def check_sizes(sizes: Mapping[str, Sequence]) -> dict:
     return checked
 
 
-def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = None) -> list:
+FAST_AND_FREE = (Entry("fgsm_at", dict(method="fgsm_at")), Entry("free_at", dict(method="free_at")))
+"""The cheap adversarial training of the first frontier: FGSM-RS and free training."""
+
+
+def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = None,
+         cheap: Sequence[Entry] = FAST_AND_FREE) -> list:
     """The configurations, each with its best-known settings on `base`'s budget.
 
-    Adversarial training uses `base.at_epsilon`, ramped over `base.at_ramp_epochs`; free
-    training runs ceil(epochs / m) epochs (m replays each, about as many updates as the
-    others) and ramps over ceil(at_ramp_epochs / m).
+    Adversarial training uses `base.at_epsilon` and `base.at_norm`, ramped over
+    `base.at_ramp_epochs`; free training runs ceil(epochs / m) epochs (m replays each,
+    about as many updates as the others) and ramps over ceil(at_ramp_epochs / m).
 
     Args:
       base: the setting shared by all runs.
       sizes: the penalty's lambdas and k's and PGD-AT's steps (see `check_sizes`);
         None: SMALL_GRID.
+      cheap: the single-step (and free) entries, run between the penalty and PGD-AT;
+        a "free_at" entry gets its epochs from `base` (and "m=M" in its name).
 
     Returns:
-      One Entry per configuration: plain, the penalty per (lambda, k), fgsm_at, free_at
+      One Entry per configuration: plain, the penalty per (lambda, k), the cheap ones,
       and pgd_at per step count.
     """
     sizes = check_sizes(SMALL_GRID if sizes is None else sizes)
@@ -87,14 +102,91 @@ def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = N
     entries += [Entry(f"gradreg lambda={lam:g} k={k}",
                       dict(method="gradreg", penalty_weight=lam, penalty_every=k))
                 for lam in sizes["penalty_weight"] for k in sizes["penalty_every"]]
-    entries.append(Entry("fgsm_at", dict(method="fgsm_at")))
     m = base.free_replays
-    entries.append(Entry(f"free_at m={m}", dict(
-        method="free_at", epochs=math.ceil(base.epochs / m),
-        at_ramp_epochs=math.ceil(base.at_ramp_epochs / m))))
+    for entry in cheap:
+        if entry.settings["method"] == "free_at":
+            entry = Entry(f"{entry.name} m={m}", dict(
+                entry.settings, epochs=math.ceil(base.epochs / m),
+                at_ramp_epochs=math.ceil(base.at_ramp_epochs / m)))
+        entries.append(entry)
     entries += [Entry(f"pgd_at {steps} steps", dict(method="pgd_at", at_steps=steps))
                 for steps in sizes["pgd_steps"]]
     return entries
+
+
+def _regularised(name: str, regularizer: str, weight: float) -> Entry:
+    return Entry(f"fgsm_at + {name} lambda={weight:g}", dict(
+        method="fgsm_at", at_regularizer=regularizer, at_regularizer_weight=weight))
+
+
+@dataclasses.dataclass(frozen=True)
+class Regime:
+    """A setting in which the methods are compared, and how its models are judged.
+
+    Attributes:
+      description: one line for tables and plots.
+      settings: the TrainConfig fields every run of the regime shares; "at_epsilon" and
+        "at_norm" are the radius adversarial training trains for and the evaluation's norm.
+      radii: the radii every model is attacked at (the trained one among them).
+      sizes: the default grid of the penalty and PGD-AT (see `check_sizes`).
+      cheap: the single-step (and free) entries (see `grid`).
+      seeds: the default seeds.
+      num_images: the default number of AutoAttack images.
+    """
+
+    description: str
+    settings: dict
+    radii: tuple
+    sizes: dict
+    cheap: tuple
+    seeds: tuple = (0, 1, 2)
+    num_images: int = 500
+
+    @property
+    def epsilon(self) -> float:
+        return self.settings["at_epsilon"]
+
+    @property
+    def attack_norm(self) -> str:
+        return self.settings["at_norm"]
+
+    def base(self, **changes) -> training.TrainConfig:
+        """The regime's shared TrainConfig (model_dir is set per run), with `changes`."""
+        return dataclasses.replace(training.TrainConfig(model_dir=""),
+                                   **dict(self.settings, **changes))
+
+
+_LINF = dict(at_epsilon=0.1, at_norm="linf", attack_norm="linf", h=0.1, epochs=10,
+             at_ramp_epochs=5, activation="relu")
+_L2 = dict(_LINF, at_epsilon=2.0, at_norm="l2", attack_norm="l2", h=1.0)
+_L2_GRID = {"penalty_weight": (30.0, 300.0), "penalty_every": (1, 4), "pgd_steps": (3, 7)}
+_L2_CHEAP = (Entry("fgsm_at", dict(method="fgsm_at")),
+             _regularised("gradient penalty", "gradient_penalty", 1.0))
+REGIMES = {
+    "linf_small": Regime(
+        "l_inf 0.1, ReLU, 10 epochs (the main job's setting)", _LINF, (0.05, 0.1, 0.2),
+        SMALL_GRID, FAST_AND_FREE, seeds=(0, 1)),
+    "collapse": Regime(
+        "l_inf 0.3, ReLU, 20 epochs, a 2-epoch radius ramp: single-step training collapses",
+        dict(_LINF, at_epsilon=0.3, h=0.3, epochs=20, at_ramp_epochs=2), (0.2, 0.3, 0.4),
+        {"penalty_weight": (30.0,), "penalty_every": (4,), "pgd_steps": (3, 7)},
+        (Entry("fgsm_at", dict(method="fgsm_at")), Entry("n_fgsm", dict(method="n_fgsm")),
+         _regularised("ELLE", "local_linearity", 100.0),
+         _regularised("ELLE", "local_linearity", 1000.0),
+         _regularised("ELLE-A", "adaptive_local_linearity", 1000.0),
+         _regularised("gradient penalty", "gradient_penalty", 10.0),
+         _regularised("gradient penalty", "gradient_penalty", 100.0),
+         _regularised("GradAlign", "grad_align", 1.0)), num_images=200),
+    "l2": Regime("l2 2.0, ReLU, 10 epochs", _L2, (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP,
+                 num_images=200),
+    "smooth_linf": Regime("l_inf 0.1, softplus, 10 epochs", dict(_LINF, activation="softplus"),
+                          (0.05, 0.1, 0.2), SMALL_GRID, FAST_AND_FREE, num_images=200),
+    "smooth_l2": Regime("l2 2.0, softplus, 10 epochs", dict(_L2, activation="softplus"),
+                        (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP, num_images=200),
+}
+"""The regimes of the README's "Which method at which budget" (examples/frontier.py
+--regime); the penalty's h is the l_inf radius in l_inf regimes and half the l2 radius
+in l2 ones."""
 
 
 def _progress_text(elapsed: float, done: int, total: int) -> str:
@@ -107,7 +199,11 @@ def _progress_text(elapsed: float, done: int, total: int) -> str:
 
 @dataclasses.dataclass
 class Point:
-    """One configuration's result over its seeds (means; spreads are max - min)."""
+    """One configuration's result over its seeds (means; spreads are max - min).
+
+    robust_error is at the radius adversarial training was trained for; robust_errors at
+    each of `radii`, in order.
+    """
 
     name: str
     method: str
@@ -121,6 +217,10 @@ class Point:
     seconds_spread: float
     pareto: bool = False
     catastrophic_overfitting: int = 0  # seeds whose RobustnessMonitor flagged it
+    never_learned: int = 0  # seeds with clean error above NEVER_LEARNED
+    regularizer: str = "none"
+    radii: tuple = ()
+    robust_errors: tuple = ()
 
 
 def pareto_optimal(times: Sequence[float], errors: Sequence[float]) -> np.ndarray:
@@ -141,71 +241,91 @@ def _collapsed(model_dir: str) -> bool:
         return any(float(row.get("catastrophic_overfitting") or 0) > 0 for row in csv.DictReader(f))
 
 
-def _evaluation(config: training.TrainConfig, path: str, x, y, epsilon: float,
+def _evaluation(config: training.TrainConfig, path: str, x, y, radii: Sequence[float],
                 budget: autoattack.AutoAttackBudget, verbose: int) -> dict:
-    """The run's AutoAttack result at epsilon, from `path` if it was computed with the
-    same settings (images, budget), else computed and written whole."""
-    wanted = {"epsilon": epsilon, "num_images": len(x), "budget": dataclasses.asdict(budget),
-              "settings": training.settings(config)}
+    """The run's AutoAttack results at `radii` (config.at_norm), from `path` if they were
+    computed with the same settings (images, budget, radii), else computed and written whole."""
+    wanted = {"radii": list(radii), "attack_norm": config.at_norm, "num_images": len(x),
+              "budget": dataclasses.asdict(budget), "settings": training.settings(config)}
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
         if {k: stored.get(k) for k in wanted} == wanted:
             return stored
     model, seconds = training.finished_run(config)
-    report = evaluation.evaluate_autoattack(model, x, y, epsilon=epsilon, num_images=len(x),
-                                            budget=budget, verbose=verbose,
-                                            name=os.path.basename(config.model_dir))
-    epochs = config.epochs
-    result = dict(wanted, train_seconds=seconds, epoch_seconds=seconds / epochs,
-                  clean_error=report.clean_error, robust_error=report.robust_error,
-                  attack_seconds=report.seconds,
+    reports = evaluation.evaluate_autoattack(
+        model, x, y, epsilon=list(radii), attack_norm=config.at_norm, num_images=len(x),
+        budget=budget, verbose=verbose, name=os.path.basename(config.model_dir))
+    result = dict(wanted, train_seconds=seconds, epoch_seconds=seconds / config.epochs,
+                  clean_error=reports[0].clean_error,
+                  robust_errors=[r.robust_error for r in reports],
+                  attack_seconds=sum(sum(r.seconds.values()) for r in reports),
                   catastrophic_overfitting=_collapsed(config.model_dir))
     files.write_text(path, json.dumps(result, indent=1))
     return result
 
 
+def _radii(epsilon: float, radii: Optional[Sequence[float]], attack_norm: str,
+           dataset: str) -> tuple:
+    """The evaluation's radii, checked, in increasing order; epsilon must be among them."""
+    dims = math.prod(data_lib.DATASETS[dataset].image_shape)
+    radii = tuple(sorted(evaluation.check_radii((epsilon,) if radii is None else radii,
+                                                attack_norm, dims=dims)))
+    if len(set(radii)) < len(radii):
+        raise ValueError(f"radii={list(radii)!r} repeats a radius; each is attacked once.")
+    if epsilon not in radii:
+        raise ValueError(f"epsilon={epsilon!r} must be one of radii={list(radii)!r}: the table's "
+                         "headline is the robust error at the trained radius.")
+    return radii
+
+
 def plan(base: training.TrainConfig, output_dir: str, *, epsilon: float,
-         seeds: Sequence[int] = (0, 1), sizes: Optional[Mapping[str, Sequence]] = None) -> tuple:
+         radii: Optional[Sequence[float]] = None, seeds: Sequence[int] = (0, 1),
+         sizes: Optional[Mapping[str, Sequence]] = None,
+         cheap: Sequence[Entry] = FAST_AND_FREE) -> tuple:
     """The runs of a frontier, every setting checked before any work (a ValueError names
     the first bad one). Arguments as for `run_frontier`.
 
     Returns:
-      (the grid's entries, {(name, seed): the run's TrainConfig}).
+      (the grid's entries, {(name, seed): the run's TrainConfig}, the radii in order).
     """
-    entries = grid(base, sizes)
+    entries = grid(base, sizes, cheap)
     if not len(seeds) or len(set(seeds)) < len(seeds):
         raise ValueError(f"seeds={list(seeds)!r} must be one or more different seeds.")
     configs = {(entry.name, seed): training.validate(dataclasses.replace(
         base, model_dir=os.path.join(output_dir, "runs", _slug(entry.name, seed)), seed=seed,
         overwrite=False, **entry.settings)) for entry in entries for seed in seeds}
-    evaluation.check_radii([epsilon], "linf")
-    return entries, configs
+    return entries, configs, _radii(epsilon, radii, base.at_norm, base.dataset)
 
 
 def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
-                 num_images: int = 500, seeds: Sequence[int] = (0, 1),
-                 sizes: Optional[Mapping[str, Sequence]] = None,
+                 radii: Optional[Sequence[float]] = None, num_images: int = 500,
+                 seeds: Sequence[int] = (0, 1), sizes: Optional[Mapping[str, Sequence]] = None,
+                 cheap: Sequence[Entry] = FAST_AND_FREE,
                  budget: autoattack.AutoAttackBudget = autoattack.STANDARD_BUDGET,
                  verbose: int = 1) -> list:
     """Trains and evaluates every configuration of the grid, each seed in its own run.
 
     Args:
-      base: the setting shared by all runs (dataset, model, epochs, optimizer, ...;
-        `model_dir` and `method` are set per run).
+      base: the setting shared by all runs (dataset, model, epochs, optimizer, the
+        radius and norm of adversarial training, ...; `model_dir` and `method` are set
+        per run). A `Regime`'s `base()` is one.
       output_dir: runs go to OUTPUT_DIR/runs/NAME-sSEED, evaluations to
         OUTPUT_DIR/evaluations/NAME-sSEED.json.
-      epsilon: the l_inf radius of the robust error.
+      epsilon: the radius of the table's headline robust error (in base.at_norm).
+      radii: every radius each model is attacked at, epsilon among them (None: epsilon).
       num_images: test images, the same for every run.
       seeds: one run per seed and configuration.
       sizes: the grid (see `grid`); None: SMALL_GRID, FULL_GRID is the whole one.
+      cheap: the single-step and free entries (see `grid`).
       budget: AutoAttack's budgets (its standard ones by default).
       verbose: 1 prints progress.
 
     Returns:
       One Point per configuration, Pareto-optimal ones marked.
     """
-    entries, configs = plan(base, output_dir, epsilon=epsilon, seeds=seeds, sizes=sizes)
+    entries, configs, radii = plan(base, output_dir, epsilon=epsilon, radii=radii, seeds=seeds,
+                                   sizes=sizes, cheap=cheap)
     x, y = training.test_images(base.dataset, num_images, data_dir=base.data_dir,
                                 download=base.download)
     os.makedirs(os.path.join(output_dir, "evaluations"), exist_ok=True)
@@ -217,43 +337,63 @@ def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
         if not training.is_finished(config):
             training.train(config, verbose=0)
         path = os.path.join(output_dir, "evaluations", _slug(name, seed) + ".json")
-        results[name, seed] = _evaluation(config, path, x, y, epsilon, budget, verbose=verbose)
-    points = []
-    for entry in entries:
-        rows = [results[entry.name, seed] for seed in seeds]
-        column = lambda key: np.array([r[key] for r in rows], float)  # noqa: E731
-        points.append(Point(
-            name=entry.name, method=entry.settings["method"], seeds=tuple(seeds),
-            train_seconds=float(column("train_seconds").mean()),
-            epoch_seconds=float(column("epoch_seconds").mean()),
-            clean_error=float(column("clean_error").mean()),
-            robust_error=float(column("robust_error").mean()),
-            robust_spread=float(np.ptp(column("robust_error"))),
-            clean_spread=float(np.ptp(column("clean_error"))),
-            seconds_spread=float(np.ptp(column("train_seconds"))),
-            catastrophic_overfitting=int(sum(r["catastrophic_overfitting"] for r in rows))))
+        results[name, seed] = _evaluation(config, path, x, y, radii, budget, verbose=verbose)
+    points = [_point(entry, [results[entry.name, seed] for seed in seeds], seeds, radii,
+                     radii.index(epsilon)) for entry in entries]
     optimal = pareto_optimal([p.train_seconds for p in points], [p.robust_error for p in points])
     for point, best in zip(points, optimal):
         point.pareto = bool(best)
     return points
 
 
+def _point(entry: Entry, rows: Sequence[dict], seeds: Sequence[int], radii: tuple,
+           trained: int) -> Point:
+    """One configuration's Point from its seeds' evaluations."""
+    column = lambda key: np.array([r[key] for r in rows], float)  # noqa: E731
+    robust = column("robust_errors")  # seeds x radii
+    return Point(
+        name=entry.name, method=entry.settings["method"], seeds=tuple(seeds),
+        train_seconds=float(column("train_seconds").mean()),
+        epoch_seconds=float(column("epoch_seconds").mean()),
+        clean_error=float(column("clean_error").mean()),
+        robust_error=float(robust[:, trained].mean()),
+        robust_spread=float(np.ptp(robust[:, trained])),
+        clean_spread=float(np.ptp(column("clean_error"))),
+        seconds_spread=float(np.ptp(column("train_seconds"))),
+        catastrophic_overfitting=int(sum(r["catastrophic_overfitting"] for r in rows)),
+        never_learned=int(np.sum(column("clean_error") > NEVER_LEARNED)),
+        regularizer=entry.settings.get("at_regularizer", "none"), radii=radii,
+        robust_errors=tuple(float(e) for e in robust.mean(axis=0)))
+
+
 def _slug(name: str, seed: int) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_") + f"-s{seed}"
 
 
-def format_frontier(points: Sequence[Point], epsilon: float, num_images: int) -> str:
-    """The table behind the plot, fastest first; * marks the Pareto-optimal runs."""
-    header = ["", "run", "train s", "s / epoch", "% clean error", f"% robust error at {epsilon:g}",
-              "spread (pts)", "collapsed"]
+def _norm_text(attack_norm: str) -> str:
+    return "l_inf" if attack_norm == "linf" else attack_norm
+
+
+def format_frontier(points: Sequence[Point], epsilon: float, num_images: int,
+                    attack_norm: str = "linf") -> str:
+    """The table behind the plot, fastest first; * marks the Pareto-optimal runs (on the
+    robust error at epsilon, the trained radius). "failed" counts the seeds that collapsed
+    (the RobustnessMonitor's verdict) or never learned (clean error above NEVER_LEARNED)."""
+    radii = points[0].radii or (epsilon,)
+    header = (["", "run", "train s", "s / epoch", "% clean error"]
+              + [f"% robust at {r:g}" + (" (trained)" if r == epsilon and len(radii) > 1 else "")
+                 for r in radii]
+              + ["spread (pts)", "failed: collapsed / never learned"])
     rows = [["*" if p.pareto else "", p.name, f"{p.train_seconds:.1f}", f"{p.epoch_seconds:.2f}",
-             f"{100 * p.clean_error:.1f}", f"{100 * p.robust_error:.1f}",
-             f"{100 * p.robust_spread:.1f}",
-             f"{p.catastrophic_overfitting}/{len(p.seeds)}" if p.method.endswith("_at") else "-"]
+             f"{100 * p.clean_error:.1f}"]
+            + [f"{100 * e:.1f}" for e in (p.robust_errors or (p.robust_error,))]
+            + [f"{100 * p.robust_spread:.1f}",
+               f"{p.catastrophic_overfitting} / {p.never_learned} of {len(p.seeds)}"]
             for p in sorted(points, key=lambda p: p.train_seconds)]
     return evaluation.render_table(
-        f"AutoAttack (standard) robust error at l_inf {epsilon:g}, {num_images} test images, "
-        f"mean of seeds {', '.join(map(str, points[0].seeds))} (spread: max - min)", header, rows)
+        f"AutoAttack (standard) robust error, {_norm_text(attack_norm)}, {num_images} test "
+        f"images, mean of seeds {', '.join(map(str, points[0].seeds))} (spread: max - min at "
+        f"{epsilon:g})", header, rows)
 
 
 def existing_results(output_dir: str) -> list:
@@ -262,7 +402,7 @@ def existing_results(output_dir: str) -> list:
 
 
 def write_frontier(points: Sequence[Point], output_dir: str, epsilon: float,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, attack_norm: str = "linf") -> dict:
     """frontier.json, frontier.csv and frontier.png, written whole and together; refuses
     to replace existing ones unless `overwrite`. Returns the paths."""
     from keras_gradreg import plotting
@@ -281,8 +421,9 @@ def write_frontier(points: Sequence[Point], output_dir: str, epsilon: float,
             files.replaced_atomically(paths["csv"]) as csv_path, \
             files.replaced_atomically(paths["plot"]) as plot_path:
         with open(json_path, "w") as f:
-            json.dump({"epsilon": epsilon, "points": rows}, f, indent=1)
+            json.dump({"epsilon": epsilon, "attack_norm": attack_norm, "points": rows}, f,
+                      indent=1)
         with open(csv_path, "w") as f:
             f.write(table.getvalue())
-        plotting.plot_frontier(points, epsilon, plot_path)
+        plotting.plot_frontier(points, epsilon, plot_path, _norm_text(attack_norm))
     return paths

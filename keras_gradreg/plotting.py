@@ -42,27 +42,35 @@ def plot_error_curves(reports: Sequence, path: str) -> None:
     plt.close(figure)
 
 
-def plot_frontier(points: Sequence, epsilon: float, path: str) -> None:
+_COLOURS = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_at": "tab:orange",
+            "n_fgsm": "tab:brown", "free_at": "tab:green", "pgd_at": "tab:red",
+            "local_linearity": "tab:purple", "adaptive_local_linearity": "tab:pink",
+            "gradient_penalty": "tab:cyan", "grad_align": "tab:olive"}
+"""A colour per training method, and per regulariser of single-step training."""
+
+
+def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_inf") -> None:
     """Robust error at epsilon and clean error against training time, one marker per
     configuration (frontier.Point), error bars over the seeds; the Pareto-optimal ones
-    filled and joined by the frontier's staircase."""
+    filled and joined by the frontier's staircase. Points attacked at several radii get
+    a third panel: robust error against the radius, one line per configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    colours = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_at": "tab:orange",
-               "free_at": "tab:green", "pgd_at": "tab:red"}
-    panels = ((axes[0], "robust_error", "robust_spread", f"% robust error at l_inf {epsilon:g}"),
+    several = len(points[0].radii) > 1
+    figure, axes = plt.subplots(1, 3 if several else 2, figsize=(16 if several else 11, 4.5))
+    colour = lambda p: _COLOURS.get(  # noqa: E731
+        p.method if p.regularizer == "none" else p.regularizer, "k")
+    panels = ((axes[0], "robust_error", "robust_spread", f"% robust error at {norm} {epsilon:g}"),
               (axes[1], "clean_error", "clean_spread", "% clean error"))
     for axis, key, spread, label in panels:
         for p in points:
             value = 100 * getattr(p, key)
             axis.errorbar(p.train_seconds, value, yerr=50 * getattr(p, spread),
-                          xerr=p.seconds_spread / 2, fmt="o", color=colours.get(p.method, "k"),
-                          markerfacecolor=colours.get(p.method, "k") if p.pareto else "white",
-                          capsize=2)
+                          xerr=p.seconds_spread / 2, fmt="o", color=colour(p),
+                          markerfacecolor=colour(p) if p.pareto else "white", capsize=2)
             axis.annotate(p.name, (p.train_seconds, value), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
         axis.set_xscale("log")
@@ -74,6 +82,15 @@ def plot_frontier(points: Sequence, epsilon: float, path: str) -> None:
     axes[0].step([p.train_seconds for p in best], [100 * p.robust_error for p in best],
                  where="post", color="0.6", linewidth=1, zorder=0)
     axes[0].set_title("filled: Pareto-optimal (no run both faster and more robust)", fontsize=8)
+    if several:
+        for p in points:
+            axes[2].plot(p.radii, [100 * e for e in p.robust_errors], marker="o", color=colour(p),
+                         label=p.name, linestyle="--" if p.method == "gradreg" else "-")
+        axes[2].axvline(epsilon, color="0.85", linewidth=0.8, zorder=0)
+        axes[2].set_xlabel(f"radius ({norm}); grey: the trained one")
+        axes[2].set_ylabel("% robust error")
+        axes[2].set_ylim(0, 100)
+        axes[2].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -238,9 +238,12 @@ def test_benchmark_evaluation_stages_add_up_to_each_protocol_and_scale_to_1000_i
 
 
 def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):
-    for flag, shown in [("--penalty_weights=10,ten", "--penalty_weights: 'ten' is not a number"),
-                        ("--pgd_steps=0", "pgd_steps=0")]:
-        result = _run("frontier.py", f"--output_dir={tmp_path}/f", flag)
+    for flags, shown in [(["--penalty_weights=10,ten"], "--penalty_weights: 'ten' is not a number"),
+                         (["--pgd_steps=0"], "pgd_steps=0"),
+                         (["--regime=collapse", "--radii=0.2,0.4"],
+                          "epsilon=0.3 must be one of radii=[0.2, 0.4]"),
+                         (["--regime=l2", "--radii=1,2,40"], "epsilon 40.0")]:
+        result = _run("frontier.py", f"--output_dir={tmp_path}/f", *flags)
         assert result.returncode == 1 and shown in result.stderr, result.stderr[-2000:]
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("frontier.py: error: ")

@@ -34,6 +34,54 @@ def test_the_grids_hold_every_method_with_its_own_budget():
     chosen = frontier.grid(base, dict(penalty_weight=[100], penalty_every=[1, 8], pgd_steps=[5]))
     assert [e.name for e in chosen if e.settings["method"] in ("gradreg", "pgd_at")] == [
         "gradreg lambda=100 k=1", "gradreg lambda=100 k=8", "pgd_at 5 steps"]
+    cheap = [frontier.Entry("n_fgsm", dict(method="n_fgsm")),
+             frontier.Entry("free", dict(method="free_at", at_regularizer="none"))]
+    mine = frontier.grid(dataclasses.replace(base, epochs=7, at_ramp_epochs=3), cheap=cheap)
+    assert [e.name for e in mine][5:7] == ["n_fgsm", "free m=4"]
+    assert mine[6].settings == dict(method="free_at", at_regularizer="none", epochs=2,
+                                    at_ramp_epochs=1)
+
+
+@pytest.mark.parametrize("name", sorted(frontier.REGIMES))
+def test_every_regime_plans_valid_runs_with_its_trained_radius_among_its_radii(name, tmp_path):
+    regime = frontier.REGIMES[name]
+    entries, configs, radii = frontier.plan(regime.base(), str(tmp_path), epsilon=regime.epsilon,
+                                            radii=regime.radii, seeds=regime.seeds,
+                                            sizes=regime.sizes, cheap=regime.cheap)
+    assert regime.epsilon in radii and list(radii) == sorted(regime.radii)
+    assert len(configs) == len(entries) * len(regime.seeds)
+    for config in configs.values():  # every run trains, and is judged, in the regime's norm
+        assert config.at_norm == config.attack_norm == regime.attack_norm
+        assert config.at_epsilon == regime.epsilon
+        assert config.activation == regime.settings["activation"]
+    assert not os.listdir(tmp_path)  # planning builds nothing
+
+
+def test_the_collapse_regime_runs_each_single_step_method_and_regulariser():
+    cheap = frontier.REGIMES["collapse"].cheap
+    assert {e.settings["method"] for e in cheap} == set(training.SINGLE_STEP)
+    assert {e.settings.get("at_regularizer", "none") for e in cheap} == set(
+        kg.adversarial_training.AT_REGULARIZERS)
+
+
+def test_a_point_averages_its_seeds_per_radius_and_counts_each_failure():
+    rows = [dict(train_seconds=10.0, epoch_seconds=1.0, clean_error=0.02, robust_errors=[0.2, 0.5],
+                 catastrophic_overfitting=False),
+            dict(train_seconds=14.0, epoch_seconds=1.4, clean_error=0.04, robust_errors=[0.4, 1.0],
+                 catastrophic_overfitting=True),
+            dict(train_seconds=12.0, epoch_seconds=1.2, clean_error=0.9, robust_errors=[1.0, 1.0],
+                 catastrophic_overfitting=False)]
+    entry = frontier.Entry("e", dict(method="fgsm_at", at_regularizer="grad_align"))
+    point = frontier._point(entry, rows, (0, 1, 2), (0.1, 0.3), trained=1)
+    assert point.robust_errors == pytest.approx((1.6 / 3, 2.5 / 3))
+    assert point.robust_error == pytest.approx(2.5 / 3) and point.robust_spread == pytest.approx(0.5)
+    assert point.clean_error == pytest.approx(0.32) and point.clean_spread == pytest.approx(0.88)
+    assert point.train_seconds == 12.0 and point.seconds_spread == 4.0
+    assert (point.catastrophic_overfitting, point.never_learned) == (1, 1)
+    assert point.regularizer == "grad_align" and point.radii == (0.1, 0.3)
+    table = frontier.format_frontier([point], 0.3, 200)
+    assert "% robust at 0.1" in table and "% robust at 0.3 (trained)" in table
+    assert "1 / 1 of 3" in table and "83.3" in table and "53.3" in table
 
 
 @pytest.mark.parametrize("sizes,match", [
@@ -59,13 +107,15 @@ def tiny_grid(monkeypatch):
 def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid, tmp_path,
                                                                         monkeypatch):
     out = str(tmp_path / "frontier")
-    quick = dict(epsilon=0.1, num_images=8, seeds=(0,), budget=kg.autoattack.SEARCH_BUDGET,
-                 verbose=0)
+    quick = dict(epsilon=0.1, radii=(0.2, 0.1), num_images=8, seeds=(0,),
+                 budget=kg.autoattack.SEARCH_BUDGET, verbose=0)
     points = frontier.run_frontier(tiny_grid, out, **quick)
     assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=2", "fgsm_at", "free_at m=2",
                                         "pgd_at 2 steps"]
     assert all(p.train_seconds > 0 and 0 <= p.robust_error <= 1 for p in points)
-    assert all(p.robust_error >= p.clean_error for p in points)
+    assert all(p.radii == (0.1, 0.2) and p.robust_error == p.robust_errors[0] for p in points)
+    # every model is judged at each radius; a larger ball breaks at least as many images
+    assert all(p.clean_error <= p.robust_errors[0] <= p.robust_errors[1] for p in points)
     free = next(p for p in points if p.method == "free_at")
     assert free.train_seconds == pytest.approx(free.epoch_seconds * 1)  # ceil(2 / 2) epochs
     best = [p for p in points if p.pareto]
@@ -74,7 +124,8 @@ def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid
     evaluations = sorted(os.listdir(os.path.join(out, "evaluations")))
     assert len(evaluations) == 5
     stored = json.load(open(os.path.join(out, "evaluations", evaluations[0])))
-    assert stored["epsilon"] == 0.1 and stored["num_images"] == 8
+    assert stored["radii"] == [0.1, 0.2] and stored["num_images"] == 8
+    assert stored["attack_norm"] == "linf"
 
     # Again: every run and evaluation is reused, nothing is trained or attacked.
     def refuse(*args, **kwargs):
@@ -91,7 +142,28 @@ def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid
     with pytest.raises(FileExistsError, match="overwrite"):
         frontier.write_frontier(points, out, 0.1)
     table = frontier.format_frontier(points, 0.1, 8)
-    assert "% robust error at 0.1" in table and "pgd_at 2 steps" in table
+    assert "% robust at 0.1 (trained)" in table and "pgd_at 2 steps" in table
+
+
+def test_an_l2_frontier_trains_and_attacks_in_l2(tmp_path):
+    base = training.TrainConfig(model_dir="", epochs=1, batch_size=64, train_limit=128, h=0.5,
+                                at_epsilon=1.0, at_norm="l2", attack_norm="l2", at_ramp_epochs=0)
+    out = str(tmp_path / "l2")
+    points = frontier.run_frontier(
+        base, out, epsilon=1.0, radii=(1.0, 2.0), num_images=8, seeds=(0,),
+        sizes=dict(penalty_weight=[10], penalty_every=[1], pgd_steps=[1]),
+        cheap=[frontier.Entry("fgsm_at", dict(method="fgsm_at"))],
+        budget=kg.autoattack.SEARCH_BUDGET, verbose=0)
+    assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=1", "fgsm_at", "pgd_at 1 steps"]
+    for name, norm in [("gradreg_lambda_10_k_1", "attack_norm"), ("fgsm_at", "at_norm"),
+                       ("pgd_at_1_steps", "at_norm")]:
+        path = os.path.join(out, "runs", f"{name}-s0", training.SETTINGS_FILE)
+        assert json.load(open(path))[norm] == "l2"
+    stored = json.load(open(os.path.join(out, "evaluations", "plain-s0.json")))
+    assert stored["attack_norm"] == "l2" and stored["radii"] == [1.0, 2.0]
+    assert all(p.robust_errors[0] <= p.robust_errors[1] for p in points)
+    paths = frontier.write_frontier(points, out, 1.0, attack_norm="l2")
+    assert json.load(open(paths["json"]))["attack_norm"] == "l2"
 
 
 def test_a_frontier_of_bad_settings_fails_before_any_training(tiny_grid, tmp_path):
@@ -101,6 +173,12 @@ def test_a_frontier_of_bad_settings_fails_before_any_training(tiny_grid, tmp_pat
     with pytest.raises(ValueError, match="epsilon=1.5"):
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=1.5, num_images=8, seeds=(0,),
                               verbose=0)
+    with pytest.raises(ValueError, match=r"epsilon=0.1 must be one of radii=\[0.2, 0.3\]"):
+        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, radii=(0.3, 0.2),
+                              num_images=8, seeds=(0,), verbose=0)
+    with pytest.raises(ValueError, match="repeats a radius"):
+        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, radii=(0.1, 0.1),
+                              num_images=8, seeds=(0,), verbose=0)
     with pytest.raises(ValueError, match=r"seeds=\[0, 0\]"):
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, num_images=8, seeds=(0, 0),
                               verbose=0)
