@@ -911,8 +911,7 @@ AUTOATTACK_FILE = "autoattack.json"
 def existing_results(output_dir: str, protocol: str = "minimum_distance") -> list:
     """The result files of a protocol already in output_dir (check before a long evaluation)."""
     names = RESULT_FILES.values() if protocol == "minimum_distance" else [AUTOATTACK_FILE]
-    return [os.path.join(output_dir, name) for name in names
-            if os.path.exists(os.path.join(output_dir, name))]
+    return files.existing(output_dir, names)
 
 
 def write_autoattack_results(reports: Sequence[AutoAttackReport], output_dir: str,
@@ -933,7 +932,8 @@ def write_results(reports: Sequence[RobustnessReport], output_dir: str,
     """Writes results.json, results.csv and error_vs_distance.png into output_dir.
 
     Refuses, before writing anything, to replace existing result files unless
-    `overwrite` is set. The files are written whole or not at all.
+    `overwrite` is set. The three are replaced as one set (files.replaced_together): a
+    kill at any moment leaves the old three or the new three.
 
     Returns:
       The paths written, by kind.
@@ -941,17 +941,9 @@ def write_results(reports: Sequence[RobustnessReport], output_dir: str,
     from keras_gradreg import plotting  # matplotlib is imported only when plotting
 
     paths = {kind: os.path.join(output_dir, name) for kind, name in RESULT_FILES.items()}
-    existing = existing_results(output_dir)
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{', '.join(existing)} already exist(s); pass overwrite=True (--overwrite) to "
-            "replace them, or choose another output directory."
-        )
+    files.refuse_to_replace(existing_results(output_dir), overwrite)
     os.makedirs(output_dir, exist_ok=True)
-    # All three are written to temporary names first and renamed into place together.
-    with files.replaced_atomically(paths["json"]) as json_path, \
-            files.replaced_atomically(paths["csv"]) as csv_path, \
-            files.replaced_atomically(paths["plot"]) as plot_path:
+    with files.replaced_together(list(paths.values())) as (json_path, csv_path, plot_path):
         with open(json_path, "w") as f:
             json.dump([r.to_dict() for r in reports], f, indent=1)
         with open(csv_path, "w", newline="") as f:
