@@ -63,13 +63,17 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
     figure, axes = plt.subplots(1, 3 if several else 2, figsize=(16 if several else 11, 4.5))
     colour = lambda p: _COLOURS.get(  # noqa: E731
         p.method if p.regularizer == "none" else p.regularizer, "k")
+    markers, used = {}, {}  # variants of a method (lambdas, steps) share its colour, not its marker
+    for p in points:
+        used[colour(p)] = used.get(colour(p), -1) + 1
+        markers[p.name] = "osD^v"[used[colour(p)] % 5]
     panels = ((axes[0], "robust_error", "robust_spread", f"% robust error at {norm} {epsilon:g}"),
               (axes[1], "clean_error", "clean_spread", "% clean error"))
     for axis, key, spread, label in panels:
         for p in points:
             value = 100 * getattr(p, key)
             axis.errorbar(p.train_seconds, value, yerr=50 * getattr(p, spread),
-                          xerr=p.seconds_spread / 2, fmt="o", color=colour(p),
+                          xerr=p.seconds_spread / 2, fmt=markers[p.name], color=colour(p),
                           markerfacecolor=colour(p) if p.pareto else "white", capsize=2)
             axis.annotate(p.name, (p.train_seconds, value), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
@@ -84,7 +88,8 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
     axes[0].set_title("filled: Pareto-optimal (no run both faster and more robust)", fontsize=8)
     if several:
         for p in points:
-            axes[2].plot(p.radii, [100 * e for e in p.robust_errors], marker="o", color=colour(p),
+            axes[2].plot(p.radii, [100 * e for e in p.robust_errors], marker=markers[p.name],
+                         color=colour(p),
                          label=p.name, linestyle="--" if p.method == "gradreg" else "-")
         axes[2].axvline(epsilon, color="0.85", linewidth=0.8, zorder=0)
         axes[2].set_xlabel(f"radius ({norm}); grey: the trained one")

@@ -242,7 +242,7 @@ def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):
                          (["--pgd_steps=0"], "pgd_steps=0"),
                          (["--regime=collapse", "--radii=0.2,0.4"],
                           "epsilon=0.3 must be one of radii=[0.2, 0.4]"),
-                         (["--regime=l2", "--radii=1,2,40"], "epsilon 40.0")]:
+                         (["--regime=l2", "--radii=1,2,40"], "epsilon=40.0 must be")]:
         result = _run("frontier.py", f"--output_dir={tmp_path}/f", *flags)
         assert result.returncode == 1 and shown in result.stderr, result.stderr[-2000:]
         assert "Traceback" not in result.stderr

@@ -138,6 +138,7 @@ def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid
 
     paths = frontier.write_frontier(points, out, 0.1)
     assert json.load(open(paths["json"]))["points"][0]["name"] == "plain"
+    assert frontier.read_frontier(paths["json"]) == (points, 0.1, "linf")
     assert os.path.getsize(paths["plot"]) > 1000
     with pytest.raises(FileExistsError, match="overwrite"):
         frontier.write_frontier(points, out, 0.1)
