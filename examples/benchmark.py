@@ -74,6 +74,28 @@ flags.DEFINE_float("epsilon", 0.3, "--evaluation: the l_inf radius of the AutoAt
 SUITES = {"default": None, "cleverhans": ("fgm", "pgd", "mim"), "autoattack": "autoattack"}
 """The minimum-distance evaluations --evaluations can time: their `attacks` argument."""
 EVALUATIONS = (*SUITES, "cascade")
+FORMAT_VERSION = 2
+"""Of the --output_json files. 2: the evaluation's protocols under keys that say what they
+hold (`protocol_key`); 1 (no "format_version"): "minimum_distance_SUITE" and, for the
+cascade, "autoattack". `read_results` reads both."""
+CASCADE_KEY = "autoattack_cascade"
+
+
+def protocol_key(suite: str) -> str:
+    """The results key of the minimum-distance protocol with a suite of attacks."""
+    return f"minimum_distance/{suite}_attacks"
+
+
+def read_results(path: str) -> dict:
+    """An --output_json file in the current format, whichever version wrote it."""
+    with open(path) as f:
+        results = json.load(f)
+    if results.get("format_version", 1) == 1 and results.get("environment", {}).get("num_images"):
+        old = {f"minimum_distance_{suite}": protocol_key(suite) for suite in SUITES}
+        old["autoattack"] = CASCADE_KEY
+        results = {path: {old.get(k, k): v for k, v in model.items()} if path != "environment"
+                   else model for path, model in results.items()}
+    return dict(results, format_version=FORMAT_VERSION)
 flags.DEFINE_list("evaluations", list(EVALUATIONS), f"--evaluation: which to time, from "
                   f"{list(EVALUATIONS)} (cascade: AutoAttack at --epsilon).")
 flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in this process.")
@@ -89,7 +111,7 @@ def build(model_name: str, method: str) -> tuple:
     zoo, shape, batch = MODELS[model_name]
     batch = FLAGS.batch_size or batch
     keras.utils.set_random_seed(0)
-    base = kg.models.build_model(zoo, shape, 10, "softplus")
+    base = kg.architectures.build_model(zoo, shape, 10, "softplus")
     if method == "plain":
         model = base
     elif method == "pgd_at":
@@ -192,7 +214,7 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
         start = time.perf_counter()
         report = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=SUITES[suite],
                                         num_images=len(x), verbose=0)
-        result[f"minimum_distance_{suite}"] = {
+        result[protocol_key(suite)] = {
             "seconds": time.perf_counter() - start, "split": report.seconds,
             "mean_distance": report.mean_distance,
             "error_at": {f"{e:g}": report.error_at(e) for e in report.epsilons},
@@ -202,9 +224,9 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
     if "cascade" not in FLAGS.evaluations:
         return result
     start = time.perf_counter()
-    cascade = kg.evaluate_autoattack(model, x, y, epsilon=FLAGS.epsilon, num_images=len(x),
-                                     verbose=0)
-    result["autoattack"] = {"seconds": time.perf_counter() - start, "split": cascade.seconds,
+    cascade, = kg.evaluate_autoattack(model, x, y, epsilons=FLAGS.epsilon, num_images=len(x),
+                                      verbose=0)
+    result[CASCADE_KEY] = {"seconds": time.perf_counter() - start, "split": cascade.seconds,
                             "robust_error": cascade.robust_error,
                             "robust_error_after": {a: 1 - v for a, v in cascade.robust_after.items()}}
     return result
@@ -227,13 +249,13 @@ def stage_rows(result: dict, num_images: int) -> list:
 def print_evaluation_costs(results: dict, num_images: int) -> None:
     for path, r in results.items():
         print(f"\n{path}")
-        for suite in (s for s in SUITES if f"minimum_distance_{s}" in r):
-            m = r[f"minimum_distance_{suite}"]
+        for suite in (s for s in SUITES if protocol_key(s) in r):
+            m = r[protocol_key(suite)]
             errors = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in m["error_at"].items())
             print(f"  minimum distance, {suite}: mean distance {m['mean_distance']:.4f}; error at "
                   f"{errors}; checks passed: {m['checks_passed']}")
-        if "autoattack" in r:
-            a = r["autoattack"]
+        if CASCADE_KEY in r:
+            a = r[CASCADE_KEY]
             after = ", ".join(f"{k} {100 * v:.1f} %" for k, v in a["robust_error_after"].items())
             print(f"  AutoAttack at {FLAGS.epsilon:g}: robust error {100 * a['robust_error']:.1f} % "
                   f"(after each attack: {after})")
@@ -297,7 +319,8 @@ def main(argv):
         print(", ".join(f"{k} {v}" for k, v in env.items()))
         print_evaluation_costs(results, len(x))
         if FLAGS.output_json:
-            files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env), indent=1))
+            files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env, format_version=FORMAT_VERSION),
+                                                     indent=1))
         return
     results = {}
     for name in FLAGS.models:
@@ -328,7 +351,8 @@ def main(argv):
             print(f"{method} fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s "
                   f"(fastest of 5): ratio {f['ratio']:.3f}; of medians {f['median_ratio']:.3f}")
     if FLAGS.output_json:
-        files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env), indent=1))
+        files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env, format_version=FORMAT_VERSION),
+                                                     indent=1))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from keras_gradreg import validation
 flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the flag).",
                           required=True)
 flags.DEFINE_enum("dataset", "offline_mnist", list(kg.data.DATASETS), "Dataset of the test images.")
-flags.DEFINE_enum("attack_norm", "linf", list(kg.attacks.ATTACK_NORMS), "Attack norm.")
+flags.DEFINE_enum("attack_norm", "linf", list(kg.primitives.BALL_NORMS), "Attack norm.")
 flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
                   "AutoAttack runs; default: the dataset's for the attack norm (l_inf: 0.1, 0.2, "
                   "0.3 for digits; 2/255, 8/255 for CIFAR and ImageNet).")
@@ -82,7 +82,7 @@ def main(argv):
     if FLAGS.protocol == "autoattack":
         reports = [report for path, (model, _) in models.items()
                    for report in kg.evaluate_autoattack(
-                       model, x, y, epsilon=epsilons, name=name(path),
+                       model, x, y, epsilons=epsilons, name=name(path),
                        budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget], **common)]
         print(kg.evaluation.format_autoattack_table(reports))
         print("wrote", kg.evaluation.write_autoattack_results(reports, FLAGS.output_dir,

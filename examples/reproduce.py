@@ -32,7 +32,7 @@ AUTOATTACK_IMAGES = 200
 flags.DEFINE_string("output_dir", "runs/reproduce", "Models go to OUTPUT_DIR/<method>, results "
                     "to OUTPUT_DIR/results.")
 flags.DEFINE_enum("dataset", "offline_mnist", list(kg.data.DATASETS), "Dataset.")
-flags.DEFINE_enum("model", "small_cnn", list(kg.models.MODELS), "Architecture, the same for all.")
+flags.DEFINE_enum("model", "small_cnn", list(kg.architectures.MODELS), "Architecture, the same for all.")
 flags.DEFINE_integer("epochs", 10, "Epochs for every method.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
@@ -123,7 +123,7 @@ def main(argv):
         for name, (model, _) in runs.items():
             print(f"{name}: AutoAttack on {subset.stop} images at {', '.join(map(str, epsilons))}")
             cascade += kg.evaluate_autoattack(
-                model, x[subset], y[subset], epsilon=epsilons, num_images=subset.stop,
+                model, x[subset], y[subset], epsilons=epsilons, num_images=subset.stop,
                 seed=FLAGS.seed, name=name, budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget],
                 adversarial=by_name[name].adversarial[subset], verbose=1)
         same_images = [by_name[r.name].error_at(r.epsilon, images=range(subset.stop))

@@ -28,33 +28,34 @@ import dataclasses
 from absl import app
 from absl import flags
 
+import keras_gradreg as kg
 from keras_gradreg import training
 from keras_gradreg import validation
 
 _DEFAULTS = training.TrainConfig(model_dir="")
 flags.DEFINE_string("model_dir", None, "Where the model, logs and backups go.", required=True)
-flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(training.data_lib.DATASETS), "Dataset.")
-flags.DEFINE_enum("model", _DEFAULTS.model, list(training.models_lib.MODELS), "Architecture.")
-flags.DEFINE_enum("activation", _DEFAULTS.activation, list(training.models_lib.ACTIVATIONS),
+flags.DEFINE_enum("dataset", _DEFAULTS.dataset, list(kg.data.DATASETS), "Dataset.")
+flags.DEFINE_enum("model", _DEFAULTS.model, list(kg.architectures.MODELS), "Architecture.")
+flags.DEFINE_enum("activation", _DEFAULTS.activation, list(kg.architectures.ACTIVATIONS),
                   "Activation of the zoo model.")
 flags.DEFINE_enum("method", _DEFAULTS.method, list(training.TRAINING_METHODS), "Training method.")
 flags.DEFINE_float("penalty_weight", _DEFAULTS.penalty_weight, "lambda of the penalty.")
 flags.DEFINE_float("h", _DEFAULTS.h, "Finite-difference step, in input units.")
-flags.DEFINE_enum("attack_norm", _DEFAULTS.attack_norm, list(training.penalty_lib.ATTACK_NORMS),
+flags.DEFINE_enum("attack_norm", _DEFAULTS.attack_norm, list(kg.ATTACK_NORMS),
                   "Attack to defend against; the penalty is the squared dual norm of the input "
                   "gradient (linf: the paper's squared l1 penalty).")
-flags.DEFINE_enum("difference", _DEFAULTS.difference, list(training.penalty_lib.DIFFERENCES),
+flags.DEFINE_enum("difference", _DEFAULTS.difference, list(kg.DIFFERENCES),
                   "Finite difference.")
 flags.DEFINE_integer("penalty_every", _DEFAULTS.penalty_every,
                      "Penalise every k-th step only, with k x penalty_weight (lazy regularisation).",
                      lower_bound=1)
 flags.DEFINE_float("at_epsilon", _DEFAULTS.at_epsilon, "Adversarial training's radius.")
-flags.DEFINE_enum("at_norm", _DEFAULTS.at_norm, list(training.primitives.BALL_NORMS),
+flags.DEFINE_enum("at_norm", _DEFAULTS.at_norm, list(kg.primitives.BALL_NORMS),
                   "Adversarial training's ball: linf or l2 (pgd_at, fgsm_at, n_fgsm).")
 flags.DEFINE_integer("at_ramp_epochs", _DEFAULTS.at_ramp_epochs,
                      "Epochs over which adversarial training's radius ramps up from 0 (0: none).")
 flags.DEFINE_enum("at_regularizer", _DEFAULTS.at_regularizer,
-                  list(training.adversarial_training.AT_REGULARIZERS),
+                  list(kg.adversarial_training.AT_REGULARIZERS),
                   "fgsm_at, n_fgsm: regulariser against catastrophic overfitting (ELLE, ELLE-A, "
                   "the finite-difference gradient penalty at --h, GradAlign).")
 flags.DEFINE_float("at_regularizer_weight", _DEFAULTS.at_regularizer_weight,
@@ -104,7 +105,7 @@ def main(argv):
     last = {k: round(v[-1], 4) for k, v in history.history.items()} if history.history else {}
     penalised = ""
     if config.method in ("gradreg", "double_backprop"):
-        dual = training.penalty_lib.DUAL_NORMS[config.attack_norm]
+        dual = kg.DUAL_NORMS[config.attack_norm]
         penalised = f"penalised the squared {dual} norm of the input gradient (against {config.attack_norm}); "
     print(f"trained in {seconds:.1f} s; {penalised}last epoch: {last}")
 

@@ -10,23 +10,26 @@ backend.check_supported()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from keras_gradreg import adversarial_training
+from keras_gradreg import architectures
+from keras_gradreg import attacks
 from keras_gradreg import autoattack
 from keras_gradreg import data
+from keras_gradreg import deprecation
 from keras_gradreg import evaluation
+from keras_gradreg import files
 from keras_gradreg import frontier
-from keras_gradreg import models
+from keras_gradreg import local_linearity
+from keras_gradreg import metrics
+from keras_gradreg import penalty
+from keras_gradreg import primitives
 from keras_gradreg import training
+from keras_gradreg import validation
+from keras_gradreg.activations import smooth_relu
 from keras_gradreg.adversarial_training import AdversarialTrainingModel
 from keras_gradreg.adversarial_training import EpsilonRamp
 from keras_gradreg.adversarial_training import FreeAdversarialTrainingModel
 from keras_gradreg.adversarial_training import RobustnessMonitor
 from keras_gradreg.adversarial_training import SingleStepAdversarialModel
-from keras_gradreg import local_linearity
-from keras_gradreg import primitives
-from keras_gradreg.local_linearity import local_linearity_error
-from keras_gradreg.local_linearity import sample_local_linearity_triplet
-
-from keras_gradreg.activations import smooth_relu
 from keras_gradreg.attacks import ATTACKS
 from keras_gradreg.attacks import AttackSettings
 from keras_gradreg.attacks import CarliniWagnerL2
@@ -42,6 +45,8 @@ from keras_gradreg.evaluation import evaluate_autoattack
 from keras_gradreg.evaluation import evaluate_robustness
 from keras_gradreg.evaluation import format_table
 from keras_gradreg.evaluation import write_results
+from keras_gradreg.local_linearity import local_linearity_error
+from keras_gradreg.local_linearity import sample_local_linearity_triplet
 from keras_gradreg.metrics import BOUND_NORMS
 from keras_gradreg.metrics import BoundTerms
 from keras_gradreg.metrics import CurvatureBound
@@ -65,12 +70,14 @@ from keras_gradreg.penalty import stateless_input_gradient_penalty
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = (
     "adversarial_training",
     "AdversarialTrainingModel",
+    "architectures",
     "ATTACK_NORMS",
+    "attacks",
     "ATTACKS",
     "AttackSettings",
     "autoattack",
@@ -84,6 +91,7 @@ __all__ = (
     "CurvatureBound",
     "data",
     "DEFAULT_H",
+    "deprecation",
     "DIFFERENCES",
     "direction",
     "dlr_loss",
@@ -93,6 +101,7 @@ __all__ = (
     "evaluate_autoattack",
     "evaluate_robustness",
     "evaluation",
+    "files",
     "format_table",
     "FreeAdversarialTrainingModel",
     "frontier",
@@ -105,9 +114,10 @@ __all__ = (
     "local_linearity",
     "local_linearity_error",
     "METHODS",
+    "metrics",
     "misclassification_margin",
-    "models",
     "NonFiniteGuard",
+    "penalty",
     "primitives",
     "RobustnessMonitor",
     "RobustnessReport",
@@ -120,5 +130,15 @@ __all__ = (
     "SUPPORTED_BACKENDS",
     "top_hessian_eigenvalue",
     "training",
+    "validation",
     "write_results",
 )
+
+
+def __getattr__(name: str):
+    """Renamed attributes (`kg.models` is `kg.architectures` since 0.5), with a
+    DeprecationWarning: see deprecation.RENAMED."""
+    new = deprecation.renamed_attribute("keras_gradreg", name)
+    if new is None:
+        raise AttributeError(f"module 'keras_gradreg' has no attribute {name!r}")
+    return globals()[new]

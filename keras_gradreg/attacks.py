@@ -36,13 +36,11 @@ ATTACKS = {
     "mim": ("l2", "linf"),
     "cw": ("l2",),
     "spsa": ("linf",),
-    **autoattack_lib.ATTACKS,
+    **autoattack_lib.CASCADE_ATTACKS,
 }
 """Attack names and the norms each supports (CleverHans' CW is l2-only, its SPSA l_inf-only;
 the rest of the names are AutoAttack's, see keras_gradreg.autoattack)."""
 
-ATTACK_NORMS = ("linf", "l2")
-"""Norms the evaluation attacks in."""
 GRADIENT_FREE = ("spsa", "square")
 MINIMUM_DISTANCE = ("cw", "fab_t")
 """Attacks that minimise the distance themselves, instead of inside a search over radii."""
@@ -202,7 +200,7 @@ def fixed_budget_attack(model_fn: Callable, name: str, attack_norm: str, setting
     (SPSA, one image at a time, and AutoAttack's attacks take their radii directly.)
     `cache`: see autoattack.traced_per_image_shape.
     """
-    if name in autoattack_lib.ATTACKS:
+    if name in autoattack_lib.CASCADE_ATTACKS:
         return autoattack_lib.make_attack(name, model_fn, attack_norm, settings.autoattack,
                                           clip_min, clip_max, seed, cache)
     if name == "spsa":

@@ -483,7 +483,7 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
     return x_best
 
 
-ATTACKS = {
+CASCADE_ATTACKS = {
     "apgd_ce": ("l2", "linf"),
     "apgd_dlr": ("l2", "linf"),
     "apgd_t": ("l2", "linf"),

@@ -34,6 +34,10 @@ DIGIT_RADII = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)}
 PAPER_RADII = {"linf": (2 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
 """The paper's l_inf radii for CIFAR-10 and ImageNet (2/255, 8/255), for [0, 1] pixels;
 l2 radii around RobustBench's CIFAR-10 0.5."""
+DEFAULT_RADII = {norm: tuple(sorted(set(DIGIT_RADII[norm]) | set(PAPER_RADII[norm])))
+                 for norm in ("linf", "l2")}
+"""Both tables' radii, for data of unknown kind (what `evaluate_robustness` reports when
+given none): the one table of radii, with DatasetInfo.radii below."""
 
 
 @dataclasses.dataclass(frozen=True)

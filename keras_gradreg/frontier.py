@@ -260,7 +260,7 @@ def _evaluation(config: training.TrainConfig, path: str, x, y, radii: Sequence[f
             return stored
     model, seconds = training.finished_run(config)
     reports = evaluation.evaluate_autoattack(
-        model, x, y, epsilon=list(radii), attack_norm=config.at_norm, num_images=len(x),
+        model, x, y, epsilons=list(radii), attack_norm=config.at_norm, num_images=len(x),
         budget=budget, verbose=verbose, name=os.path.basename(config.model_dir))
     result = dict(wanted, train_seconds=seconds, epoch_seconds=seconds / config.epochs,
                   clean_error=reports[0].clean_error,

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradreg import deprecation
 from keras_gradreg import backend
 from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import validation
@@ -302,10 +303,7 @@ class _DistanceBound(keras.metrics.Metric):
 
     @classmethod
     def from_config(cls, config: dict) -> "_DistanceBound":
-        if "norm" in config:  # saved before `norm` was renamed `attack_norm`
-            config = dict(config, attack_norm=config["norm"])
-            del config["norm"]
-        return cls(**config)
+        return cls(**deprecation.upgrade_config(cls.__name__, config))
 
     def update_state(self, y_true, y_pred=None, sample_weight=None):
         """Called by GradRegModel's compiled metrics in evaluation; needs its model and inputs."""

@@ -5,6 +5,7 @@ from typing import Optional
 import keras
 from keras import ops
 
+from keras_gradreg import deprecation
 from keras_gradreg import backend
 from keras_gradreg import metrics as metrics_lib
 from keras_gradreg import penalty as penalty_lib
@@ -315,8 +316,7 @@ class GradRegModel(SteppedModel):
         penalty_every: int = 1,
         **kwargs,
     ):
-        if "norm" in kwargs:
-            raise penalty_lib.renamed_norm_error(kwargs["norm"])
+        kwargs = deprecation.renamed_arguments("GradRegModel", kwargs)
         penalty_weight = validate_penalty_weight(penalty_weight)
         penalty_every = validate_penalty_every(penalty_every)
         h = penalty_lib.validate_options(h, attack_norm, difference, method)
@@ -347,9 +347,7 @@ class GradRegModel(SteppedModel):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> "GradRegModel":
-        if "norm" in config:  # saved before the rename, when `norm` named the dual norm
-            config = dict(config)
-            config["attack_norm"] = penalty_lib.attack_norm_of_dual(config.pop("norm"))
+        config = deprecation.upgrade_config("GradRegModel", config)
         return super().from_config(config, custom_objects=custom_objects)
 
     def _step_weight(self) -> tuple:

@@ -74,17 +74,6 @@ def attack_norm_of_dual(dual: str) -> str:
     return {d: attack for attack, d in DUAL_NORMS.items()}[dual]
 
 
-def renamed_norm_error(norm: Any) -> TypeError:
-    """The error for the old `norm=` argument, which named the penalised (dual) norm."""
-    known = norm in DUAL_NORMS.values()
-    meant = f": norm={norm!r} is now attack_norm={attack_norm_of_dual(norm)!r}" if known else ""
-    return TypeError(
-        "`norm` was renamed `attack_norm`, and it now names the attack to defend against "
-        f"(the penalised gradient norm is its dual){meant}. For instance the paper's squared "
-        "l1 penalty, against l_inf attacks, is attack_norm='linf'."
-    )
-
-
 def _unreduced(loss: Any) -> Callable:
     """A Keras loss (name, object or function) as a function without reduction."""
     if isinstance(loss, str):

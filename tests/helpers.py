@@ -147,3 +147,15 @@ def run_metric_test(make, tmp_path):
     loaded = keras.models.load_model(path)
     again = loaded.evaluate(x, y, batch_size=5, return_dict=True, verbose=0)[metric.name]
     np.testing.assert_allclose(again, values[1], rtol=1e-5)
+
+
+def linear_distance(w, logits, y, norm):
+    """Each image's exact distance to a linear classifier's boundary (logits = x @ w + b):
+    min over other classes j of (z_y - z_j) / ||w_y - w_j||_*, the exact distance."""
+    dual = {"l2": 2, "linf": 1}[norm]
+    out = np.full(len(y), np.inf)
+    for j in range(w.shape[1]):
+        diff = np.linalg.norm(w[:, y] - w[:, [j]], ord=dual, axis=0)
+        gap = logits[np.arange(len(y)), y] - logits[:, j]
+        out = np.where(y == j, out, np.minimum(out, gap / np.where(diff > 0, diff, np.inf)))
+    return out

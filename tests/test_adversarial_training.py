@@ -13,7 +13,7 @@ from helpers import batch, linear_classifier, run_model_test, small_cnn
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def test_adversarial_training_examples_stay_within_epsilon_and_range():
-    base = kg.models.small_cnn((28, 28, 1), 10)
+    base = kg.architectures.small_cnn((28, 28, 1), 10)
     model = kg.AdversarialTrainingModel.from_model(base, epsilon=0.1)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     (x, y), _ = kg.load_offline_mnist()

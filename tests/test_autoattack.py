@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gradreg as kg
+from helpers import linear_distance
 
 SMALL = kg.AutoAttackBudget(apgd_steps=100, target_classes=9, fab_steps=100, square_queries=1000)
 
@@ -27,17 +28,6 @@ def _linear_problem(classes, seed=0, n=16, side=2, scale=1.0):
     return model, x, logits.argmax(1), w, logits
 
 
-def _true_distance(w, logits, y, norm):
-    """min over other classes j of (z_y - z_j) / ||w_y - w_j||_*, the exact distance."""
-    dual = {"l2": 2, "linf": 1}[norm]
-    out = np.full(len(y), np.inf)
-    for j in range(w.shape[1]):
-        diff = np.linalg.norm(w[:, y] - w[:, [j]], ord=dual, axis=0)
-        gap = logits[np.arange(len(y)), y] - logits[:, j]
-        out = np.where(y == j, out, np.minimum(out, gap / np.where(diff > 0, diff, np.inf)))
-    return out
-
-
 def _broken(model, x, y, attack, norm, eps, budget=SMALL, seed=0):
     """Which images `attack` breaks at radii eps (verified: misclassified, in range, in radius)."""
     model_fn = lambda images: model(images, training=False)
@@ -55,7 +45,7 @@ def test_apgd_breaks_every_image_just_above_the_true_distance_and_none_below(nor
     """Binary cross-entropy and the targeted DLR loss (every runner-up a target) are
     maximised in the ball at the nearest boundary point of a linear classifier."""
     model, x, y, w, logits = _linear_problem(classes)
-    true = _true_distance(w, logits, y, norm)
+    true = linear_distance(w, logits, y, norm)
     assert np.all(true < 0.4)  # x is in [0.4, 0.6]: the boundary points lie inside [0, 1]
     above, _ = _broken(model, x, y, attack, norm, true * 1.02)
     below, _ = _broken(model, x, y, attack, norm, true * 0.98)
@@ -67,7 +57,7 @@ def test_untargeted_dlr_breaks_nothing_below_the_true_distance_and_most_above(no
     """Untargeted DLR can also rise by pushing the third logit down, so on 3 classes it
     need not reach the nearest boundary (hence APGD-T in AutoAttack); it never fakes one."""
     model, x, y, w, logits = _linear_problem(3, n=32)
-    true = _true_distance(w, logits, y, norm)
+    true = linear_distance(w, logits, y, norm)
     above, _ = _broken(model, x, y, "apgd_dlr", norm, true * 1.5)
     below, _ = _broken(model, x, y, "apgd_dlr", norm, true * 0.98)
     assert above.mean() >= 0.6 and not below.any()
@@ -77,7 +67,7 @@ def test_untargeted_dlr_breaks_nothing_below_the_true_distance_and_most_above(no
 @pytest.mark.parametrize("classes", [2, 4])
 def test_fab_distances_are_within_a_few_percent_of_the_closed_form_and_never_below(norm, classes):
     model, x, y, w, logits = _linear_problem(classes, seed=1)
-    true = _true_distance(w, logits, y, norm)
+    true = linear_distance(w, logits, y, norm)
     broken, size = _broken(model, x, y, "fab_t", norm, np.full(len(x), np.inf))
     assert broken.all()
     assert np.all(size >= true * (1 - 1e-4))
@@ -118,7 +108,7 @@ def test_saturated_softmax_defeats_cross_entropy_attacks_but_not_dlr_margin_or_s
     """Logits x 1e4: the cross-entropy's gradient underflows to zero, DLR's does not.
     CleverHans' MIM ascends the cross-entropy too; our FGM/PGD ascend the logit margin."""
     model, x, y, w, logits = _linear_problem(5, seed=2, side=6, scale=1e4)
-    eps = 1.5 * _true_distance(w, logits, y, "linf")
+    eps = 1.5 * linear_distance(w, logits, y, "linf")
     ce, _ = _broken(model, x, y, "apgd_ce", "linf", eps)
     model_fn = lambda images: model(images, training=False)
     settings = kg.AttackSettings()
@@ -145,7 +135,7 @@ def test_square_breaks_a_gradient_masking_model_where_apgd_cannot(norm, factor):
     model, x, y, w, logits = _linear_problem(4, seed=3, side=6)
     masked = _quantised(model, 32)
     y = np.argmax(masked.predict(x, verbose=0), 1)
-    eps = factor * _true_distance(w, logits, y, norm)
+    eps = factor * linear_distance(w, logits, y, norm)
     gradient = [_broken(masked, x, y, a, norm, eps)[0] for a in ("apgd_ce", "apgd_t")]
     assert max(g.mean() for g in gradient) <= 0.15  # only the random start can get lucky
     assert _broken(masked, x, y, "square", norm, eps)[0].mean() >= 0.75
@@ -156,23 +146,23 @@ def test_square_breaks_a_linear_classifier_above_the_true_distance_and_nothing_b
     """(Square-L2 searches smooth bumps, a poor prior for a random linear classifier: it
     needs a wider margin above the distance than on images.)"""
     model, x, y, w, logits = _linear_problem(4, seed=3, side=6)
-    true = _true_distance(w, logits, y, norm)
+    true = linear_distance(w, logits, y, norm)
     assert _broken(model, x, y, "square", norm, factor * true)[0].all()
     assert not _broken(model, x, y, "square", norm, 0.98 * true)[0].any()
 
 
 def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_seed():
     model, x, y, w, logits = _linear_problem(5, seed=4, n=24, side=4)
-    eps = float(np.median(_true_distance(w, logits, y, "linf")))
-    kwargs = dict(epsilon=eps, budget=SMALL, verbose=0)
-    report = kg.evaluate_autoattack(model, x, y, **kwargs)
+    eps = float(np.median(linear_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilons=eps, budget=SMALL, verbose=0)
+    report, = kg.evaluate_autoattack(model, x, y, **kwargs)
     assert 0 < report.robust_accuracy < report.clean_accuracy == 1.0
     assert list(report.robust_after) == list(kg.autoattack.STANDARD)
     assert list(report.robust_after.values()) == sorted(report.robust_after.values(), reverse=True)
     for attack in kg.autoattack.STANDARD:
-        alone = kg.evaluate_autoattack(model, x, y, attacks=(attack,), **kwargs)
+        alone, = kg.evaluate_autoattack(model, x, y, attacks=(attack,), **kwargs)
         assert report.robust_accuracy <= alone.robust_accuracy, attack
-    again = kg.evaluate_autoattack(model, x, y, **kwargs)
+    again, = kg.evaluate_autoattack(model, x, y, **kwargs)
     np.testing.assert_array_equal(again.broken_by, report.broken_by)
     np.testing.assert_array_equal(again.adversarial, report.adversarial)
     # every broken image's example is verified
@@ -185,13 +175,13 @@ def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_se
 
 def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow():
     model, x, y, w, logits = _linear_problem(5, seed=7, n=24, side=4)
-    true = _true_distance(w, logits, y, "linf")
+    true = linear_distance(w, logits, y, "linf")
     radii = [float(np.quantile(true, q)) for q in (0.7, 0.3)]  # not in increasing order
     kwargs = dict(budget=SMALL, attacks=("apgd_ce", "apgd_t"), verbose=0)
-    together = kg.evaluate_autoattack(model, x, y, epsilon=radii, **kwargs)
+    together = kg.evaluate_autoattack(model, x, y, epsilons=radii, **kwargs)
     assert [r.epsilon for r in together] == radii
     for report, eps in zip(together, radii):
-        alone = kg.evaluate_autoattack(model, x, y, epsilon=eps, **kwargs)
+        alone, = kg.evaluate_autoattack(model, x, y, epsilons=eps, **kwargs)
         assert report.robust_error >= alone.robust_error
         broken = report.broken_by != "none"
         assert np.all(np.abs(report.adversarial[broken] - x[broken]).max(axis=(1, 2, 3))
@@ -209,7 +199,7 @@ def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow
 
 def test_autoattack_names_in_the_minimum_distance_evaluation():
     model, x, y, w, logits = _linear_problem(4, seed=5)
-    true = _true_distance(w, logits, y, "linf")
+    true = linear_distance(w, logits, y, "linf")
     settings = kg.AttackSettings(search_steps=12, autoattack=kg.AutoAttackBudget(
         apgd_steps=50, fab_steps=50, square_queries=500))
     report = kg.evaluate_robustness(model, x, y, attacks="autoattack", epsilons=(0.05,),
@@ -224,21 +214,21 @@ def test_autoattack_names_in_the_minimum_distance_evaluation():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(attacks=("apgd",)), "attack='apgd' is not supported"),
     (dict(attacks="standard"), "non-empty list"),
-    (dict(epsilon=1.5), "epsilon=1.5"),
-    (dict(epsilon=0.0), "epsilon=0.0"),
+    (dict(epsilons=1.5), "epsilon=1.5"),
+    (dict(epsilons=[0.1, 0.0]), "epsilon=0.0"),
     (dict(attack_norm="l1"), "attack_norm='l1'"),
     (dict(budget=kg.AutoAttackBudget), "AutoAttackBudget"),
 ])
 def test_bad_input_is_rejected_before_any_attack(kwargs, match):
     model, x, y, _, _ = _linear_problem(4)
     with pytest.raises(ValueError, match=match):
-        kg.evaluate_autoattack(model, x, y, **{"epsilon": 0.1, **kwargs, "verbose": 0})
+        kg.evaluate_autoattack(model, x, y, **{"epsilons": 0.1, **kwargs, "verbose": 0})
 
 
 def test_too_few_classes_and_bad_budgets_are_named():
     model, x, y, _, _ = _linear_problem(3)
     with pytest.raises(ValueError, match="'apgd_t' needs at least 4 classes.*has 3"):
-        kg.evaluate_autoattack(model, x, y, epsilon=0.1, verbose=0)
+        kg.evaluate_autoattack(model, x, y, epsilons=0.1, verbose=0)
     with pytest.raises(ValueError, match="'square' needs images"):
         flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
         kg.evaluate_robustness(flat, x.reshape(len(x), 4), y, attacks=("square",), verbose=0)
@@ -255,10 +245,10 @@ def test_too_few_classes_and_bad_budgets_are_named():
 def test_softmax_outputs_give_the_same_cascade():
     model, x, y, w, logits = _linear_problem(5, seed=6, side=4)
     probs = keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0]))
-    eps = float(np.median(_true_distance(w, logits, y, "linf")))
-    kwargs = dict(epsilon=eps, budget=SMALL, attacks=("apgd_ce", "apgd_t"), verbose=0)
-    a = kg.evaluate_autoattack(model, x, y, **kwargs)
-    b = kg.evaluate_autoattack(probs, x, y, **kwargs)
+    eps = float(np.median(linear_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilons=eps, budget=SMALL, attacks=("apgd_ce", "apgd_t"), verbose=0)
+    a, = kg.evaluate_autoattack(model, x, y, **kwargs)
+    b, = kg.evaluate_autoattack(probs, x, y, **kwargs)
     assert a.robust_accuracy == b.robust_accuracy
 
 
@@ -267,7 +257,7 @@ def test_fab_t_at_a_larger_radius_reuses_its_runs_and_breaks_what_a_fresh_run_br
     the target classes the first did not, and breaks within the new radius exactly the
     images a fresh attack breaks (the cascade's radii, run from the smallest)."""
     model, x, y, w, logits = _linear_problem(5, seed=8, n=12)
-    true = _true_distance(w, logits, y, "linf")
+    true = linear_distance(w, logits, y, "linf")
     small, large = (np.full(len(x), np.float32(np.quantile(true, q))) for q in (0.3, 0.8))
     calls = []
 
@@ -315,10 +305,10 @@ def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
 
 def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_them():
     model, x, y, w, logits = _linear_problem(5, seed=10, n=16, side=4)
-    true = _true_distance(w, logits, y, "linf")
+    true = linear_distance(w, logits, y, "linf")
     eps = float(np.quantile(true, 0.6))
-    kwargs = dict(epsilon=eps, budget=SMALL, attacks=("apgd_ce",), verbose=0)
-    alone = kg.evaluate_autoattack(model, x, y, **kwargs)
+    kwargs = dict(epsilons=eps, budget=SMALL, attacks=("apgd_ce",), verbose=0)
+    alone, = kg.evaluate_autoattack(model, x, y, **kwargs)
     # closed-form crossings of each image's closest boundary (to class j: the l_inf step
     # along sign(w_j - w_y) closes z_j - z_y at rate ||w_j - w_y||_1): just past it for
     # the 4 closest images, twice the radius for the 4 farthest, and a tenth of the way
@@ -332,7 +322,7 @@ def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_th
     step = np.zeros(len(x))
     step[close], step[far], step[weak] = 1.001 * true[close], 2 * eps, 0.1 * true[weak]
     given = np.clip(x + step[:, None, None, None] * direction, 0, 1)
-    report = kg.evaluate_autoattack(model, x, y, adversarial=given, **kwargs)
+    report, = kg.evaluate_autoattack(model, x, y, adversarial=given, **kwargs)
     assert report.attacks == (kg.evaluation.GIVEN, "apgd_ce")
     counted = report.broken_by == kg.evaluation.GIVEN
     assert set(np.flatnonzero(counted)) == set(close[1.001 * true[close] <= eps])
@@ -344,3 +334,22 @@ def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_th
         kg.evaluate_autoattack(model, x, y, adversarial=given[1:], **kwargs)
     table = kg.evaluation.format_autoattack_table([report])
     assert "counting first the given examples" in table and "% after given" in table
+
+
+def test_the_old_epsilon_argument_warns_and_keeps_its_return_type():
+    model, x, y, _, _ = _linear_problem(4, n=8)
+    kwargs = dict(budget=SMALL, attacks=("apgd_ce",), verbose=0)
+    listed = kg.evaluate_autoattack(model, x, y, epsilons=0.1, **kwargs)
+    with pytest.warns(DeprecationWarning, match="`epsilon` is renamed `epsilons`"):
+        single = kg.evaluate_autoattack(model, x, y, epsilon=0.1, **kwargs)
+    assert isinstance(listed, list) and len(listed) == 1
+    np.testing.assert_array_equal(single.broken_by, listed[0].broken_by)
+    with pytest.warns(DeprecationWarning):
+        several = kg.evaluate_autoattack(model, x, y, epsilon=[0.1], **kwargs)
+    np.testing.assert_array_equal(several[0].broken_by, listed[0].broken_by)
+    with pytest.raises(TypeError, match="both `epsilon`.*and `epsilons`"):
+        kg.evaluate_autoattack(model, x, y, epsilon=0.1, epsilons=0.1, **kwargs)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['radius'\]"):
+        kg.evaluate_autoattack(model, x, y, radius=0.1, **kwargs)
+    with pytest.raises(TypeError, match="needs `epsilons`"):
+        kg.evaluate_autoattack(model, x, y, **kwargs)

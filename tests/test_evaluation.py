@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gradreg as kg
+from helpers import linear_distance
 
 FAST = kg.AttackSettings(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
                          cw_learning_rate=0.05, spsa_samples=64)
@@ -32,24 +33,13 @@ def _linear_problem(seed=0, n=24, classes=3):
     return model, x, y, w, logits
 
 
-def _true_distance(w, logits, y, norm):
-    """min over other classes j of (z_y - z_j) / ||w_y - w_j||_*, the exact distance."""
-    dual = {"l2": 2, "linf": 1}[norm]
-    out = np.full(len(y), np.inf)
-    for j in range(w.shape[1]):
-        diff = np.linalg.norm(w[:, y] - w[:, [j]], ord=dual, axis=0)
-        gap = logits[np.arange(len(y)), y] - logits[:, j]
-        out = np.where(y == j, out, np.minimum(out, gap / np.where(diff > 0, diff, np.inf)))
-    return out
-
-
 NORM_ATTACKS = [("linf", ("fgm", "pgd", "mim")), ("l2", ("fgm", "pgd", "cw"))]
 
 
 @pytest.mark.parametrize("norm,attacks", NORM_ATTACKS)
 def test_distances_on_a_binary_linear_classifier_are_the_exact_ones(norm, attacks):
     model, x, y, w, logits = _linear_problem(classes=2)
-    true = _true_distance(w, logits, y, norm)
+    true = linear_distance(w, logits, y, norm)
     assert np.all(true < 0.3)  # the closest boundary points lie inside the data range
     report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
                                     settings=FAST, sanity_checks=False, verbose=0)
@@ -69,7 +59,7 @@ def test_distances_on_a_binary_linear_classifier_are_the_exact_ones(norm, attack
 def test_distances_on_a_three_class_linear_classifier_are_within_a_small_factor(norm, attacks):
     """Untargeted attacks head for the runner-up class, not always the nearest boundary."""
     model, x, y, w, logits = _linear_problem()
-    true = _true_distance(w, logits, y, norm)
+    true = linear_distance(w, logits, y, norm)
     report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
                                     settings=FAST, sanity_checks=False, verbose=0)
     ratio = report.distances / true
@@ -118,7 +108,7 @@ def test_carlini_wagner_and_spsa_run_on_keras_3():
     spsa = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=("spsa",), settings=FAST,
                                   sanity_checks=False, lower_bound=False, verbose=0)
     assert np.sum(np.isfinite(spsa.distances)) >= 2  # gradient-free and given few steps
-    assert np.all(spsa.distances >= _true_distance(w, logits, y, "linf") * (1 - 1e-4))
+    assert np.all(spsa.distances >= linear_distance(w, logits, y, "linf") * (1 - 1e-4))
 
 
 def _masked_model():
@@ -166,7 +156,7 @@ def test_the_checks_attack_only_their_subset_and_say_on_how_many_images(monkeypa
     """The PGD checks run on the first CHECK_IMAGES images and Square only on correctly
     classified ones among them; a masking model still fails the masking check."""
     model, x, y = _masked_model()
-    monkeypatch.setattr(kg.evaluation, "CHECK_IMAGES", 10)
+    monkeypatch.setattr(kg.evaluation.sanity, "CHECK_IMAGES", 10)
     calls = []
     make_attack = kg.autoattack.make_attack
 
@@ -297,7 +287,7 @@ def test_dataset_input_and_files_table_and_plot(tmp_path):
 def trained_cnn():
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = kg.load_offline_mnist()
-    model = kg.models.small_cnn((28, 28, 1), 10)
+    model = kg.architectures.small_cnn((28, 28, 1), 10)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, batch_size=128, epochs=2, verbose=0)
     return model, x_test, y_test
@@ -354,7 +344,7 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
     kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), settings=FAST,
                   lower_bound=False, verbose=0)
     kg.evaluate_robustness(model, x, y, **kwargs)
-    kg.evaluate_autoattack(model, x, y, epsilon=[0.05, 0.1], budget=kg.autoattack.SEARCH_BUDGET,
+    kg.evaluate_autoattack(model, x, y, epsilons=[0.05, 0.1], budget=kg.autoattack.SEARCH_BUDGET,
                            verbose=0)
 
     def compiled(of):
@@ -366,7 +356,7 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
 
     first = compiled(model)
     kg.evaluate_robustness(model, x, y, **dict(kwargs, epsilons=(0.02, 0.2)))
-    kg.evaluate_autoattack(model, x, y, epsilon=0.2, budget=kg.autoattack.SEARCH_BUDGET,
+    kg.evaluate_autoattack(model, x, y, epsilons=0.2, budget=kg.autoattack.SEARCH_BUDGET,
                            seed=3, verbose=0)
     again = compiled(model)
     # apgd_ce, fab_t and square (the masking check's) serve both protocols at this budget,

@@ -224,17 +224,31 @@ def test_benchmark_refuses_bad_flags_in_one_line_before_any_work(argv, match, tm
 
 
 def test_benchmark_evaluation_stages_add_up_to_each_protocol_and_scale_to_1000_images():
-    result = {"minimum_distance_default": {"seconds": 10.0, "split": {"apgd_ce": 4.0,
-                                                                     "sanity_checks": 2.0},
-                                           "mean_distance": 0.1},
-              "autoattack": {"seconds": 5.0, "split": {"apgd_ce": 1.0, "square": 4.0}}}
+    md, aa = "minimum_distance/default_attacks", "autoattack_cascade"
+    result = {md: {"seconds": 10.0, "split": {"apgd_ce": 4.0, "sanity_checks": 2.0},
+                   "mean_distance": 0.1},
+              aa: {"seconds": 5.0, "split": {"apgd_ce": 1.0, "square": 4.0}}}
     rows = _benchmark_module().stage_rows(result, num_images=250)
-    assert rows == [("minimum_distance_default", "apgd_ce", 4.0, 16.0, 0.4),
-                    ("minimum_distance_default", "sanity_checks", 2.0, 8.0, 0.2),
-                    ("minimum_distance_default", "other", 4.0, 16.0, 0.4),
-                    ("minimum_distance_default", "total", 10.0, 40.0, 1.0),
-                    ("autoattack", "apgd_ce", 1.0, 4.0, 0.2), ("autoattack", "square", 4.0, 16.0, 0.8),
-                    ("autoattack", "other", 0.0, 0.0, 0.0), ("autoattack", "total", 5.0, 20.0, 1.0)]
+    assert rows == [(md, "apgd_ce", 4.0, 16.0, 0.4), (md, "sanity_checks", 2.0, 8.0, 0.2),
+                    (md, "other", 4.0, 16.0, 0.4), (md, "total", 10.0, 40.0, 1.0),
+                    (aa, "apgd_ce", 1.0, 4.0, 0.2), (aa, "square", 4.0, 16.0, 0.8),
+                    (aa, "other", 0.0, 0.0, 0.0), (aa, "total", 5.0, 20.0, 1.0)]
+
+
+def test_benchmark_files_of_the_first_format_read_under_the_new_keys(tmp_path):
+    module = _benchmark_module()
+    timing = {"seconds": 1.0, "split": {}}
+    old = {"m.keras": {"minimum_distance_default": timing, "minimum_distance_autoattack": timing,
+                       "autoattack": timing},
+           "environment": {"backend": "tensorflow", "num_images": 200}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    read = module.read_results(str(tmp_path / "old.json"))
+    assert set(read["m.keras"]) == {"minimum_distance/default_attacks",
+                                    "minimum_distance/autoattack_attacks", "autoattack_cascade"}
+    assert read["environment"] == old["environment"] and read["format_version"] == 2
+    new = dict(read)
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    assert module.read_results(str(tmp_path / "new.json")) == new
 
 
 def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):

@@ -82,7 +82,7 @@ def _weights_equal(a, b, rtol=1e-6, atol=1e-7):
 
 def _interrupt_after(config, monkeypatch, last_epoch):
     """Trains config until epoch `last_epoch` is checkpointed, then dies."""
-    original = training._Checkpoint.on_epoch_end
+    original = training.callbacks.Checkpoint.on_epoch_end
 
     def die(self, epoch, logs=None):
         original(self, epoch, logs)
@@ -90,7 +90,7 @@ def _interrupt_after(config, monkeypatch, last_epoch):
             raise _Interrupt()
 
     with monkeypatch.context() as patch:
-        patch.setattr(training._Checkpoint, "on_epoch_end", die)
+        patch.setattr(training.callbacks.Checkpoint, "on_epoch_end", die)
         with pytest.raises(_Interrupt):
             training.train(config, verbose=0)
 
@@ -221,7 +221,7 @@ def test_an_unreadable_checkpoint_is_named_before_any_training(tmp_path, monkeyp
     _damage(os.path.join(config.model_dir, "backup", name))
     history = open(os.path.join(config.model_dir, "history.csv")).read()
     epochs_run = []
-    monkeypatch.setattr(training._Checkpoint, "on_epoch_begin",
+    monkeypatch.setattr(training.callbacks.Checkpoint, "on_epoch_begin",
                         lambda self, epoch, logs=None: epochs_run.append(epoch))
     with pytest.raises(training.RunFileError, match=f"{name}.*--overwrite"):
         training.train(config, verbose=0)

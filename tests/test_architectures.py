@@ -31,7 +31,7 @@ def test_each_method_takes_a_step(name, dataset, method, tmp_path):
 
 
 def test_papers_resnext_has_three_stages_of_five_grouped_bottlenecks():
-    model = kg.models.build_model("resnext34_2x32", (32, 32, 3), 10, "smooth_relu")
+    model = kg.architectures.build_model("resnext34_2x32", (32, 32, 3), 10, "smooth_relu")
     grouped = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups == 2]
     assert len(grouped) == 15
     assert model.output_shape == (None, 10)
@@ -39,7 +39,7 @@ def test_papers_resnext_has_three_stages_of_five_grouped_bottlenecks():
 
 
 def test_resnet50_takes_the_chosen_activation():
-    model = kg.models.build_model("resnet50", (32, 32, 3), 7, "softplus")
+    model = kg.architectures.build_model("resnet50", (32, 32, 3), 7, "softplus")
     activations = {l.get_config()["activation"] for l in model.layers
                    if isinstance(l, keras.layers.Activation)}
     assert activations == {"softplus"}
@@ -51,4 +51,15 @@ def test_resnet50_takes_the_chosen_activation():
 def test_bad_model_arguments(kwargs, match):
     args = {"name": "small_cnn", "input_shape": (28, 28, 1), "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
-        kg.models.build_model(**args)
+        kg.architectures.build_model(**args)
+
+
+def test_the_old_module_name_warns_and_is_the_new_module():
+    with pytest.warns(DeprecationWarning, match="`models` is renamed `architectures` .since 0.5"):
+        old = kg.models
+    assert old is kg.architectures
+    with pytest.warns(DeprecationWarning):
+        from keras_gradreg import models  # the same fallback
+    assert models is kg.architectures
+    with pytest.raises(AttributeError, match="no attribute 'modles'"):
+        kg.modles  # pylint: disable=pointless-statement

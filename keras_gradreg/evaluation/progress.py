@@ -1,0 +1,31 @@
+"""Progress a user sees while an evaluation runs, and the batch loop that advances it."""
+
+import sys
+
+import keras
+
+
+LOG_INTERVAL = 10.0
+"""Seconds between progress lines when the output is not a terminal (a log file): a
+bar redrawn in place on a terminal would otherwise write a line every 0.05 s."""
+
+
+def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progbar:
+    """A Keras Progbar with an ETA: redrawn in place on a terminal; in a log, a new line
+    every LOG_INTERVAL s (Keras redraws in place on every POSIX system, which leaves a log
+    file one long line of backspaces)."""
+    terminal = sys.stdout.isatty()
+    bar = keras.utils.Progbar(target, verbose=verbose, interval=0.05 if terminal else LOG_INTERVAL,
+                              unit_name=unit_name)
+    bar._dynamic_display = terminal  # see backend.PRIVATE_KERAS_APIS
+    return bar
+
+
+def in_batches(fn, indices, batch_size, progress):
+    """fn(batch) for each consecutive batch of `indices`; yields (batch, result) in
+    order, advancing `progress` by one a batch."""
+    for i in range(0, len(indices), batch_size):
+        idx = indices[i:i + batch_size]
+        result = fn(idx)
+        progress.add(1)
+        yield idx, result
