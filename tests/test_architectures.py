@@ -31,11 +31,11 @@ def test_each_method_takes_a_step(name, dataset, method, tmp_path):
 
 
 def test_papers_resnext_has_three_stages_of_five_grouped_bottlenecks():
-    model = kg.architectures.build_model("resnext34_2x32", (32, 32, 3), 10, "smooth_relu")
+    model = kg.architectures.build_model("resnext34_2x32", (8, 8, 3), 10, "smooth_relu")
     grouped = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups == 2]
     assert len(grouped) == 15
     assert model.output_shape == (None, 10)
-    _one_step(kg.GradRegModel.from_model(model), (32, 32, 3))
+    _one_step(kg.GradRegModel.from_model(model), (8, 8, 3))
 
 
 def test_resnet50_takes_the_chosen_activation():
