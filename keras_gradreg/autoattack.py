@@ -14,7 +14,7 @@ Written from the papers, one radius per image (a (batch,) tensor `eps`), images 
   windows of side about sqrt(p h w), in l_inf and l2.
 
 Every attack returns, per image, its best example: a misclassified one when it found
-one, else its last candidate. Callers verify (see evaluation._Judge, `within_radius`).
+one, else its last candidate. Callers verify (see evaluation.judge.Judge, `within_radius`).
 `make_attack` runs one by name on NumPy batches, targeted ones once per runner-up class.
 """
 

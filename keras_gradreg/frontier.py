@@ -4,7 +4,7 @@
 plain training; single-step, free and PGD adversarial training) on the same setting,
 evaluates each with AutoAttack's standard cascade at one or more radii on the same test
 images, and returns one `Point` per configuration: training time (wall time of `fit`'s
-epochs, see training.py), clean and robust error, averaged over the seeds with their
+epochs, see keras_gradreg.training), clean and robust error, averaged over the seeds with their
 spread, how many seeds failed, and whether it is Pareto-optimal (no other configuration
 is both as fast and as robust, and better in one). Runs and evaluations already done
 with the same settings are reused, so a killed frontier resumes; results are never
