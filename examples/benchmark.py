@@ -90,7 +90,7 @@ def read_results(path: str) -> dict:
     """An --output_json file in the current format, whichever version wrote it."""
     with open(path) as f:
         results = json.load(f)
-    if results.get("format_version", 1) == 1 and results.get("environment", {}).get("num_images"):
+    if results.get("format_version", 1) == 1:  # only the evaluation's keys changed
         old = {f"minimum_distance_{suite}": protocol_key(suite) for suite in SUITES}
         old["autoattack"] = CASCADE_KEY
         results = {path: {old.get(k, k): v for k, v in model.items()} if path != "environment"

@@ -94,13 +94,14 @@ def renamed_arguments(where: str, kwargs: dict) -> dict:
         if entry.new in kwargs:
             raise TypeError(f"{where} got both `{entry.old}` (renamed in {entry.since}) and "
                             f"`{entry.new}`; pass `{entry.new}` only.")
-        warn(entry, stacklevel=4)
+        warn(entry, stacklevel=3)  # the caller of `where`
         kwargs[entry.new] = value
     return kwargs
 
 
-def warn(entry: Renamed, stacklevel: int = 2) -> None:
-    """The DeprecationWarning for a use of `entry.old`."""
+def warn(entry: Renamed, stacklevel: int = 1) -> None:
+    """The DeprecationWarning for a use of `entry.old`, attributed to the frame
+    `stacklevel` above warn's caller (1: the caller itself)."""
     warnings.warn(f"{entry.where}: `{entry.old}` is renamed `{entry.new}` (since {entry.since})"
                   + (f"; {entry.note}" if entry.note else "") + ".",
                   DeprecationWarning, stacklevel=stacklevel + 1)

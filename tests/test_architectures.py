@@ -55,8 +55,10 @@ def test_bad_model_arguments(kwargs, match):
 
 
 def test_the_old_module_name_warns_and_is_the_new_module():
-    with pytest.warns(DeprecationWarning, match="`models` is renamed `architectures` .since 0.5"):
+    with pytest.warns(DeprecationWarning,
+                      match="`models` is renamed `architectures` .since 0.5") as record:
         old = kg.models
+    assert record[0].filename == __file__
     assert old is kg.architectures
     with pytest.warns(DeprecationWarning):
         from keras_gradreg import models  # the same fallback

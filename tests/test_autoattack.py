@@ -216,6 +216,7 @@ def test_autoattack_names_in_the_minimum_distance_evaluation():
     (dict(attacks="standard"), "non-empty list"),
     (dict(epsilons=1.5), "epsilon=1.5"),
     (dict(epsilons=[0.1, 0.0]), "epsilon=0.0"),
+    (dict(epsilons=[]), "epsilons=\\[\\] names no radius"),
     (dict(attack_norm="l1"), "attack_norm='l1'"),
     (dict(budget=kg.AutoAttackBudget), "AutoAttackBudget"),
 ])
@@ -340,8 +341,9 @@ def test_the_old_epsilon_argument_warns_and_keeps_its_return_type():
     model, x, y, _, _ = _linear_problem(4, n=8)
     kwargs = dict(budget=SMALL, attacks=("apgd_ce",), verbose=0)
     listed = kg.evaluate_autoattack(model, x, y, epsilons=0.1, **kwargs)
-    with pytest.warns(DeprecationWarning, match="`epsilon` is renamed `epsilons`"):
+    with pytest.warns(DeprecationWarning, match="`epsilon` is renamed `epsilons`") as record:
         single = kg.evaluate_autoattack(model, x, y, epsilon=0.1, **kwargs)
+    assert record[0].filename == __file__  # the user's line, not the library's
     assert isinstance(listed, list) and len(listed) == 1
     np.testing.assert_array_equal(single.broken_by, listed[0].broken_by)
     with pytest.warns(DeprecationWarning):

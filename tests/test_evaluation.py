@@ -193,6 +193,7 @@ def test_the_checks_attack_only_their_subset_and_say_on_how_many_images(monkeypa
         (dict(attack_norm="linf", attacks=("cw",)), "'cw' does not support attack_norm='linf'"),
         (dict(epsilons=(0.1, 1.5)), r"epsilon=1.5 .*\(1 is the largest linf distance"),
         (dict(epsilons=(0.0,)), "epsilon=0.0"),
+        (dict(epsilons=()), r"epsilons=\(\) names no radius"),
         (dict(epsilons=(float("nan"),)), "epsilon=nan"),
         (dict(clip_max=0.5), "outside the declared range"),
         (dict(num_images=0), "num_images=0"),

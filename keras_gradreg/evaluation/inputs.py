@@ -34,12 +34,6 @@ DEFAULT_EPSILONS = data_lib.DEFAULT_RADII
 """Radii for data in [0, 1] when none are given: every dataset's (data.DEFAULT_RADII)."""
 
 
-def max_radius(attack_norm: str, clip_min: float, clip_max: float, dims: int) -> float:
-    """The largest distance between two points of the data range: an unbounded attack."""
-    span = clip_max - clip_min
-    return span if attack_norm == "linf" else span * float(np.sqrt(dims))
-
-
 def check_radii(epsilons: Sequence[Any], attack_norm: str, clip_min: float = 0.0,
                 clip_max: float = 1.0, dims: Optional[int] = None) -> tuple:
     """The radii as floats, or a ValueError naming a bad one (not a number, NaN, <= 0, or
@@ -47,10 +41,12 @@ def check_radii(epsilons: Sequence[Any], attack_norm: str, clip_min: float = 0.0
     that times sqrt(dims) for l2 when dims is known).
     """
     validation.check_choice("attack_norm", attack_norm, primitives.BALL_NORMS)
-    largest = (max_radius(attack_norm, clip_min, clip_max, dims)
+    largest = (primitives.max_radius(attack_norm, clip_min, clip_max, dims)
                if dims or attack_norm == "linf" else np.inf)
     hint = (f"({largest:g} is the largest {attack_norm} distance within the data range "
             f"[{clip_min}, {clip_max}])")
+    if isinstance(epsilons, str) or not len(epsilons):
+        raise ValueError(f"epsilons={epsilons!r} names no radius; pass one or more numbers.")
     radii = []
     for eps in epsilons:
         try:
@@ -205,7 +201,7 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
     model_fn, probabilities, num_classes = class_scores(model, x, batch_size)
     y = integer_labels(y, num_classes)
     dims = int(np.prod(x.shape[1:]))
-    largest = max_radius(attack_norm, clip_min, clip_max, dims)
+    largest = primitives.max_radius(attack_norm, clip_min, clip_max, dims)
     if radii is None:  # the defaults that fit in the data range
         radii = [e * (clip_max - clip_min) for e in DEFAULT_EPSILONS[attack_norm]
                  if e * (clip_max - clip_min) <= largest]
