@@ -1,6 +1,7 @@
 """Robustness evaluation: closed-form distances, verified examples, sanity checks, files."""
 
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from helpers import linear_distance
 
 FAST = kg.AttackSettings(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
                          cw_learning_rate=0.05, spsa_samples=64)
+COLD = dataclasses.replace(FAST, warm_start=False)
 
 
 def _linear_problem(seed=0, n=24, classes=3):
@@ -41,8 +43,9 @@ def test_distances_on_a_binary_linear_classifier_are_the_exact_ones(norm, attack
     model, x, y, w, logits = _linear_problem(classes=2)
     true = linear_distance(w, logits, y, norm)
     assert np.all(true < 0.3)  # the closest boundary points lie inside the data range
+    # cold searches: each attack's own distance on every image
     report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
-                                    settings=FAST, sanity_checks=False, verbose=0)
+                                    settings=COLD, sanity_checks=False, verbose=0)
     assert np.all(report.distances >= true * (1 - 1e-4))  # no attack beats the exact distance
     np.testing.assert_allclose(report.distances, true, rtol=0.02)
     for name, distance in report.attack_distances.items():  # each attack alone is strong too
@@ -65,6 +68,61 @@ def test_distances_on_a_three_class_linear_classifier_are_within_a_small_factor(
     ratio = report.distances / true
     assert np.all(ratio >= 1 - 1e-4)
     assert np.median(ratio) < 1.01 and np.all(ratio <= 2.0)
+
+
+def _threshold_attack(thresholds):
+    """A synthetic attack on 1-pixel images 0 whose label i is its index: it breaks image i
+    exactly at radii >= thresholds[i], by a perturbation of norm eps. Counts its runs."""
+    runs = np.zeros(len(thresholds), int)
+
+    def attack(x, y, eps):
+        runs[y] += 1
+        return x + np.where(eps >= thresholds[y], eps, 0.0)[:, None]
+
+    return attack, lambda x_adv, y: x_adv[:, 0] >= thresholds[y], runs
+
+
+def test_a_warm_started_search_finds_the_cold_distance_in_fewer_runs_or_gives_up_below_it():
+    thresholds = np.array([0.07, 0.1, 0.27, 0.5])
+    x, y = np.zeros((4, 1)), np.arange(4)
+    tolerance = 2.0 ** -10
+    attack, check, runs = _threshold_attack(thresholds)
+    cold, _, cold_width = kg.attacks.minimum_distance(attack, check, x, y, "linf", 1.0, 12,
+                                                      tolerance)
+    cold_runs = runs.copy()
+    # starts a little above, far above (4x: the geometric phase takes over) and below
+    start = thresholds * np.array([1.02, 1.03, 4.0, 0.98])
+    runs[:] = 0
+    warm, examples, width = kg.attacks.minimum_distance(attack, check, x, y, "linf", 1.0, 12,
+                                                        tolerance, start)
+    for found, w in ((cold[:3], cold_width[:3]), (warm[:3], width[:3])):
+        assert np.all(found >= thresholds[:3])
+        assert np.all(found <= thresholds[:3] * (1 + w + 1e-12))
+    assert np.all(width[:2] <= tolerance) and np.all(cold_width <= 0.003)
+    assert warm[3] == np.inf and examples[3, 0] == 0.0  # not broken at its start: given up
+    # near the threshold: the start, 15/16 of it, then 7 halvings of the 1/16 bracket
+    np.testing.assert_array_equal(runs, [9, 9, runs[2], 1])
+    assert np.all(cold_runs == 13) and runs[2] <= 13
+
+
+def test_warm_and_cold_searches_give_the_same_distances_and_the_warm_one_says_who_won():
+    model, x, y, w, logits = _linear_problem(classes=2)
+    true = linear_distance(w, logits, y, "linf")
+    reports = [kg.evaluate_robustness(model, x, y, attacks=("fab_t", "apgd_ce"), epsilons=(0.1,),
+                                      settings=settings, sanity_checks=False, lower_bound=False,
+                                      verbose=0) for settings in (COLD, FAST)]
+    for report in reports:
+        assert np.all(report.distances >= true * (1 - 1e-4))
+        np.testing.assert_allclose(report.distances, true, rtol=0.01)
+    cold, warm = reports
+    np.testing.assert_allclose(warm.attack_distances["fab_t"], cold.attack_distances["fab_t"])
+    assert np.isfinite(cold.attack_distances["apgd_ce"]).all()
+    # APGD, searched from FAB-T's distances, counts only where it matched or beat them
+    beat = np.isfinite(warm.attack_distances["apgd_ce"])
+    assert np.all(warm.attack_distances["apgd_ce"][beat]
+                  <= warm.attack_distances["fab_t"][beat] * (1 + 1e-6))
+    np.testing.assert_array_equal(warm.distances, np.minimum(warm.attack_distances["apgd_ce"],
+                                                             warm.attack_distances["fab_t"]))
 
 
 def test_every_adversarial_example_is_misclassified_in_range_and_within_its_distance():
@@ -208,7 +266,9 @@ def test_bad_input_is_rejected_before_any_attack(kwargs, match):
 @pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps=0"), (dict(restarts=1.5), "restarts=1.5"),
                                           (dict(cw_learning_rate=-1.0), "cw_learning_rate=-1.0"),
                                           (dict(spsa_samples=3), "spsa_samples=3"),
-                                          (dict(spsa_delta=float("inf")), "spsa_delta=inf")])
+                                          (dict(spsa_delta=float("inf")), "spsa_delta=inf"),
+                                          (dict(search_tolerance=1.0), "search_tolerance=1.0"),
+                                          (dict(warm_start="yes"), "warm_start='yes' must be True")])
 def test_bad_attack_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kg.AttackSettings(**kwargs)

@@ -18,8 +18,9 @@ from keras_gradreg.evaluation.reports import RobustnessReport
 
 
 def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_eps,
-                num_classes, seed, progress) -> tuple:
-    """One attack on every correctly classified image: (distances, examples, tolerance)."""
+                num_classes, seed, progress, start) -> tuple:
+    """One attack on every correctly classified image: (distances, examples, tolerance).
+    `start`: per image, where its radius search begins (see attacks.minimum_distance)."""
     distance = np.where(correct, np.inf, 0.0)
     examples = x.copy()
     tolerance = 0.0
@@ -40,7 +41,8 @@ def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_ep
             size = attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm)
             return np.where(ok, size, np.inf), x_adv, np.zeros(len(idx))
         return attacks_lib.minimum_distance(attack, judge.is_adversarial, x[idx], y[idx],
-                                            attack_norm, max_eps, settings.search_steps)
+                                            attack_norm, max_eps, settings.search_steps,
+                                            settings.search_tolerance, start[idx])
 
     for idx, (dist, x_adv, width) in in_batches(attack_batch, np.flatnonzero(correct),
                                                  judge.batch_size, progress):
@@ -140,13 +142,16 @@ def evaluate_robustness(
         verbose, "attack batch")
 
     attack_distances, adversarial, tolerance, seconds = {}, {}, 0.0, {}
+    so_far = np.full(len(x), np.inf)  # the best distance yet: where the next search starts
     for attack_name in attacks:
         start = time.perf_counter()
         attack_distances[attack_name], adversarial[attack_name], width = _run_attack(
             attack_name, judge, x, y, correct, attack_norm, settings, images.max_eps,
-            images.num_classes, seed, progress)
+            images.num_classes, seed, progress, so_far)
         seconds[attack_name] = time.perf_counter() - start
         tolerance = max(tolerance, width)
+        if settings.warm_start:
+            so_far = np.minimum(so_far, attack_distances[attack_name])
     best, best_attack, best_examples = _best_per_image(attacks, attack_distances, adversarial,
                                                        x, correct)
     checks = []
