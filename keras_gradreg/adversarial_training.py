@@ -240,14 +240,15 @@ class FreeAdversarialTrainingModel(_Radius, WrapsModel, keras.Model):
         for _ in range(self.replays):
             with tf.GradientTape() as tape:
                 tape.watch(delta)
-                x_adv = tf.clip_by_value(x + delta, self.clip_min, self.clip_max)
+                x_adv = primitives.clip_to_range(x + delta, self.clip_min, self.clip_max)
                 y_pred = self(x_adv, training=True)
                 loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                          training=True)
                 scaled = self.optimizer.scale_loss(loss)
             *gradients, input_gradient = tape.gradient(scaled, self.trainable_weights + [delta])
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-            delta = tf.clip_by_value(delta + epsilon * tf.sign(input_gradient), -epsilon, epsilon)
+            delta = primitives.project(primitives.ascend(delta, input_gradient, epsilon, 1.0, "linf"),
+                                       0.0, epsilon, "linf", -epsilon, epsilon)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync  # Keras scales the loss
         self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
         return self.compute_metrics(x_adv, y, y_pred, sample_weight=sample_weight)

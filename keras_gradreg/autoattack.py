@@ -24,7 +24,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from keras_gradreg import primitives
 from keras_gradreg import validation
+from keras_gradreg.metrics import misclassification_margin
+from keras_gradreg.primitives import per_example
+from keras_gradreg.primitives import project
 
 MOMENTUM = 0.75
 """APGD's alpha: weight of the new step against the previous one."""
@@ -73,44 +77,6 @@ BUDGETS = {"standard": STANDARD_BUDGET, "quick": SEARCH_BUDGET}
 to report); "quick" is SEARCH_BUDGET, for a first look at a model or for tests."""
 
 
-def _per_image(eps: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    """eps (batch,) shaped to broadcast against x."""
-    return tf.reshape(eps, [-1] + [1] * (len(x.shape) - 1))
-
-
-def _norm(v: tf.Tensor, attack_norm: str) -> tf.Tensor:
-    """||v|| per image, shaped (batch, 1, ..., 1)."""
-    axes = list(range(1, len(v.shape)))
-    if attack_norm == "linf":
-        return tf.reduce_max(tf.abs(v), axis=axes, keepdims=True)
-    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=axes, keepdims=True))
-
-
-def _project(x_new: tf.Tensor, x: tf.Tensor, eps: tf.Tensor, attack_norm: str,
-             clip_min: float, clip_max: float) -> tf.Tensor:
-    """x_new moved into the eps-ball around x, then into the data range (still in the ball)."""
-    delta = x_new - x
-    if attack_norm == "linf":
-        delta = tf.clip_by_value(delta, -eps, eps)
-    else:
-        delta *= tf.minimum(1.0, eps / tf.maximum(_norm(delta, "l2"), 1e-12))
-    return tf.clip_by_value(x + delta, clip_min, clip_max)
-
-
-def _ascent_direction(grad: tf.Tensor, attack_norm: str) -> tf.Tensor:
-    """The steepest-ascent direction of unit norm: sign for l_inf, normalised for l2."""
-    if attack_norm == "linf":
-        return tf.sign(grad)
-    return grad / tf.maximum(_norm(grad, "l2"), 1e-12)
-
-
-def _true_and_others(logits: tf.Tensor, y: tf.Tensor) -> tuple:
-    """(z_y, logits with the true class at -inf)."""
-    true_class = tf.one_hot(y, tf.shape(logits)[-1], on_value=True, off_value=False)
-    z_y = tf.reduce_sum(tf.where(true_class, logits, 0.0), axis=-1)
-    return z_y, tf.where(true_class, -np.inf, logits)
-
-
 def dlr_loss(logits: tf.Tensor, y: tf.Tensor, targets: Optional[tf.Tensor] = None) -> tf.Tensor:
     """The Difference of Logits Ratio loss, per example (higher: closer to misclassified).
 
@@ -129,12 +95,12 @@ def dlr_loss(logits: tf.Tensor, y: tf.Tensor, targets: Optional[tf.Tensor] = Non
     """
     logits = tf.cast(logits, tf.float32)
     ranked = tf.sort(logits, axis=-1, direction="DESCENDING")
-    z_y, others = _true_and_others(logits, y)
     if targets is None:
-        return -(z_y - tf.reduce_max(others, axis=-1)) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
-    z_t = tf.gather(logits, targets, batch_dims=1)
+        return (misclassification_margin(logits, y, margin="logit")
+                / (ranked[:, 0] - ranked[:, 2] + 1e-12))
+    gap = tf.gather(logits, targets, batch_dims=1) - tf.gather(logits, y, batch_dims=1)
     spread = ranked[:, 0] - (ranked[:, 2] + ranked[:, 3]) / 2
-    return -(z_y - z_t) / (spread + 1e-12)
+    return gap / (spread + 1e-12)
 
 
 def _loss_fn(loss: str, y: tf.Tensor, targets: Optional[tf.Tensor]) -> Callable:
@@ -180,7 +146,7 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
       highest loss.
     """
     window = tf.constant(checkpoints(steps))
-    radius = _per_image(eps, x)
+    radius = per_example(eps, x)
     loss_of = _loss_fn(loss, y, targets)
 
     def loss_and_grad(images):
@@ -195,8 +161,8 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
         start = tf.random.stateless_uniform(tf.shape(x), [seed, 0], -1.0, 1.0)
     else:
         start = tf.random.stateless_normal(tf.shape(x), [seed, 0])
-    x_adv = _project(x + radius * start / tf.maximum(_norm(start, attack_norm), 1e-12), x,
-                     radius, attack_norm, clip_min, clip_max)
+    x_adv = project(x + radius * start / per_example(primitives.norm(start, attack_norm), x), x,
+                    radius, attack_norm, clip_min, clip_max)
     values, grad, fooled = loss_and_grad(x_adv)
     state = dict(
         x_adv=x_adv, x_prev=x_adv, grad=grad, loss=values,
@@ -208,16 +174,16 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
 
     def body(k, s):
         momentum = tf.where(k > 0, MOMENTUM, 1.0)
-        z = _project(s["x_adv"] + s["step"] * _ascent_direction(s["grad"], attack_norm), x,
-                     radius, attack_norm, clip_min, clip_max)
+        z = project(s["x_adv"] + s["step"] * primitives.ascent_direction(s["grad"], attack_norm),
+                    x, radius, attack_norm, clip_min, clip_max)
         moved = (s["x_adv"] + momentum * (z - s["x_adv"])
                  + (1 - momentum) * (s["x_adv"] - s["x_prev"]))
-        x_new = _project(moved, x, radius, attack_norm, clip_min, clip_max)
+        x_new = project(moved, x, radius, attack_norm, clip_min, clip_max)
         values, grad, fooled = loss_and_grad(x_new)
         better = values > s["loss_best"]
-        wide = _per_image(better, x)
+        wide = per_example(better, x)
         s = dict(s, x_prev=s["x_adv"], x_adv=x_new, grad=grad, loss=values,
-                 x_found=tf.where(_per_image(fooled & ~s["fooled"], x), x_new, s["x_found"]),
+                 x_found=tf.where(per_example(fooled & ~s["fooled"], x), x_new, s["x_found"]),
                  fooled=s["fooled"] | fooled,
                  x_best=tf.where(wide, x_new, s["x_best"]),
                  grad_best=tf.where(wide, grad, s["grad_best"]),
@@ -231,7 +197,7 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
             stalled = s["rises"] < STALL_FRACTION * length
             stuck = ~s["halved_at_check"] & (s["loss_best_at_check"] >= s["loss_best"])
             halve = stalled | stuck
-            wide = _per_image(halve, x)
+            wide = per_example(halve, x)
             return dict(s, step=tf.where(wide, s["step"] / 2, s["step"]),
                         x_adv=tf.where(wide, s["x_best"], s["x_adv"]),
                         grad=tf.where(wide, s["grad_best"], s["grad"]),
@@ -241,7 +207,7 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
         return k + 1, tf.cond(length > 0, lambda: check(s), lambda: s)
 
     _, state = tf.while_loop(lambda k, s: k < steps, body, (tf.constant(0), state))
-    return tf.where(_per_image(state["fooled"], x), state["x_found"], state["x_best"])
+    return tf.where(per_example(state["fooled"], x), state["x_found"], state["x_best"])
 
 
 def _boundary_step(w: tf.Tensor, c: tf.Tensor, lower: tf.Tensor, upper: tf.Tensor,
@@ -324,7 +290,7 @@ def fab(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, *, targets: tf.Tensor, a
         return tf.not_equal(tf.argmax(model_fn(images), axis=-1, output_type=y.dtype), y)
 
     def distance(flat):
-        return tf.reshape(_norm(flat - flat_x, attack_norm), [-1])
+        return primitives.norm(flat - flat_x, attack_norm)
 
     def body(k, current, best, best_distance):
         gap, grad = gap_and_grad(tf.reshape(current, shape))
@@ -333,7 +299,7 @@ def fab(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, *, targets: tf.Tensor, a
         level = -gap - tf.reduce_sum(grad * (flat_x - current), axis=1)
         from_image = _fused_boundary_step(grad, level, clip_min - flat_x, clip_max - flat_x,
                                     attack_norm)
-        a, b = _norm(from_current, attack_norm)[:, 0], _norm(from_image, attack_norm)[:, 0]
+        a, b = primitives.norm(from_current, attack_norm), primitives.norm(from_image, attack_norm)
         alpha = tf.clip_by_value(tf.math.divide_no_nan(a, a + b), 0.0, FAB_ALPHA_MAX)[:, None]
         current = tf.clip_by_value((1 - alpha) * (current + FAB_ETA * from_current)
                                    + alpha * (flat_x + FAB_ETA * from_image), clip_min, clip_max)
@@ -409,13 +375,12 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
       Per image, the point of smallest margin found.
     """
     _, height, width, channels = x.shape
-    radius = _per_image(eps, x)
+    radius = per_example(eps, x)
     n = tf.shape(x)[0]
     rows, cols = tf.range(height)[None, :, None, None], tf.range(width)[None, None, :, None]
 
     def margin(images):
-        z_y, others = _true_and_others(tf.cast(model_fn(images), tf.float32), y)
-        return z_y - tf.reduce_max(others, axis=-1)
+        return -misclassification_margin(model_fn(images), y, margin="logit")
 
     def signs(shape, k):
         return 2.0 * tf.cast(tf.random.stateless_uniform(shape, [seed, k], 0, 2, tf.int32),
@@ -480,13 +445,13 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
 
     def body(k, x_best, best):
         candidate = tf.ensure_shape(
-            _project(propose(k, x_best), x, radius, attack_norm, clip_min, clip_max), x.shape)
+            project(propose(k, x_best), x, radius, attack_norm, clip_min, clip_max), x.shape)
         value = margin(candidate)
         better = (value < best) & (best > 0)
-        return (k + 1, tf.where(_per_image(better, x), candidate, x_best),
+        return (k + 1, tf.where(per_example(better, x), candidate, x_best),
                 tf.where(better, value, best))
 
-    x_best = tf.ensure_shape(_project(start, x, radius, attack_norm, clip_min, clip_max), x.shape)
+    x_best = tf.ensure_shape(project(start, x, radius, attack_norm, clip_min, clip_max), x.shape)
     _, x_best, _ = tf.while_loop(
         lambda k, x_best, best: (k < queries) & tf.reduce_any(best > 0), body,
         (tf.constant(1), x_best, margin(x_best)))

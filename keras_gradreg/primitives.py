@@ -24,21 +24,26 @@ def check_ball_norm(norm: str) -> str:
     return validation.check_choice("attack_norm", norm, BALL_NORMS)
 
 
-def _per_example(t: Any) -> tuple:
+def _example_axes(t: Any) -> tuple:
     """The axes of t that belong to one example (all but the batch axis)."""
     return tuple(range(1, len(t.shape)))
 
 
-def _broadcast(values: Any, like: Any) -> Any:
+def per_example(values: Any, like: Any) -> Any:
     """Per-example values, shape (batch,), as (batch, 1, ..., 1) to scale tensors like `like`."""
     return ops.reshape(values, (-1,) + (1,) * (len(like.shape) - 1))
+
+
+def _radius(epsilon: Any, like: Any) -> Any:
+    """A radius (a number, or one per example of shape (batch,)) that broadcasts against `like`."""
+    return per_example(epsilon, like) if len(getattr(epsilon, "shape", ())) == 1 else epsilon
 
 
 def norm(t: Any, attack_norm: str) -> Any:
     """Per-example ||t|| in the ball's norm: max |t_j| ("linf") or sqrt(sum t_j^2) ("l2")."""
     if check_ball_norm(attack_norm) == "linf":
-        return ops.max(ops.abs(t), axis=_per_example(t))
-    return ops.sqrt(ops.sum(ops.square(t), axis=_per_example(t)))
+        return ops.max(ops.abs(t), axis=_example_axes(t))
+    return ops.sqrt(ops.sum(ops.square(t), axis=_example_axes(t)))
 
 
 def ascent_direction(gradient: Any, attack_norm: str) -> Any:
@@ -46,7 +51,7 @@ def ascent_direction(gradient: Any, attack_norm: str) -> Any:
     g / ||g||_2 for "l2" (0 where g = 0)."""
     if check_ball_norm(attack_norm) == "linf":
         return ops.sign(gradient)
-    return ops.divide_no_nan(gradient, _broadcast(norm(gradient, "l2"), gradient))
+    return ops.divide_no_nan(gradient, per_example(norm(gradient, "l2"), gradient))
 
 
 def ascend(x_adv: Any, gradient: Any, epsilon: Any, step_size: float, attack_norm: str) -> Any:
@@ -63,19 +68,22 @@ def project(x_adv: Any, x: Any, epsilon: Any, attack_norm: str, clip_min: float,
             clip_max: float) -> Any:
     """x_adv moved into the epsilon-ball around x, then into the data range.
 
+    `epsilon`: one radius, or one per example (shape (batch,) or (batch, 1, ..., 1)).
+
     l_inf: the exact projection onto the intersection (a box). l2: the perturbation is
     scaled down to norm epsilon, then clipped to the range, which can only shorten it,
     so the result is inside both (the usual PGD-l2 step, not the exact projection onto
     the intersection).
     """
+    epsilon = _radius(epsilon, x)
     if check_ball_norm(attack_norm) == "linf":
         inside = ops.clip(x_adv, x - epsilon, x + epsilon)
     else:
         delta = x_adv - x
-        length = norm(delta, "l2")
+        length = per_example(norm(delta, "l2"), delta)
         scale = ops.minimum(ops.ones_like(length), ops.divide_no_nan(epsilon * ops.ones_like(length),
                                                                      length))
-        inside = x + _broadcast(scale, delta) * delta
+        inside = x + scale * delta
     return clip_to_range(inside, clip_min, clip_max)
 
 
@@ -96,8 +104,8 @@ def random_in_ball(shape: Any, epsilon: Any, attack_norm: str, seed: Any, dtype:
     gaussian = draw.stateless_normal(shape, seed, dtype)
     radius = ops.power(draw.stateless_uniform(shape[:1], seed + 1, 0.0, 1.0, dtype),
                        1.0 / math.prod(shape[1:]))  # images: the entries per example are static
-    unit = ops.divide_no_nan(gaussian, _broadcast(norm(gaussian, "l2"), gaussian))
-    return epsilon * _broadcast(radius, unit) * unit
+    unit = ops.divide_no_nan(gaussian, per_example(norm(gaussian, "l2"), gaussian))
+    return epsilon * per_example(radius, unit) * unit
 
 
 def max_radius(attack_norm: str, clip_min: float, clip_max: float, size: int) -> float:
