@@ -79,7 +79,7 @@ class AttackSettings:
     step_fraction: float = 2.5
     restarts: int = 1
     search_steps: int = 12
-    search_tolerance: float = 2.0 ** -10
+    search_tolerance: float = 2.0 ** -11
     warm_start: bool = True
     cw_binary_steps: int = 5
     cw_iterations: int = 100
@@ -274,7 +274,7 @@ WARM_BRACKET = 1 / 16
 """A warm-started search's first step down: an attack that breaks an image at the best
 distance so far is tried next at (1 - WARM_BRACKET) of it. Attacks that break an image
 at a radius mostly fail a few percent below it, so most searches then bisect a bracket
-of that relative width (7 halvings to search_tolerance's default) instead of the data
+of that relative width (8 halvings to search_tolerance's default) instead of the data
 range's."""
 
 
