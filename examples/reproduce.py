@@ -81,6 +81,9 @@ def _checked_flags() -> tuple:
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, train_limit=FLAGS.train_limit,
         overwrite=FLAGS.overwrite)) for name, method in METHODS.items()}  # all, before any work
+    if not FLAGS.overwrite:  # finished runs are reused, runs of other settings refused
+        for config in configs.values():
+            training.check_settings(config)
     return epsilons, configs
 
 

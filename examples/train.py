@@ -101,6 +101,7 @@ def main(argv):
     del argv
     with validation.exit_on_bad_value("train.py"):
         config = training.validate(config_from_flags())
+        training.check_model_dir(config)  # a finished run or other settings there
     _, history, seconds = training.train(config)
     last = {k: round(v[-1], 4) for k, v in history.history.items()} if history.history else {}
     penalised = ""

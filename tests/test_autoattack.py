@@ -74,6 +74,18 @@ def test_fab_distances_are_within_a_few_percent_of_the_closed_form_and_never_bel
     np.testing.assert_allclose(size, true, rtol=0.03)
 
 
+def test_fab_treats_each_image_on_its_own_so_padding_its_batches_changes_nothing():
+    """make_attack pads FAB's batches (autoattack.FAB_BATCH_MULTIPLE) by repeating an image:
+    an image's example must not depend on the others in its batch."""
+    model, x, y, _, _ = _linear_problem(4, seed=2, n=37)
+    model_fn = lambda images: model(images, training=False)
+    run = kg.autoattack.make_attack("fab_t", model_fn, "linf", SMALL, 0.0, 1.0)
+    together = np.asarray(run(x, y, np.full(37, np.inf, np.float32)))
+    alone = np.asarray(kg.autoattack.make_attack("fab_t", model_fn, "linf", SMALL, 0.0, 1.0)(
+        x[:5], y[:5], np.full(5, np.inf, np.float32)))
+    np.testing.assert_allclose(alone, together[:5], atol=1e-6)
+
+
 def test_fab_boundary_step_is_the_closed_form_projection():
     """Without the box binding: l2 moves along w by c / ||w||^2, l_inf by c / ||w||_1 signs."""
     w = tf.constant([[3.0, -4.0], [1.0, 1.0]])

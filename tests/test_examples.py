@@ -75,8 +75,13 @@ def test_train_then_evaluate(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained in" in result.stdout
     assert os.path.exists(os.path.join(model_dir, "model.keras"))
-    again = _run("train.py", f"--model_dir={model_dir}", "--epochs=1")
-    assert again.returncode != 0 and "overwrite" in again.stderr
+    # a finished run there: refused with one line, in this process (see _refused)
+    assert "(a finished run); pass overwrite=True (--overwrite)" in _refused(
+        "train.py", f"--model_dir={model_dir}", "--epochs=1", "--train_limit=256",
+        "--batch_size=64", "--method=gradreg", "--attack_norm=linf")
+    assert "penalty_weight=1.0 there, 2.0 asked" in _refused(  # other settings there
+        "train.py", f"--model_dir={model_dir}", "--epochs=1", "--train_limit=256",
+        "--batch_size=64", "--method=gradreg", "--attack_norm=linf", "--penalty_weight=2")
     out = str(tmp_path / "eval")
     flags = [f"--model_path={model_dir}/model.keras", "--num_images=20", "--epsilons=0.1,0.3",
              "--attacks=fgm,pgd", f"--output_dir={out}"]
@@ -85,8 +90,7 @@ def test_train_then_evaluate(tmp_path):
     assert "% error at 0.1" in result.stdout
     rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
     assert rows[0]["model"] == "gr" and float(rows[0]["training_time_s"]) > 0
-    refused = _run("evaluate.py", *flags)
-    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    assert "--overwrite" in _refused("evaluate.py", *flags)
     cascade = _run("evaluate.py", f"--model_path={model_dir}/model.keras", "--num_images=6",
                    "--protocol=autoattack", "--epsilons=0.3", "--autoattack_budget=quick",
                    f"--output_dir={out}")
@@ -96,17 +100,17 @@ def test_train_then_evaluate(tmp_path):
     assert written[0]["epsilon"] == 0.3 and written[0]["num_images"] == 6
     assert set(written[0]["robust_after"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
     assert written[0]["budget"]["apgd_steps"] == 20  # quick
-    bad = _run("evaluate.py", f"--model_path={model_dir}/model.keras", "--protocol=autoattack",
-               "--attacks=cw", f"--output_dir={tmp_path / 'bad'}")
-    assert bad.returncode != 0 and "attack='cw' is not supported" in bad.stderr
+    # the refusals run in this process (_refused: one line, before any work)
+    assert "attack='cw' is not supported" in _refused(
+        "evaluate.py", f"--model_path={model_dir}/model.keras", "--protocol=autoattack",
+        "--attacks=cw", f"--output_dir={tmp_path / 'bad'}")
     damaged = tmp_path / "damaged" / "model.keras"
     damaged.parent.mkdir()
     damaged.write_bytes(b"PK not a zip")
     late = str(tmp_path / "late")
-    result = _run("evaluate.py", f"--model_path={model_dir}/model.keras", f"--model_path={damaged}",
-                  "--num_images=20", f"--output_dir={late}")
-    assert result.returncode != 0 and f"{damaged} cannot be loaded" in result.stderr
-    assert "attack batch" not in result.stdout + result.stderr  # refused before any attack
+    assert f"{damaged} cannot be loaded" in _refused(
+        "evaluate.py", f"--model_path={model_dir}/model.keras", f"--model_path={damaged}",
+        "--num_images=20", f"--output_dir={late}")  # every model is loaded before any attack
     assert not os.path.exists(late)
 
 
@@ -156,8 +160,7 @@ def test_reproduce_on_tiny_settings(tmp_path):
             1 - np.mean(np.array(table["images"]["distance"][:6]) == 0))
     # Asked for other settings, it reuses nothing trained differently.
     shutil.rmtree(tmp_path / "results")
-    refused = _run("reproduce.py", *tiny, "--penalty_every=3")
-    assert refused.returncode != 0 and "penalty_every=2 there, 3 asked" in refused.stderr
+    assert "penalty_every=2 there, 3 asked" in _refused("reproduce.py", *tiny, "--penalty_every=3")
 
 
 def test_bad_flags_name_the_value_and_the_choices(tmp_path):

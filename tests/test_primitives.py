@@ -85,3 +85,19 @@ def test_an_unknown_ball_norm_is_named():
     with pytest.raises(ValueError, match="attack_norm='l1'"):
         primitives.project(np.zeros((1, 2)), np.zeros((1, 2)), 0.1, "l1", 0.0, 1.0)
 
+
+
+@pytest.mark.parametrize("attack_norm", ["linf", "l2"])
+def test_a_radius_per_example_projects_each_example_onto_its_own_ball(attack_norm):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.3, 0.7, size=(3, 4, 4, 1)).astype("float32")
+    x_adv = x + rng.normal(size=x.shape).astype("float32")
+    radii = np.array([0.05, 0.2, 1.5], "float32")
+    one_by_one = np.concatenate([
+        ops.convert_to_numpy(primitives.project(x_adv[i:i + 1], x[i:i + 1], float(r), attack_norm,
+                                                0.0, 1.0)) for i, r in enumerate(radii)])
+    for eps in (radii, radii.reshape(3, 1, 1, 1)):
+        got = ops.convert_to_numpy(primitives.project(x_adv, x, eps, attack_norm, 0.0, 1.0))
+        np.testing.assert_allclose(got, one_by_one, rtol=1e-6, atol=1e-7)
+    size = ops.convert_to_numpy(primitives.norm(got - x, attack_norm))
+    assert np.all(size <= radii * (1 + 1e-6))

@@ -44,6 +44,7 @@ from keras_gradreg.training.run_dir import SETTINGS_FILE
 from keras_gradreg.training.run_dir import STATE_FILE
 from keras_gradreg.training.run_dir import TIME_FILE
 from keras_gradreg.training.run_dir import RunFileError
+from keras_gradreg.training.run_dir import check_model_dir
 from keras_gradreg.training.run_dir import check_settings
 from keras_gradreg.training.run_dir import finished_run
 from keras_gradreg.training.run_dir import is_finished
@@ -54,6 +55,7 @@ __all__ = (
     "ADVERSARIAL",
     "BACKUP_DIR",
     "build",
+    "check_model_dir",
     "check_settings",
     "DEFAULT_COORDINATOR_TIMEOUT",
     "finished_run",

@@ -173,6 +173,20 @@ def trim_history(path: str, epochs: int) -> None:
     files.write_text(path, out.getvalue())
 
 
+def check_model_dir(config: TrainConfig) -> None:
+    """`train`'s refusals, which a script can make before any work: unless
+    config.overwrite, FileExistsError where model_dir holds the finished run of `config`,
+    ValueError where it holds a run (finished or not) of other settings."""
+    if config.overwrite:
+        return
+    if is_finished(config):
+        raise FileExistsError(
+            f"{path_in(config.model_dir, MODEL_FILE)} already exists (a finished run); pass "
+            "overwrite=True (--overwrite) to train it again, or choose another model_dir."
+        )
+    check_settings(config)
+
+
 def prepare(config: TrainConfig) -> Resume:
     """The chief's part of `train` before training: checks model_dir, records the
     settings, and finds where to resume."""
@@ -182,13 +196,8 @@ def prepare(config: TrainConfig) -> Resume:
             if os.path.exists(path_in(config.model_dir, stale)):
                 os.remove(path_in(config.model_dir, stale))
         shutil.rmtree(path_in(config.model_dir, BACKUP_DIR), ignore_errors=True)
-    elif is_finished(config):
-        raise FileExistsError(
-            f"{model_path} already exists (a finished run); pass overwrite=True "
-            "(--overwrite) to train it again, or choose another model_dir."
-        )
     else:
-        check_settings(config)
+        check_model_dir(config)
     resume = resume_point(config.model_dir)
     if os.path.exists(model_path):
         warnings.warn(f"{model_path} is unreadable (killed while it was written?); resuming "
