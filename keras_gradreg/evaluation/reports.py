@@ -36,7 +36,9 @@ class RobustnessReport:
       distances: each image's best adversarial distance (0: misclassified already;
         inf: no attack succeeded), in the order of the evaluated images.
       best_attack: which attack found it, per image ("clean", an attack name, or "none").
-      attack_distances: each attack's distances, per image.
+      attack_distances: each attack's distances, per image. With AttackSettings.warm_start
+        (the default), an attack after the first has inf where it did not break the image
+        at the best distance the earlier ones found (it did not beat them there).
       adversarial: the best adversarial example per image (the image where none).
       indices: positions of the evaluated images in the data given.
       search_tolerance: largest relative width of a final search bracket.
@@ -95,7 +97,9 @@ class RobustnessReport:
 
     @property
     def success_rates(self) -> dict:
-        """Per attack, the fraction of correctly classified images it broke."""
+        """Per attack, the fraction of correctly classified images it broke (with
+        AttackSettings.warm_start, for an attack after the first: where it matched or beat
+        the earlier attacks' distance)."""
         correct = self.distances > 0
         return {name: float(np.mean(np.isfinite(d[correct]))) if correct.any() else 0.0
                 for name, d in self.attack_distances.items()}
