@@ -247,8 +247,8 @@ class FreeAdversarialTrainingModel(_Radius, WrapsModel, keras.Model):
                 scaled = self.optimizer.scale_loss(loss)
             *gradients, input_gradient = tape.gradient(scaled, self.trainable_weights + [delta])
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-            delta = primitives.project(primitives.ascend(delta, input_gradient, epsilon, 1.0, "linf"),
-                                       0.0, epsilon, "linf", -epsilon, epsilon)
+            delta = tf.clip_by_value(primitives.ascend(delta, input_gradient, epsilon, 1.0, "linf"),
+                                     -epsilon, epsilon)  # the perturbation, back into the ball
         replicas = tf.distribute.get_strategy().num_replicas_in_sync  # Keras scales the loss
         self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
         return self.compute_metrics(x_adv, y, y_pred, sample_weight=sample_weight)

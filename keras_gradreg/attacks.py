@@ -64,8 +64,9 @@ class AttackSettings:
         searched below, first at (1 - WARM_BRACKET) of it. An image it cannot break
         there keeps the earlier distance, and the attack's own is recorded as inf (so
         `success_rates` then counts where each later attack matched or beat the earlier
-        ones). Put the attack you trust most first: it searches every image from the
-        data range's width. False: every attack does, as before 0.5.
+        ones). FAB-T and CW, which minimise the distance themselves, need no start and
+        always record their own. Put the attack you trust most first: it searches every
+        image from the data range's width. False: every attack does, as before 0.5.
       cw_binary_steps, cw_iterations, cw_learning_rate: Carlini-Wagner's search over its
         constant, its Adam steps per constant and their size.
       spsa_samples, spsa_learning_rate, spsa_delta: SPSA's gradient estimate.

@@ -255,6 +255,8 @@ def _fused_boundary_step(w: tf.Tensor, c: tf.Tensor, lower: tf.Tensor, upper: tf
     agreed to 1e-4). XLA compiles it once per batch size, so FAB's batches are padded
     (FAB_BATCH_MULTIPLE). The kernel's output has no static shape: w's is restored."""
     return tf.ensure_shape(_xla_boundary_step(w, c, lower, upper, attack_norm), w.shape)
+
+
 FAB_BATCH_MULTIPLE = 32
 """FAB's batches are padded to a multiple of this (by repeating the last image: FAB is
 deterministic and treats each image on its own), so XLA compiles a few batch sizes."""
@@ -301,10 +303,10 @@ def fab(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, *, targets: tf.Tensor, a
     def body(k, current, best, best_distance):
         gap, grad = gap_and_grad(tf.reshape(current, shape))
         from_current = _fused_boundary_step(grad, -gap, clip_min - current, clip_max - current,
-                                      attack_norm)
+                                            attack_norm)
         level = -gap - tf.reduce_sum(grad * (flat_x - current), axis=1)
         from_image = _fused_boundary_step(grad, level, clip_min - flat_x, clip_max - flat_x,
-                                    attack_norm)
+                                          attack_norm)
         a, b = primitives.norm(from_current, attack_norm), primitives.norm(from_image, attack_norm)
         alpha = tf.clip_by_value(tf.math.divide_no_nan(a, a + b), 0.0, FAB_ALPHA_MAX)[:, None]
         current = tf.clip_by_value((1 - alpha) * (current + FAB_ETA * from_current)

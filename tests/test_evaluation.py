@@ -105,12 +105,24 @@ def test_a_warm_started_search_finds_the_cold_distance_in_fewer_runs_or_gives_up
     assert np.all(cold_runs == 13) and runs[2] <= 13
 
 
-def test_warm_and_cold_searches_give_the_same_distances_and_the_warm_one_says_who_won():
+def test_warm_and_cold_searches_give_the_same_distances_and_the_warm_one_says_who_won(
+        monkeypatch):
     model, x, y, w, logits = _linear_problem(classes=2)
     true = linear_distance(w, logits, y, "linf")
+    starts = []  # what each search of APGD started from
+    search = kg.attacks.minimum_distance
+
+    def recording(*args, start=None, **kwargs):
+        starts.append(start)
+        return search(*args, start=start, **kwargs)
+
+    monkeypatch.setattr(kg.attacks, "minimum_distance", lambda *a: recording(*a[:-1], start=a[-1]))
     reports = [kg.evaluate_robustness(model, x, y, attacks=("fab_t", "apgd_ce"), epsilons=(0.1,),
                                       settings=settings, sanity_checks=False, lower_bound=False,
                                       verbose=0) for settings in (COLD, FAST)]
+    cold_start, warm_start = starts  # one batch each
+    assert np.all(np.isinf(cold_start))
+    np.testing.assert_array_equal(warm_start, reports[1].attack_distances["fab_t"])
     for report in reports:
         assert np.all(report.distances >= true * (1 - 1e-4))
         np.testing.assert_allclose(report.distances, true, rtol=0.01)

@@ -37,8 +37,8 @@ class RobustnessReport:
         inf: no attack succeeded), in the order of the evaluated images.
       best_attack: which attack found it, per image ("clean", an attack name, or "none").
       attack_distances: each attack's distances, per image. With AttackSettings.warm_start
-        (the default), an attack after the first has inf where it did not break the image
-        at the best distance the earlier ones found (it did not beat them there).
+        (the default), a searched attack after the first has inf where it did not break
+        the image at the best distance the earlier ones found (it did not beat them there).
       adversarial: the best adversarial example per image (the image where none).
       indices: positions of the evaluated images in the data given.
       search_tolerance: largest relative width of a final search bracket.
