@@ -58,7 +58,8 @@ class AttackSettings:
         any run breaks it.
       search_steps: radii tried per image in the minimum-distance search, at most.
       search_tolerance: an image's search stops early once its bracket's relative width
-        (largest failing to smallest breaking radius) is at most this.
+        (largest failing to smallest breaking radius) is at most this; 0: never early
+        (with warm_start=False, the search of 0.4 exactly).
       warm_start: search each attack after the first from the best distance the
         earlier ones found: it runs there first, and only the images it breaks there are
         searched below, first at (1 - WARM_BRACKET) of it. An image it cannot break
@@ -105,7 +106,8 @@ class AttackSettings:
                                      "AutoAttackBudget.")
                 continue
             rules = (dict(low=1, low_open=False, integer=True) if field.name in counts
-                     else dict(high=1, high_open=True) if field.name == "search_tolerance"
+                     else dict(low_open=False, high=1, high_open=True)
+                     if field.name == "search_tolerance"
                      else {})
             value = validation.check_number(f"AttackSettings {field.name}",
                                             getattr(self, field.name), **rules)

@@ -280,6 +280,7 @@ def test_bad_input_is_rejected_before_any_attack(kwargs, match):
                                           (dict(spsa_samples=3), "spsa_samples=3"),
                                           (dict(spsa_delta=float("inf")), "spsa_delta=inf"),
                                           (dict(search_tolerance=1.0), "search_tolerance=1.0"),
+                                          (dict(search_tolerance=-0.5), r"search_tolerance=-0.5 .* \[0, 1\)"),
                                           (dict(warm_start="yes"), "warm_start='yes' must be True")])
 def test_bad_attack_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
