@@ -34,6 +34,8 @@ MOMENTUM = 0.75
 """APGD's alpha: weight of the new step against the previous one."""
 STALL_FRACTION = 0.75
 """APGD halves its step when fewer than this share of a window's steps raised the loss."""
+RETIRE_SHARE = 1 / 8
+"""APGD drops the images it fooled from its batch once they are this share of it."""
 FAB_ALPHA_MAX, FAB_ETA, FAB_BETA = 0.1, 1.05, 0.9
 """FAB's largest bias to the original image, overshoot and backward step (the paper's)."""
 SQUARE_P_INIT = 0.8
@@ -103,11 +105,12 @@ def dlr_loss(logits: tf.Tensor, y: tf.Tensor, targets: Optional[tf.Tensor] = Non
     return gap / (spread + 1e-12)
 
 
-def _loss_fn(loss: str, y: tf.Tensor, targets: Optional[tf.Tensor]) -> Callable:
+def _loss_fn(loss: str, targeted: bool) -> Callable:
+    """f(logits, y, targets) -> the loss per example (targets ignored when untargeted)."""
     if loss == "ce":
-        return lambda logits: tf.nn.sparse_softmax_cross_entropy_with_logits(
+        return lambda logits, y, targets: tf.nn.sparse_softmax_cross_entropy_with_logits(
             y, tf.cast(logits, tf.float32))
-    return lambda logits: dlr_loss(logits, y, targets)
+    return lambda logits, y, targets: dlr_loss(logits, y, targets if targeted else None)
 
 
 def checkpoints(steps: int) -> np.ndarray:
@@ -146,14 +149,13 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
       highest loss.
     """
     window = tf.constant(checkpoints(steps))
-    radius = per_example(eps, x)
-    loss_of = _loss_fn(loss, y, targets)
+    loss_of = _loss_fn(loss, targets is not None)
 
-    def loss_and_grad(images):
+    def loss_and_grad(images, y, targets):
         with tf.GradientTape() as tape:
             tape.watch(images)
             logits = model_fn(images)
-            values = loss_of(logits)
+            values = loss_of(logits, y, targets)
         fooled = tf.not_equal(tf.argmax(logits, axis=-1, output_type=y.dtype), y)
         return values, tape.gradient(values, images), fooled
 
@@ -161,10 +163,14 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
         start = tf.random.stateless_uniform(tf.shape(x), [seed, 0], -1.0, 1.0)
     else:
         start = tf.random.stateless_normal(tf.shape(x), [seed, 0])
+    radius = per_example(eps, x)
+    targets = y if targets is None else targets
     x_adv = project(x + radius * start / per_example(primitives.norm(start, attack_norm), x), x,
                     radius, attack_norm, clip_min, clip_max)
-    values, grad, fooled = loss_and_grad(x_adv)
+    values, grad, fooled = loss_and_grad(x_adv, y, targets)
+    # every entry is per image: the images still running (see `retire`)
     state = dict(
+        index=tf.range(tf.shape(x)[0]), x=x, y=y, targets=targets, radius=radius,
         x_adv=x_adv, x_prev=x_adv, grad=grad, loss=values,
         x_best=x_adv, grad_best=grad, loss_best=values,
         x_found=x_adv, fooled=fooled,
@@ -172,14 +178,24 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
         loss_best_at_check=values, halved_at_check=tf.ones_like(values, tf.bool),
     )
 
-    def body(k, s):
+    def retire(finished, s):
+        """The fooled images leave the batch: their example, the first misclassified point
+        met, is final, and every other image's run is per image, so the same."""
+        gone = s["fooled"]
+        finished = tf.tensor_scatter_nd_update(
+            finished, tf.boolean_mask(s["index"], gone)[:, None], tf.boolean_mask(s["x_found"], gone))
+        kept = tf.where(~gone)[:, 0]
+        return finished, tf.nest.map_structure(lambda v: tf.gather(v, kept), s)
+
+    def body(k, finished, s):
+        x, radius = s["x"], s["radius"]
         momentum = tf.where(k > 0, MOMENTUM, 1.0)
         z = project(s["x_adv"] + s["step"] * primitives.ascent_direction(s["grad"], attack_norm),
                     x, radius, attack_norm, clip_min, clip_max)
         moved = (s["x_adv"] + momentum * (z - s["x_adv"])
                  + (1 - momentum) * (s["x_adv"] - s["x_prev"]))
         x_new = project(moved, x, radius, attack_norm, clip_min, clip_max)
-        values, grad, fooled = loss_and_grad(x_new)
+        values, grad, fooled = loss_and_grad(x_new, s["y"], s["targets"])
         better = values > s["loss_best"]
         wide = per_example(better, x)
         s = dict(s, x_prev=s["x_adv"], x_adv=x_new, grad=grad, loss=values,
@@ -204,10 +220,19 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
                         rises=tf.zeros_like(s["rises"]), halved_at_check=halve,
                         loss_best_at_check=s["loss_best"])
 
-        return k + 1, tf.cond(length > 0, lambda: check(s), lambda: s)
+        s = tf.cond(length > 0, lambda: check(s), lambda: s)
+        many = tf.reduce_mean(tf.cast(s["fooled"], tf.float32)) >= RETIRE_SHARE
+        finished, s = tf.cond(many, lambda: retire(finished, s), lambda: (finished, s))
+        return k + 1, finished, s
 
-    _, state = tf.while_loop(lambda k, s: k < steps, body, (tf.constant(0), state))
-    return tf.where(per_example(state["fooled"], x), state["x_found"], state["x_best"])
+    running = tf.nest.map_structure(lambda v: tf.TensorShape([None]).concatenate(v.shape[1:]),
+                                    state)
+    _, finished, s = tf.while_loop(
+        lambda k, finished, s: (k < steps) & (tf.size(s["index"]) > 0), body,
+        (tf.constant(0), tf.zeros_like(x), state),
+        shape_invariants=(tf.TensorShape([]), x.shape, running))
+    last = tf.where(per_example(s["fooled"], s["x"]), s["x_found"], s["x_best"])
+    return tf.tensor_scatter_nd_update(finished, s["index"][:, None], last)
 
 
 def _boundary_step(w: tf.Tensor, c: tf.Tensor, lower: tf.Tensor, upper: tf.Tensor,
@@ -394,9 +419,11 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
         return 2.0 * tf.cast(tf.random.stateless_uniform(shape, [seed, k], 0, 2, tf.int32),
                              x.dtype) - 1.0
 
-    def window(side, k):
-        """A random side x side window per image: (mask, row in it, column in it)."""
-        corner = tf.random.stateless_uniform([2, n, 1, 1, 1], [seed, k], 0, 1)
+    def corners(k):
+        return tf.random.stateless_uniform([2, n, 1, 1, 1], [seed, k], 0, 1)
+
+    def window(side, corner):
+        """A side x side window per image at the corner drawn: (mask, row in it, column)."""
         top = tf.cast(corner[0] * tf.cast(height - side + 1, tf.float32), tf.int32)
         left = tf.cast(corner[1] * tf.cast(width - side + 1, tf.float32), tf.int32)
         i, j = rows - top, cols - left
@@ -417,9 +444,12 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
     if attack_norm == "linf":
         start = x + radius * signs([n, 1, width, channels], -1)
 
-        def propose(k, x_best):
-            mask, _, _ = window(side_at(k), -2 * k)
-            change = radius * signs([n, 1, 1, channels], k)
+        def draw(k):
+            return corners(-2 * k), signs([n, 1, 1, channels], k)
+
+        def propose(k, x, radius, x_best, corner, sign):
+            mask, _, _ = window(side_at(k), corner)
+            change = radius * sign
             candidate = tf.clip_by_value(tf.where(mask, x + change, x_best), clip_min, clip_max)
             same = tf.reduce_all(tf.abs(candidate - x_best) < 1e-7, axis=[1, 2, 3], keepdims=True)
             return tf.where(mask & same, x - change, candidate)  # a query must change something
@@ -436,24 +466,33 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
         start = x + radius * unit(tf.where(inside, pattern * by_tile[..., :channels], 0.0)
                                   ) / tf.sqrt(float(channels))
 
-        def propose(k, x_best):
+        def draw(k):
+            return corners(-2 * k), corners(-2 * k - 1), signs([n, 1, 1, channels + 1], k)
+
+        def propose(k, x, radius, x_best, corner, emptied_corner, flip):
             side = side_at(k)
             delta = x_best - x
-            mask, i, j = window(side, -2 * k)
-            emptied, _, _ = window(side, -2 * k - 1)
+            mask, i, j = window(side, corner)
+            emptied, _, _ = window(side, emptied_corner)
             per_channel = lambda v: tf.norm(v, axis=[1, 2], keepdims=True)
             used = tf.reduce_sum(delta ** 2, axis=[1, 2, 3], keepdims=True)
             spare = tf.maximum(radius ** 2 - used, 0.0) / channels
             mass = per_channel(tf.where(mask | emptied, delta, 0.0))
-            flip = signs([n, 1, 1, channels + 1], k)
             bump = tf.where(mask, _bump(i, j, side, flip[..., channels:] > 0), 0.0)
             fresh = unit(bump * flip[..., :channels] + unit(delta, mask), mask)
             new = tf.where(mask, fresh * tf.sqrt(spare + mass ** 2), tf.where(emptied, 0.0, delta))
             return x + new
 
+    @tf.function(jit_compile=True)
+    def candidate_at(k, x, radius, x_best, *draws):
+        """The query's candidate, projected: one XLA kernel (element-wise ops over the
+        batch, half a query's time as separate TensorFlow ops on the small CNN); the
+        random draws stay outside it, so they are TensorFlow's on every device."""
+        return project(propose(k, x, radius, x_best, *draws), x, radius, attack_norm, clip_min,
+                       clip_max)
+
     def body(k, x_best, best):
-        candidate = tf.ensure_shape(
-            project(propose(k, x_best), x, radius, attack_norm, clip_min, clip_max), x.shape)
+        candidate = tf.ensure_shape(candidate_at(k, x, radius, x_best, *draw(k)), x.shape)
         value = margin(candidate)
         better = (value < best) & (best > 0)
         return (k + 1, tf.where(per_example(better, x), candidate, x_best),

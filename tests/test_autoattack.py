@@ -86,6 +86,35 @@ def test_fab_treats_each_image_on_its_own_so_padding_its_batches_changes_nothing
     np.testing.assert_allclose(alone, together[:5], atol=1e-6)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("loss,targeted", [("ce", False), ("dlr", False), ("dlr", True)])
+def test_apgd_returns_the_same_examples_when_fooled_images_leave_its_batch(
+        norm, loss, targeted, monkeypatch):
+    """APGD drops the images it fooled from its batch (autoattack.RETIRE_SHARE): every
+    image's run is its own, so each example equals that of a run keeping them all."""
+    rng = np.random.default_rng(3)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(5)])
+    x = rng.uniform(0.3, 0.7, size=(48, 4, 4, 1)).astype("float32")
+    logits = model.predict(x, verbose=0)
+    y = np.argmax(logits, 1)
+    targets = kg.autoattack.runner_up_classes(logits, y, 1)[:, 0] if targeted else None
+    eps = np.geomspace(0.005, 0.5, 48).astype("float32") * (1.0 if norm == "linf" else 4.0)
+    model_fn = lambda images: model(images, training=False)
+
+    def run():
+        return tf.function(lambda: kg.autoattack.apgd(
+            model_fn, tf.constant(x), tf.constant(y), tf.constant(eps), attack_norm=norm,
+            loss=loss, steps=30, clip_min=0.0, clip_max=1.0,
+            targets=None if targets is None else tf.constant(targets), seed=1))().numpy()
+
+    retiring = run()
+    monkeypatch.setattr(kg.autoattack, "RETIRE_SHARE", 2.0)  # never: every image runs on
+    keeping = run()
+    fooled = np.argmax(model.predict(keeping, verbose=0), 1) != y
+    assert 12 <= fooled.sum() < 48  # enough leave the batch, and some run to the end
+    np.testing.assert_allclose(retiring, keeping, atol=1e-6)
+
 def test_fab_boundary_step_is_the_closed_form_projection():
     """Without the box binding: l2 moves along w by c / ||w||^2, l_inf by c / ||w||_1 signs."""
     w = tf.constant([[3.0, -4.0], [1.0, 1.0]])
