@@ -35,7 +35,8 @@ MOMENTUM = 0.75
 STALL_FRACTION = 0.75
 """APGD halves its step when fewer than this share of a window's steps raised the loss."""
 RETIRE_SHARE = 1 / 8
-"""APGD drops the images it fooled from its batch once they are this share of it."""
+"""APGD drops the images it fooled from its batch once they are this share of it (1/8:
+APGD-CE's radius search on 384 digits 22-37 % faster than never, 1/4 and 1/2 between)."""
 FAB_ALPHA_MAX, FAB_ETA, FAB_BETA = 0.1, 1.05, 0.9
 """FAB's largest bias to the original image, overshoot and backward step (the paper's)."""
 SQUARE_P_INIT = 0.8
@@ -145,8 +146,13 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
       seed: seeds the random start.
 
     Returns:
-      Per image, a misclassified example within eps if one was met, else the point of
-      highest loss.
+      Per image, a misclassified example within eps if one was met (the first one), else
+      the point of highest loss.
+
+    An image is done once misclassified, so the batch sheds the fooled images whenever
+    they are RETIRE_SHARE of it (in the main job's radius search 42-47 % of APGD-CE's
+    image-steps were on images already fooled); the others run on as before. The batch
+    size changes inside the loop: this cannot run inside an XLA-compiled function.
     """
     window = tf.constant(checkpoints(steps))
     loss_of = _loss_fn(loss, targets is not None)
@@ -406,6 +412,12 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
 
     Returns:
       Per image, the point of smallest margin found.
+
+    Each query's candidate is built by one XLA kernel (`candidate_at`); the random draws
+    stay TensorFlow ops, made as before. In l_inf the examples are those of separate ops;
+    in l2 XLA rounds the norms differently (1e-6 after two queries), and the search then
+    takes other paths: the same share of images broken at each of three seeds (within
+    one image of 256; PGD-AT model, 1,000 queries).
     """
     _, height, width, channels = x.shape
     radius = per_example(eps, x)
