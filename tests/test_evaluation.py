@@ -408,6 +408,20 @@ def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(mo
     assert bar._dynamic_display == tty  # a log gets new lines, not backspaces
 
 
+def test_progress_in_a_log_is_plain_text(monkeypatch, capsys):
+    """Keras writes bold and colour codes into its bar whatever the output; a log gets
+    the same line without them."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    bar = kg.evaluation.progress_bar(7, 1, "attack batch")
+    bar.add(3)
+    bar.add(4)
+    shown = capsys.readouterr().out
+    assert "7/7" in shown and "attack batch" in shown and "\x1b" not in shown
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    kg.evaluation.progress_bar(7, 1, "attack batch").add(7)
+    assert "\x1b[" in capsys.readouterr().out  # what a terminal gets, and a log did before
+
+
 def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive():
     """A second evaluation of the same model (another protocol, another radius) traces
     nothing new; the compiled functions go when the model goes."""

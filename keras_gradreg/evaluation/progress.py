@@ -1,5 +1,8 @@
 """Progress a user sees while an evaluation runs, and the batch loop that advances it."""
 
+import contextlib
+import io
+import re
 import sys
 
 import keras
@@ -10,13 +13,28 @@ LOG_INTERVAL = 10.0
 bar redrawn in place on a terminal would otherwise write a line every 0.05 s."""
 
 
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
+"""The bold and colour codes Keras' bar writes whatever the output."""
+
+
+class _PlainProgbar(keras.utils.Progbar):
+    """Keras' Progbar writing its lines without the terminal's bold and colour codes."""
+
+    def update(self, current, values=None, finalize=None):
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            super().update(current, values, finalize)
+        sys.stdout.write(_TERMINAL_CODES.sub("", text.getvalue()))
+        sys.stdout.flush()
+
+
 def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progbar:
     """A Keras Progbar with an ETA: redrawn in place on a terminal; in a log, a new line
-    every LOG_INTERVAL s (Keras redraws in place on every POSIX system, which leaves a log
-    file one long line of backspaces)."""
+    every LOG_INTERVAL s, in plain text (Keras redraws in place on every POSIX system,
+    which leaves a log file one long line of backspaces, and writes terminal codes)."""
     terminal = sys.stdout.isatty()
-    bar = keras.utils.Progbar(target, verbose=verbose, interval=0.05 if terminal else LOG_INTERVAL,
-                              unit_name=unit_name)
+    bar = (keras.utils.Progbar if terminal else _PlainProgbar)(
+        target, verbose=verbose, interval=0.05 if terminal else LOG_INTERVAL, unit_name=unit_name)
     bar._dynamic_display = terminal  # see backend.PRIVATE_KERAS_APIS
     return bar
 
