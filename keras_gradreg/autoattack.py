@@ -188,8 +188,8 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
         """The fooled images leave the batch: their example, the first misclassified point
         met, is final, and every other image's run is per image, so the same."""
         gone = s["fooled"]
-        finished = tf.tensor_scatter_nd_update(
-            finished, tf.boolean_mask(s["index"], gone)[:, None], tf.boolean_mask(s["x_found"], gone))
+        finished = tf.tensor_scatter_nd_update(finished, tf.boolean_mask(s["index"], gone)[:, None],
+                                               tf.boolean_mask(s["x_found"], gone))
         kept = tf.where(~gone)[:, 0]
         return finished, tf.nest.map_structure(lambda v: tf.gather(v, kept), s)
 

@@ -403,15 +403,19 @@ def test_error_at_counts_only_the_images_asked_for_and_refuses_unevaluated_ones(
 def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(monkeypatch, tty,
                                                                             interval):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     bar = kg.evaluation.progress_bar(7, 1, "attack batch")
     assert (bar.target, bar.interval, bar.unit_name) == (7, interval, "attack batch")
     assert bar._dynamic_display == tty  # a log gets new lines, not backspaces
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # a notebook: not a terminal, but live
+    assert kg.evaluation.progress_bar(7, 1, "attack batch")._dynamic_display
 
 
 def test_progress_in_a_log_is_plain_text(monkeypatch, capsys):
     """Keras writes bold and colour codes into its bar whatever the output; a log gets
     the same line without them."""
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     bar = kg.evaluation.progress_bar(7, 1, "attack batch")
     bar.add(3)
     bar.add(4)

@@ -29,10 +29,11 @@ class _PlainProgbar(keras.utils.Progbar):
 
 
 def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progbar:
-    """A Keras Progbar with an ETA: redrawn in place on a terminal; in a log, a new line
-    every LOG_INTERVAL s, in plain text (Keras redraws in place on every POSIX system,
-    which leaves a log file one long line of backspaces, and writes terminal codes)."""
-    terminal = sys.stdout.isatty()
+    """A Keras Progbar with an ETA: redrawn in place on a terminal or in a notebook; in a
+    log, a new line every LOG_INTERVAL s, in plain text (Keras redraws in place on every
+    POSIX system, which leaves a log file one long line of backspaces, and writes
+    terminal codes)."""
+    terminal = sys.stdout.isatty() or "ipykernel" in sys.modules
     bar = (keras.utils.Progbar if terminal else _PlainProgbar)(
         target, verbose=verbose, interval=0.05 if terminal else LOG_INTERVAL, unit_name=unit_name)
     bar._dynamic_display = terminal  # see backend.PRIVATE_KERAS_APIS
