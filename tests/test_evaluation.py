@@ -418,9 +418,12 @@ def test_progress_in_a_log_is_plain_text(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     bar = kg.evaluation.progress_bar(7, 1, "attack batch")
     bar.add(3)
+    shown = capsys.readouterr().out
+    assert "3/7" in shown and "━━━━━━━━·" in shown and "·━" not in shown  # done, then to go
     bar.add(4)
     shown = capsys.readouterr().out
-    assert "7/7" in shown and "attack batch" in shown and "\x1b" not in shown
+    assert "7/7" in shown and "attack batch" in shown and "·" not in shown
+    assert "\x1b" not in shown
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     kg.evaluation.progress_bar(7, 1, "attack batch").add(7)
     assert "\x1b[" in capsys.readouterr().out  # what a terminal gets, and a log did before

@@ -15,6 +15,13 @@ bar redrawn in place on a terminal would otherwise write a line every 0.05 s."""
 
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
 """The bold and colour codes Keras' bar writes whatever the output."""
+_TO_DO = re.compile(r"\x1b\[37m(━*)\x1b\[0m")
+"""The part of Keras' bar still to go: the same characters as the part done, in grey."""
+
+
+def _plain(line: str) -> str:
+    """A line of Keras' bar without terminal codes, the part still to go as dots."""
+    return _TERMINAL_CODES.sub("", _TO_DO.sub(lambda m: "·" * len(m.group(1)), line))
 
 
 class _PlainProgbar(keras.utils.Progbar):
@@ -24,7 +31,7 @@ class _PlainProgbar(keras.utils.Progbar):
         text = io.StringIO()
         with contextlib.redirect_stdout(text):
             super().update(current, values, finalize)
-        sys.stdout.write(_TERMINAL_CODES.sub("", text.getvalue()))
+        sys.stdout.write(_plain(text.getvalue()))
         sys.stdout.flush()
 
 
