@@ -100,20 +100,28 @@ def test_apgd_returns_the_same_examples_when_fooled_images_leave_its_batch(
     y = np.argmax(logits, 1)
     targets = kg.autoattack.runner_up_classes(logits, y, 1)[:, 0] if targeted else None
     eps = np.geomspace(0.005, 0.5, 48).astype("float32") * (1.0 if norm == "linf" else 4.0)
-    model_fn = lambda images: model(images, training=False)
+    smallest = tf.Variable(48)  # the smallest batch the model saw
+
+    def model_fn(images):
+        smallest.assign(tf.minimum(smallest, tf.shape(images)[0]))
+        return model(images, training=False)
 
     def run():
-        return tf.function(lambda: kg.autoattack.apgd(
+        smallest.assign(48)
+        x_adv = tf.function(lambda: kg.autoattack.apgd(
             model_fn, tf.constant(x), tf.constant(y), tf.constant(eps), attack_norm=norm,
             loss=loss, steps=30, clip_min=0.0, clip_max=1.0,
             targets=None if targets is None else tf.constant(targets), seed=1))().numpy()
+        return x_adv, int(smallest.numpy())
 
-    retiring = run()
+    retiring, shed_to = run()
     monkeypatch.setattr(kg.autoattack, "RETIRE_SHARE", 2.0)  # never: every image runs on
-    keeping = run()
+    keeping, kept = run()
     fooled = np.argmax(model.predict(keeping, verbose=0), 1) != y
     assert 12 <= fooled.sum() < 48  # enough leave the batch, and some run to the end
+    assert kept == 48 and shed_to <= 48 - 6  # the batch did shrink, by at least an eighth
     np.testing.assert_allclose(retiring, keeping, atol=1e-6)
+
 
 def test_fab_boundary_step_is_the_closed_form_projection():
     """Without the box binding: l2 moves along w by c / ||w||^2, l_inf by c / ||w||_1 signs."""

@@ -16,7 +16,8 @@ bar redrawn in place on a terminal would otherwise write a line every 0.05 s."""
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
 """The bold and colour codes Keras' bar writes whatever the output."""
 _TO_DO = re.compile(r"\x1b\[37m(━*)\x1b\[0m")
-"""The part of Keras' bar still to go: the same characters as the part done, in grey."""
+"""The part of Keras' bar still to go: the same characters as the part done, in grey
+(Keras 3.15's format: test_progress_in_a_log_is_plain_text fails if it changes)."""
 
 
 def _plain(line: str) -> str:
