@@ -1,6 +1,8 @@
 """The example scripts run end to end through absl flag parsing, on tiny settings."""
 
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -37,9 +39,10 @@ def _epochs_done(model_dir):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path):
+    """The killed run is a process of its own; the uninterrupted and the resumed runs
+    are train.py's main() in this process."""
     flags = ["--epochs=4", "--train_limit=384", "--batch_size=64", "--method=gradreg"]
     whole = str(tmp_path / "whole")
-    assert _run("train.py", f"--model_dir={whole}", *flags).returncode == 0
     killed = str(tmp_path / "killed")
     command, env = _command("train.py", f"--model_dir={killed}", *flags)
     job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,8 +52,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path
     os.kill(job.pid, signal.SIGKILL)  # somewhere in epoch 2 or later: whatever it was writing
     job.wait()
     assert not os.path.exists(os.path.join(killed, "model.keras")), "finished before the kill"
-    resumed = _run("train.py", f"--model_dir={killed}", *flags)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "trained in" in _main("train.py", f"--model_dir={whole}", *flags)
+    assert "trained in" in _main("train.py", f"--model_dir={killed}", *flags)
     a = keras.models.load_model(os.path.join(whole, "model.keras"))
     b = keras.models.load_model(os.path.join(killed, "model.keras"))
     for u, v in zip(a.get_weights(), b.get_weights()):
@@ -60,9 +63,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path
 
 
 def test_quickstart_trains_and_prints_test_metrics():
-    result = _run("quickstart.py", "--epochs=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("test:")][-1]
+    line = [l for l in _main("quickstart.py", "--epochs=1").splitlines() if l.startswith("test:")][-1]
     metrics = dict(item.rsplit(" ", 1) for item in line[len("test: "):].split(", "))
     assert float(metrics["accuracy"]) > 0.5  # one epoch on 4,000 digits
     assert float(metrics["penalty"]) > 0 and float(metrics["grad_norm"]) > 0
@@ -70,10 +71,9 @@ def test_quickstart_trains_and_prints_test_metrics():
 
 def test_train_then_evaluate(tmp_path):
     model_dir = str(tmp_path / "gr")
-    result = _run("train.py", f"--model_dir={model_dir}", "--epochs=1", "--train_limit=256",
-                  "--batch_size=64", "--method=gradreg", "--attack_norm=linf")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "trained in" in result.stdout
+    assert "trained in" in _main("train.py", f"--model_dir={model_dir}", "--epochs=1",
+                                 "--train_limit=256", "--batch_size=64", "--method=gradreg",
+                                 "--attack_norm=linf")
     assert os.path.exists(os.path.join(model_dir, "model.keras"))
     # a finished run there: refused with one line, in this process (see _refused)
     assert "(a finished run); pass overwrite=True (--overwrite)" in _refused(
@@ -85,17 +85,14 @@ def test_train_then_evaluate(tmp_path):
     out = str(tmp_path / "eval")
     flags = [f"--model_path={model_dir}/model.keras", "--num_images=20", "--epsilons=0.1,0.3",
              "--attacks=fgm,pgd", f"--output_dir={out}"]
-    result = _run("evaluate.py", *flags)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "% error at 0.1" in result.stdout
+    assert "% error at 0.1" in _main("evaluate.py", *flags)
     rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
     assert rows[0]["model"] == "gr" and float(rows[0]["training_time_s"]) > 0
     assert "--overwrite" in _refused("evaluate.py", *flags)
-    cascade = _run("evaluate.py", f"--model_path={model_dir}/model.keras", "--num_images=6",
-                   "--protocol=autoattack", "--epsilons=0.3", "--autoattack_budget=quick",
-                   f"--output_dir={out}")
-    assert cascade.returncode == 0, cascade.stderr[-3000:]  # results.json stays: another file
-    assert "% robust error" in cascade.stdout
+    cascade = _main("evaluate.py", f"--model_path={model_dir}/model.keras", "--num_images=6",
+                    "--protocol=autoattack", "--epsilons=0.3", "--autoattack_budget=quick",
+                    f"--output_dir={out}")  # results.json stays: another file
+    assert "% robust error" in cascade
     written = json.load(open(os.path.join(out, "autoattack.json")))
     assert written[0]["epsilon"] == 0.3 and written[0]["num_images"] == 6
     assert set(written[0]["robust_after"]) == {"apgd_ce", "apgd_t", "fab_t", "square"}
@@ -139,12 +136,11 @@ def test_reproduce_on_tiny_settings(tmp_path):
     tiny = (f"--output_dir={tmp_path}", "--epochs=1", "--train_limit=256", "--num_images=20",
             "--at_ramp_epochs=1", "--autoattack_images=6", "--epsilons=0.1,0.3",
             "--autoattack_budget=quick")
-    result = _run("reproduce.py", *tiny, "--penalty_every=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "undefended" in result.stdout and "pgd_at" in result.stdout
-    assert "radius ramped linearly" in result.stdout and "penalised every 2 step(s)" in result.stdout
-    assert "AutoAttack (apgd_ce, apgd_t, fab_t, square), linf, 6 images, budget" in result.stdout
-    assert "% minimum-distance error, same images" in result.stdout
+    printed = _main("reproduce.py", *tiny, "--penalty_every=2")
+    assert "undefended" in printed and "pgd_at" in printed
+    assert "radius ramped linearly" in printed and "penalised every 2 step(s)" in printed
+    assert "AutoAttack (apgd_ce, apgd_t, fab_t, square), linf, 6 images, budget" in printed
+    assert "% minimum-distance error, same images" in printed
     results = json.load(open(tmp_path / "results" / "results.json"))
     assert [r["name"] for r in results] == ["undefended", "gradreg_l1", "pgd_at"]
     assert all(r["num_images"] == 20 and r["training_time_s"] > 0 for r in results)
@@ -164,10 +160,19 @@ def test_reproduce_on_tiny_settings(tmp_path):
 
 
 def test_bad_flags_name_the_value_and_the_choices(tmp_path):
-    """A subprocess once (absl's own message for a bad choice, through app.run), then in
-    this process: each script's one-line refusal."""
-    result = _run("train.py", f"--model_dir={tmp_path}", "--method=trades")
-    assert result.returncode != 0 and "trades" in result.stderr and "pgd_at" in result.stderr
+    """absl's own message for a bad choice (through app.run), then each script's one-line
+    refusal; in this process (the SIGKILL test starts train.py as a process)."""
+    from absl import app
+
+    module = _script("train.py")
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(shown), pytest.raises(SystemExit) as exit_:
+            app.run(module.main, argv=["train.py", f"--model_dir={tmp_path}", "--method=trades"])
+    finally:
+        module.FLAGS.unparse_flags()
+    assert exit_.value.code == 1 and "trades" in shown.getvalue() and "pgd_at" in shown.getvalue()
+    assert not os.listdir(tmp_path)
     message = _refused("train.py", f"--model_dir={tmp_path}/run", "--method=fgsm_at",
                        "--at_epsilon=2")
     assert message.startswith("train.py: error: at_epsilon=2.0 must be")
@@ -183,11 +188,9 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
 
 def test_benchmark_writes_its_json_schema(tmp_path):
     out = tmp_path / "bench.json"
-    result = _run("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg_lazy",
-                  "--rounds=1", "--steps=2", "--penalty_every=2", "--batch_size=32", "--memory",
-                  f"--output_json={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "batch 32" in result.stdout
+    assert "batch 32" in _main("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg_lazy",
+                               "--rounds=1", "--steps=2", "--penalty_every=2", "--batch_size=32",
+                               "--memory", f"--output_json={out}")
     written = json.load(open(out))
     assert written["environment"]["backend"] == "tensorflow"
     rows = written["small_cnn"]
@@ -219,6 +222,21 @@ def _script(name):
     spec.loader.exec_module(module)
     _LOADED.update(name=name, module=module, flags=tuple(set(flags.FLAGS) - before))
     return module
+
+
+def _main(name, *argv):
+    """What examples/NAME prints when run with flags `argv`, run in this process (its
+    main(), as absl's app.run calls it, without a Python start-up)."""
+    module = _script(name)
+    module.FLAGS.unparse_flags()
+    printed = io.StringIO()
+    try:
+        module.FLAGS([name, *argv])
+        with contextlib.redirect_stdout(printed):
+            module.main([name])
+    finally:
+        module.FLAGS.unparse_flags()
+    return printed.getvalue()
 
 
 def _refused(name, *argv):

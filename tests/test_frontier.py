@@ -12,6 +12,11 @@ import keras_gradreg as kg
 from keras_gradreg import frontier
 from keras_gradreg import training
 
+TINY_BUDGET = kg.autoattack.AutoAttackBudget(apgd_steps=5, target_classes=2, fab_steps=5,
+                                             square_queries=20)
+"""The frontier tests check what is trained, attacked, stored and reused, not AutoAttack's
+strength (tests/test_autoattack.py does): the cascade on a small budget."""
+
 
 def test_pareto_optimal_points_are_those_no_other_point_beats_in_time_and_error():
     times = [1.0, 2.0, 3.0, 0.5, 2.0, 4.0]
@@ -108,7 +113,7 @@ def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid
                                                                         monkeypatch):
     out = str(tmp_path / "frontier")
     quick = dict(epsilon=0.1, radii=(0.2, 0.1), num_images=8, seeds=(0,),
-                 budget=kg.autoattack.SEARCH_BUDGET, verbose=0)
+                 budget=TINY_BUDGET, verbose=0)
     points = frontier.run_frontier(tiny_grid, out, **quick)
     assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=2", "fgsm_at", "free_at m=2",
                                         "pgd_at 2 steps"]
@@ -154,7 +159,7 @@ def test_an_l2_frontier_trains_and_attacks_in_l2(tmp_path):
         base, out, epsilon=1.0, radii=(1.0, 2.0), num_images=8, seeds=(0,),
         sizes=dict(penalty_weight=[10], penalty_every=[1], pgd_steps=[1]),
         cheap=[frontier.Entry("fgsm_at", dict(method="fgsm_at"))],
-        budget=kg.autoattack.SEARCH_BUDGET, verbose=0)
+        budget=TINY_BUDGET, verbose=0)
     assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=1", "fgsm_at", "pgd_at 1 steps"]
     for name, norm in [("gradreg_lambda_10_k_1", "attack_norm"), ("fgsm_at", "at_norm"),
                        ("pgd_at_1_steps", "at_norm")]:
