@@ -30,13 +30,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(**extra):
+def _env():
     return dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", TF_CPP_MIN_LOG_LEVEL="2",
-                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]), **extra)
+                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
 
 
-def _start(args, log, **env):
-    return subprocess.Popen([sys.executable] + args, cwd=ROOT, env=_env(**env), stdout=log,
+def _start(args, log):
+    return subprocess.Popen([sys.executable] + args, cwd=ROOT, env=_env(), stdout=log,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -50,7 +50,9 @@ def _processes(script_args, extra, tmp_path, name, n=2):
 def _wait(jobs, tmp_path, name, timeout=400):
     for i, job in enumerate(jobs):
         code = job.wait(timeout=timeout)
-        assert code == 0, (tmp_path / f"{name}-{i}.log").read_text()[-4000:]
+        log = (tmp_path / f"{name}-{i}.log").read_text().splitlines()
+        log = [line for line in log if not line.startswith("Extension modules:")]  # a crash's
+        assert code == 0, f"{name}-{i} exited with {code}:\n" + "\n".join(log)[-6000:]
 
 
 def _train_flags(model_dir):
@@ -86,13 +88,13 @@ def _weights(model_dir):
 
 def test_two_killed_processes_resume_to_the_uninterrupted_weights(tmp_path):
     """kill -9 both processes after the first checkpoint, start both again: the run ends
-    with the weights of an uninterrupted run on two devices (one process holding two CPU
-    devices: the same two-shard computation, bit for bit, at one process start fewer);
-    only process 0 wrote files."""
+    with the weights of an uninterrupted two-process run; only process 0 wrote files.
+
+    (One process holding two CPU devices gives the same weights bit for bit, but XLA's
+    in-process all-reduce aborted it once on a loaded 2-core machine: a 40 s rendezvous
+    timeout. Two processes it stays.)"""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    reference = [_start([TRAIN] + RUN + [f"--model_dir={whole}", "--strategy=data_parallel"],
-                        open(tmp_path / "whole-0.log", "w"),
-                        XLA_FLAGS="--xla_force_host_platform_device_count=2")]
+    reference = _processes([TRAIN], _train_flags(whole), tmp_path, "whole")
     jobs = _processes([TRAIN], _train_flags(killed), tmp_path, "first")
     state = killed / "backup" / "state.json"
     deadline = time.time() + 400
