@@ -103,7 +103,7 @@ FLAGS = flags.FLAGS
 
 
 def _jit_compile() -> bool:
-    return FLAGS.jit_compile or keras.backend.backend() == "jax"
+    return kg.training.step_jit_compile(FLAGS.jit_compile)
 
 
 def build(model_name: str, method: str) -> tuple:

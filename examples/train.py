@@ -83,7 +83,8 @@ flags.DEFINE_integer("process_id", _DEFAULTS.process_id,
 flags.DEFINE_integer("coordinator_timeout", _DEFAULTS.coordinator_timeout,
                      "Seconds to wait for all processes to connect.")
 flags.DEFINE_bool("mixed_precision", _DEFAULTS.mixed_precision, "mixed_float16 policy.")
-flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile, "XLA-compile the train step.")
+flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile, "XLA-compile the train step (always on under "
+                  "JAX, where Keras without it runs each step op by op).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of data order, augmentation and weights.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 flags.DEFINE_bool("download", False, "Let TFDS download the dataset (needs network).")

@@ -169,6 +169,18 @@ def test_a_lazy_train_step_called_directly_decides_in_the_step_as_fit_does_outsi
 
 
 @pytest.mark.both_backends
+def test_a_training_run_xla_compiles_its_step_on_jax_and_as_asked_on_tensorflow(tmp_path):
+    """On JAX, Keras without jit_compile runs a step op by op (12 steps: 12 s instead of 4)."""
+    from keras_gradreg import training
+
+    for asked in (False, True):
+        config = training.TrainConfig(model_dir=str(tmp_path / str(asked)), epochs=1,
+                                      batch_size=32, train_limit=32, jit_compile=asked)
+        model, _, _ = training.train(config, verbose=0)
+        assert model.jit_compile == (asked or ON_JAX)
+
+
+@pytest.mark.both_backends
 @pytest.mark.parametrize("owner,attribute,where", [
     api for api in kg.backend.PRIVATE_KERAS_APIS  # those of this pass's backend
     if not api[2].endswith("(TensorFlow)" if ON_JAX else "(JAX)")])

@@ -34,6 +34,7 @@ from keras_gradreg.training.config import TENSORFLOW_ONLY
 from keras_gradreg.training.config import TRAINING_METHODS
 from keras_gradreg.training.config import TrainConfig
 from keras_gradreg.training.config import settings
+from keras_gradreg.training.config import step_jit_compile
 from keras_gradreg.training.config import validate
 from keras_gradreg.training.recipe import build
 from keras_gradreg.training.recipe import test_images
@@ -70,6 +71,7 @@ __all__ = (
     "SETTINGS_FILE",
     "SINGLE_STEP",
     "STATE_FILE",
+    "step_jit_compile",
     "STRATEGIES",
     "TENSORFLOW_ONLY",
     "test_images",

@@ -81,6 +81,21 @@ class TrainConfig:
     overwrite: bool = False
 
 
+def step_jit_compile(requested: bool) -> bool:
+    """The `jit_compile` a training model is compiled with: `requested` on TensorFlow
+    (False there is a tf.function graph), always True on JAX, where Keras without it runs
+    each step op by op (measured: a small CNN's 64-digit step took 1 s that way, 12 steps
+    of a 3-epoch run 12 s of its 20).
+
+    Args:
+      requested: TrainConfig.jit_compile (the scripts' --jit_compile).
+
+    Returns:
+      Whether to XLA-compile the train step.
+    """
+    return requested or keras.backend.backend() == "jax"
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Raises ValueError naming the first bad setting, before anything is built.
 
