@@ -29,3 +29,19 @@ def _fresh_keras_state():
     yield
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session(free_memory=False)  # Python's own collections still run
+
+
+LONGEST_FIRST = (
+    "tests/test_backends.py::test_the_model_tests_pass_on_jax",  # a pytest process on JAX
+    "tests/test_multi_host.py::test_two_",  # two or three JAX processes each
+    "tests/test_multi_worker.py::",
+    "tests/test_examples.py::test_reproduce_on_tiny_settings",
+    "tests/test_frontier.py::test_a_tiny_frontier",
+    "tests/test_frontier.py::test_an_l2_frontier",
+)
+"""Tests of a minute or so (most start processes): started first, so that no worker
+starts one when the other is nearly done (pyproject.toml: xdist's worksteal schedule)."""
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable
