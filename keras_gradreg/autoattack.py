@@ -19,6 +19,7 @@ one, else its last candidate. Callers verify (see evaluation.judge.Judge, `withi
 """
 
 import dataclasses
+import threading
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -565,6 +566,11 @@ def runner_up_classes(logits: np.ndarray, y: np.ndarray, count: int) -> np.ndarr
     return np.argsort(-scores, axis=1, kind="stable")[:, :count]
 
 
+_NEW_GRAPH = threading.Lock()
+"""Held while an attack's graph is chosen and, when new, traced (not run): batches attacked
+at the same time (evaluation.progress.WORKERS) trace each graph once, one at a time."""
+
+
 def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
                            cache: Optional[dict] = None, key: Any = None) -> Callable:
     """fn(x, y, eps, *extra) as a tf.function traced at most twice per image shape: x
@@ -585,18 +591,23 @@ def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
     traced = {} if cache is None else cache.setdefault(key, {})
 
     def call(x, y, eps, *args):
-        graphs = traced.setdefault(tuple(x.shape[1:]), {})
-        batch = len(x) if not graphs or len(x) in graphs else None
-        if batch not in graphs:
-            graphs[batch] = tf.function(fn, input_signature=[
-                tf.TensorSpec((batch,) + tuple(x.shape[1:]), tf.float32),
-                tf.TensorSpec((batch,), tf.int64), tf.TensorSpec((batch,), tf.float32), *extra])
-            # TensorFlow counts traces per Python function across all models, and an
-            # attack called a few times a model (Square in the checks, the cascade's
-            # later stages) traces on most calls with every new model: a false alarm
-            # here, where each graph traces once (see backend.PRIVATE_KERAS_APIS)
-            graphs[batch]._omit_frequent_tracing_warning = True
-        return graphs[batch](x, y, eps, *args)
+        with _NEW_GRAPH:
+            graphs = traced.setdefault(tuple(x.shape[1:]), {})
+            batch = len(x) if not graphs or len(x) in graphs else None
+            if batch not in graphs:
+                graph = tf.function(fn, input_signature=[
+                    tf.TensorSpec((batch,) + tuple(x.shape[1:]), tf.float32),
+                    tf.TensorSpec((batch,), tf.int64), tf.TensorSpec((batch,), tf.float32),
+                    *extra])
+                # TensorFlow counts traces per Python function across all models, and an
+                # attack called a few times a model (Square in the checks, the cascade's
+                # later stages) traces on most calls with every new model: a false alarm
+                # here, where each graph traces once (see backend.PRIVATE_KERAS_APIS)
+                graph._omit_frequent_tracing_warning = True
+                graph.get_concrete_function()  # traced here, under the lock
+                graphs[batch] = graph
+            graph = graphs[batch]
+        return graph(x, y, eps, *args)
 
     return call
 

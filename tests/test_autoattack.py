@@ -1,6 +1,10 @@
 """AutoAttack in TF: closed forms on linear classifiers, DLR's invariances, saturation,
 gradient masking, the cascade, and bad input."""
 
+import threading
+import time
+from concurrent import futures
+
 import keras
 import numpy as np
 import pytest
@@ -351,6 +355,35 @@ def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
         np.testing.assert_allclose(run(x, y, eps, np.float32(0.5)),
                                    x + eps[:, None] + y[:, None] + 0.5, rtol=1e-6)
     assert traces == [5, None]
+
+
+def test_batches_attacked_at_the_same_time_trace_one_graph_at_a_time():
+    """Threads (evaluation.progress.WORKERS) calling a new attack at once: each graph
+    traced once, never two traces at the same time, the same answers."""
+    tracing, most, traces = [0], [0], []
+
+    def shifted(x, y, eps):
+        tracing[0] += 1  # runs only while tracing
+        most[0] = max(most[0], tracing[0])
+        time.sleep(0.2)
+        traces.append(x.shape[0])
+        tracing[0] -= 1
+        return x + eps[:, None]
+
+    run = kg.autoattack.traced_per_image_shape(shifted)
+    ready = threading.Barrier(4, timeout=20)
+
+    def call(n):
+        ready.wait()
+        return run(np.ones((n, 4), np.float32), np.zeros(n, np.int64),
+                   np.full(n, 0.5, np.float32))
+
+    sizes = [5, 3, 5, 3]
+    with futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, sizes))
+    assert most[0] == 1 and len(traces) == 2 and traces[1] is None, traces
+    for n, result in zip(sizes, results):
+        np.testing.assert_array_equal(result, np.full((n, 4), 1.5, np.float32))
 
 
 def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_them():

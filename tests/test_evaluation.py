@@ -5,6 +5,8 @@ import dataclasses
 import json
 import os
 import sys
+import threading
+import time
 import warnings
 
 import keras
@@ -14,6 +16,7 @@ import tensorflow as tf
 
 import keras_gradreg as kg
 from helpers import linear_distance
+from keras_gradreg.evaluation import progress as progress_lib
 
 FAST = kg.AttackSettings(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
                          cw_learning_rate=0.05, spsa_samples=64)
@@ -463,3 +466,73 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
     del model
     gc.collect()
     assert held() is None
+
+
+class _Count:
+    """A progress bar that only counts."""
+
+    def __init__(self):
+        self.done = 0
+
+    def add(self, count):
+        self.done += count
+
+
+def test_batches_run_two_at_a_time_and_come_back_in_order():
+    both = threading.Barrier(2, timeout=20)  # broken unless batches 0 and 1 overlap
+
+    def attack(batch):
+        if batch[0] < 6:
+            both.wait()
+        time.sleep(0.05 * (batch[0] % 2 == 0))  # odd batches finish first
+        return batch * 10
+
+    progress = _Count()
+    got = list(progress_lib.in_batches(attack, np.arange(11), 3, progress))
+    assert progress_lib.WORKERS == 2
+    assert [list(idx) for idx, _ in got] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
+    assert all(np.array_equal(result, idx * 10) for idx, result in got)
+    assert progress.done == 4
+
+
+def test_an_error_in_a_batch_is_raised_and_no_later_batch_starts():
+    started = []
+
+    def attack(batch):
+        started.append(int(batch[0]))
+        if batch[0] == 0:
+            time.sleep(0.2)  # batch 1 runs meanwhile
+            raise ValueError("batch 0 failed")
+        return batch
+
+    with pytest.raises(ValueError, match="batch 0 failed"):
+        list(progress_lib.in_batches(attack, np.arange(10), 1, _Count()))
+    assert sorted(started) == [0, 1]
+
+
+def test_batches_attacked_two_at_a_time_give_the_results_of_one_at_a_time(trained_cnn,
+                                                                          monkeypatch):
+    """Both protocols, with random starts (APGD, Square) and FAB's memory, bit for bit."""
+    model, x, y = trained_cnn
+    budget = kg.AutoAttackBudget(apgd_steps=10, target_classes=3, fab_steps=10,
+                                 square_queries=100)
+
+    def evaluate():
+        report = kg.evaluate_robustness(model, x, y, num_images=40, epsilons=(0.05, 0.1),
+                                        attacks=("apgd_ce", "fab_t"), batch_size=8,
+                                        settings=dataclasses.replace(FAST, autoattack=budget),
+                                        lower_bound=False, verbose=0)
+        cascade = kg.evaluate_autoattack(model, x, y, num_images=40, epsilons=(0.05, 0.1),
+                                         batch_size=8, budget=budget, verbose=0)
+        return report, cascade
+
+    together = evaluate()
+    monkeypatch.setattr(progress_lib, "WORKERS", 1)
+    alone = evaluate()
+    np.testing.assert_array_equal(together[0].distances, alone[0].distances)
+    np.testing.assert_array_equal(together[0].adversarial, alone[0].adversarial)
+    assert [c.value for c in together[0].checks] == [c.value for c in alone[0].checks]
+    assert 0 < together[0].error_at(0.1) < 1  # something to compare
+    for a, b in zip(together[1], alone[1]):
+        np.testing.assert_array_equal(a.broken_by, b.broken_by)
+        np.testing.assert_array_equal(a.adversarial, b.adversarial)
