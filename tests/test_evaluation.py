@@ -489,10 +489,22 @@ def test_batches_run_two_at_a_time_and_come_back_in_order():
 
     progress = _Count()
     got = list(progress_lib.in_batches(attack, np.arange(11), 3, progress))
-    assert progress_lib.WORKERS == 2
+    assert progress_lib.workers() == 2  # no GPU here
     assert [list(idx) for idx, _ in got] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
     assert all(np.array_equal(result, idx * 10) for idx, result in got)
     assert progress.done == 4
+
+
+def test_one_batch_at_a_time_where_tensorflow_sees_a_gpu_unless_told(monkeypatch):
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert progress_lib.workers() == 1
+    monkeypatch.setattr(progress_lib, "WORKERS", 3)
+    assert progress_lib.workers() == 3
+    three = threading.Barrier(3, timeout=20)  # broken unless batches 0, 1 and 2 overlap
+    got = list(progress_lib.in_batches(lambda b: three.wait() if b[0] < 3 else None,
+                                       np.arange(5), 1, _Count()))
+    assert [int(idx[0]) for idx, _ in got] == [0, 1, 2, 3, 4]
 
 
 def test_an_error_in_a_batch_is_raised_and_no_later_batch_starts():

@@ -9,6 +9,7 @@ import re
 import sys
 
 import keras
+import tensorflow as tf
 
 
 LOG_INTERVAL = 10.0
@@ -51,21 +52,32 @@ def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progb
     return bar
 
 
-WORKERS = 2
+WORKERS = None
 """Batches attacked at the same time, each in its own thread (TensorFlow runs a graph
 without holding Python's lock): one batch's Python and NumPy work, and the small
 operations that leave a core idle, overlap the other's. Each batch runs the same graph
-on the same inputs as alone, so the results are the same (tested)."""
+on the same inputs as alone, so the results are the same (tested). None: two where
+TensorFlow sees no GPU (the evaluation 0.90x on 2 CPU cores, see the README), one where it
+sees one, since two batches at once hold twice the memory a batch size was chosen for (not
+measured on a GPU). Set it to a number to choose."""
+
+
+def workers() -> int:
+    """How many batches `in_batches` attacks at the same time (see WORKERS)."""
+    if WORKERS is not None:
+        return WORKERS
+    return 1 if tf.config.list_physical_devices("GPU") else 2
 
 
 def in_batches(fn, indices, batch_size, progress):
-    """fn(batch) for each consecutive batch of `indices`, WORKERS batches at a time;
+    """fn(batch) for each consecutive batch of `indices`, `workers()` batches at a time;
     yields (batch, result) in order, advancing `progress` by one a batch. A batch starts
-    when the one WORKERS places ahead of it has finished, so after an error (raised here,
-    as fn raised it) or an interrupt no new batch starts, and this returns once the
+    when the one `workers()` places ahead of it has finished, so after an error (raised
+    here, as fn raised it) or an interrupt no new batch starts, and this returns once the
     running ones have finished."""
     batches = iter([indices[i:i + batch_size] for i in range(0, len(indices), batch_size)])
-    pool = concurrent.futures.ThreadPoolExecutor(WORKERS)
+    at_once = workers()
+    pool = concurrent.futures.ThreadPoolExecutor(at_once)
     running = collections.deque()  # (batch, its future), in order
 
     def start(count):
@@ -73,7 +85,7 @@ def in_batches(fn, indices, batch_size, progress):
                        for batch in itertools.islice(batches, count))
 
     try:
-        start(WORKERS)
+        start(at_once)
         while running:
             idx, future = running.popleft()
             result = future.result()
