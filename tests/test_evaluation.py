@@ -499,6 +499,14 @@ def test_one_batch_at_a_time_where_tensorflow_sees_a_gpu_unless_told(monkeypatch
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     assert progress_lib.workers() == 1
+    threads = set()
+    list(progress_lib.in_batches(lambda b: threads.add(threading.get_ident()), np.arange(3), 1,
+                                 _Count()))
+    assert threads == {threading.get_ident()}  # the caller's, as before 0.6.2
+    for bad in (0, 1.5, "2", True):
+        monkeypatch.setattr(progress_lib, "WORKERS", bad)
+        with pytest.raises(ValueError, match=f"WORKERS={bad!r} must be None or a whole"):
+            progress_lib.workers()
     monkeypatch.setattr(progress_lib, "WORKERS", 3)
     assert progress_lib.workers() == 3
     three = threading.Barrier(3, timeout=20)  # broken unless batches 0, 1 and 2 overlap

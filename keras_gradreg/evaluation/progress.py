@@ -64,9 +64,12 @@ measured on a GPU). Set it to a number to choose."""
 
 def workers() -> int:
     """How many batches `in_batches` attacks at the same time (see WORKERS)."""
-    if WORKERS is not None:
-        return WORKERS
-    return 1 if tf.config.list_physical_devices("GPU") else 2
+    if WORKERS is None:
+        return 1 if tf.config.list_physical_devices("GPU") else 2
+    if isinstance(WORKERS, bool) or not isinstance(WORKERS, int) or WORKERS < 1:
+        raise ValueError(f"evaluation.progress.WORKERS={WORKERS!r} must be None or a whole "
+                         "number >= 1.")
+    return WORKERS
 
 
 def in_batches(fn, indices, batch_size, progress):
@@ -74,9 +77,17 @@ def in_batches(fn, indices, batch_size, progress):
     yields (batch, result) in order, advancing `progress` by one a batch. A batch starts
     when the one `workers()` places ahead of it has finished, so after an error (raised
     here, as fn raised it) or an interrupt no new batch starts, and this returns once the
-    running ones have finished."""
+    running ones have finished. With one, fn runs in the caller's thread, as it did
+    before 0.6.2; with more, in threads of their own, which a device scope of the caller
+    (`tf.device`) does not reach (there is one device where there is no GPU)."""
     batches = iter([indices[i:i + batch_size] for i in range(0, len(indices), batch_size)])
     at_once = workers()
+    if at_once == 1:
+        for idx in batches:
+            result = fn(idx)
+            progress.add(1)
+            yield idx, result
+        return
     pool = concurrent.futures.ThreadPoolExecutor(at_once)
     running = collections.deque()  # (batch, its future), in order
 
