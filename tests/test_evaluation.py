@@ -478,7 +478,13 @@ class _Count:
         self.done += count
 
 
-def test_batches_run_two_at_a_time_and_come_back_in_order():
+def _no_gpu(monkeypatch):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+
+
+def test_batches_run_two_at_a_time_and_come_back_in_order(monkeypatch):
+    _no_gpu(monkeypatch)  # the default on a machine without a GPU, wherever this runs
+    assert progress_lib.workers() == 2
     both = threading.Barrier(2, timeout=20)  # broken unless batches 0 and 1 overlap
 
     def attack(batch):
@@ -489,7 +495,6 @@ def test_batches_run_two_at_a_time_and_come_back_in_order():
 
     progress = _Count()
     got = list(progress_lib.in_batches(attack, np.arange(11), 3, progress))
-    assert progress_lib.workers() == 2  # no GPU here
     assert [list(idx) for idx, _ in got] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
     assert all(np.array_equal(result, idx * 10) for idx, result in got)
     assert progress.done == 4
@@ -515,7 +520,8 @@ def test_one_batch_at_a_time_where_tensorflow_sees_a_gpu_unless_told(monkeypatch
     assert [int(idx[0]) for idx, _ in got] == [0, 1, 2, 3, 4]
 
 
-def test_an_error_in_a_batch_is_raised_and_no_later_batch_starts():
+def test_an_error_in_a_batch_is_raised_and_no_later_batch_starts(monkeypatch):
+    monkeypatch.setattr(progress_lib, "WORKERS", 2)
     started = []
 
     def attack(batch):
@@ -546,6 +552,7 @@ def test_batches_attacked_two_at_a_time_give_the_results_of_one_at_a_time(traine
                                          batch_size=8, budget=budget, verbose=0)
         return report, cascade
 
+    monkeypatch.setattr(progress_lib, "WORKERS", 2)  # also on a machine with a GPU
     together = evaluate()
     monkeypatch.setattr(progress_lib, "WORKERS", 1)
     alone = evaluate()
