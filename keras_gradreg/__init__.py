@@ -70,7 +70,7 @@ from keras_gradreg.penalty import stateless_input_gradient_penalty
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
 
-__version__ = "0.6.2"
+__version__ = "0.6.3"
 
 __all__ = (
     "adversarial_training",

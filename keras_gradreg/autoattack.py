@@ -418,19 +418,18 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
     Returns:
       Per image, the point of smallest margin found.
 
-    Each query's candidate is built by one XLA kernel (`candidate_at`); the random draws
-    stay TensorFlow ops, made as before. In l_inf the examples are those of separate ops;
-    in l2 XLA rounds the norms differently (1e-6 after two queries), and the search then
-    takes other paths: the same share of images broken at each of three seeds (within
-    one image of 256; PGD-AT model, 1,000 queries).
+    Between two model calls one XLA kernel (`answer_and_propose`) keeps the last answer
+    where it lowered the margin and builds the next candidate; the random draws stay
+    TensorFlow ops, made as before (0.6.3 moved the margin and the choice into the kernel,
+    which held the candidate alone: the same examples in l_inf and l2). In l_inf the
+    examples are those of separate ops; in l2 XLA rounds the norms differently (1e-6 after
+    two queries), and the search then takes other paths: the same share of images broken
+    at each of three seeds (within one image of 256; PGD-AT model, 1,000 queries).
     """
     _, height, width, channels = x.shape
     radius = per_example(eps, x)
     n = tf.shape(x)[0]
     rows, cols = tf.range(height)[None, :, None, None], tf.range(width)[None, None, :, None]
-
-    def margin(images):
-        return -misclassification_margin(model_fn(images), y, margin="logit")
 
     def signs(shape, k):
         return 2.0 * tf.cast(tf.random.stateless_uniform(shape, [seed, k], 0, 2, tf.int32),
@@ -501,24 +500,34 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
             return x + new
 
     @tf.function(jit_compile=True)
-    def candidate_at(k, x, radius, x_best, *draws):
-        """The query's candidate, projected: one XLA kernel (element-wise ops over the
-        batch, half a query's time as separate TensorFlow ops on the small CNN); the
-        random draws stay outside it, so they are TensorFlow's on every device."""
-        return project(propose(k, x, radius, x_best, *draws), x, radius, attack_norm, clip_min,
-                       clip_max)
-
-    def body(k, x_best, best):
-        candidate = tf.ensure_shape(candidate_at(k, x, radius, x_best, *draw(k)), x.shape)
-        value = margin(candidate)
+    def answer_and_propose(k, logits, candidate, x_best, best, *draws):
+        """Query k-1's answer kept where its margin fell, then query k's candidate,
+        projected: one XLA kernel (element-wise ops over the batch, most of a query's
+        time as separate TensorFlow ops on the small CNN); the model and the random
+        draws stay outside it, TensorFlow's on every device."""
+        value = -misclassification_margin(logits, y, margin="logit")
         better = (value < best) & (best > 0)
-        return (k + 1, tf.where(per_example(better, x), candidate, x_best),
-                tf.where(better, value, best))
+        x_best = tf.where(per_example(better, x), candidate, x_best)
+        best = tf.where(better, value, best)
+        candidate = project(propose(k, x, radius, x_best, *draws), x, radius, attack_norm,
+                            clip_min, clip_max)
+        return x_best, best, candidate, tf.reduce_any(best > 0)
 
+    def fixed(x_best, best, candidate, running):
+        """The kernel's outputs with their static shapes back."""
+        return (tf.ensure_shape(x_best, x.shape), tf.ensure_shape(best, x.shape[:1]),
+                tf.ensure_shape(candidate, x.shape), running)
+
+    def body(k, x_best, best, candidate, running):
+        return (k + 1, *fixed(*answer_and_propose(k + 1, model_fn(candidate), candidate, x_best,
+                                                   best, *draw(k + 1))))
+
+    # the start's answer is kept (every margin is below inf) and query 1 proposed
     x_best = tf.ensure_shape(project(start, x, radius, attack_norm, clip_min, clip_max), x.shape)
-    _, x_best, _ = tf.while_loop(
-        lambda k, x_best, best: (k < queries) & tf.reduce_any(best > 0), body,
-        (tf.constant(1), x_best, margin(x_best)))
+    state = answer_and_propose(1, model_fn(x_best), x_best, x_best, tf.fill([n], np.inf),
+                               *draw(1))
+    _, x_best, *_ = tf.while_loop(lambda k, x_best, best, candidate, running: (k < queries) & running,
+                                  body, (tf.constant(1), *fixed(*state)))
     return x_best
 
 
