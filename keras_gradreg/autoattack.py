@@ -526,8 +526,8 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
     x_best = tf.ensure_shape(project(start, x, radius, attack_norm, clip_min, clip_max), x.shape)
     state = answer_and_propose(1, model_fn(x_best), x_best, x_best, tf.fill([n], np.inf),
                                *draw(1))
-    _, x_best, *_ = tf.while_loop(lambda k, x_best, best, candidate, running: (k < queries) & running,
-                                  body, (tf.constant(1), *fixed(*state)))
+    _, x_best, *_ = tf.while_loop(lambda k, *state: (k < queries) & state[-1], body,
+                                  (tf.constant(1), *fixed(*state)))
     return x_best
 
 

@@ -204,6 +204,29 @@ def test_square_breaks_a_linear_classifier_above_the_true_distance_and_nothing_b
     assert not _broken(model, x, y, "square", norm, 0.98 * true)[0].any()
 
 
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_keeps_only_answers_that_lower_the_margin(norm):
+    """Query k's draws depend on k alone, so a run of more queries passes through the
+    state of a shorter one: each image's margin never rises with the budget, and falls
+    somewhere (nothing breaks at half the distance, so every query runs)."""
+    model, x, y, w, logits = _linear_problem(4, seed=3, side=6)
+    eps = 0.5 * linear_distance(w, logits, y, norm).astype(np.float32)
+    margins = []
+    for queries in (1, 2, 5, 20, 100):
+        x_adv = kg.autoattack.square(lambda v: model(v, training=False), tf.constant(x),
+                                     tf.constant(y), tf.constant(eps), attack_norm=norm,
+                                     queries=queries, clip_min=0.0, clip_max=1.0).numpy()
+        size = kg.attacks.perturbation_norm(x_adv, x, norm)
+        assert np.all(kg.autoattack.within_radius(size, eps, norm, x, 0.0, 1.0))
+        z = x_adv.reshape(len(x), -1).astype(np.float64) @ w + (logits - x.reshape(len(x), -1) @ w)
+        true = z[np.arange(len(x)), y]
+        margins.append(true - np.max(np.where(np.eye(4, dtype=bool)[y], -np.inf, z), axis=1))
+    margins = np.array(margins)
+    assert np.all(margins > 0)
+    assert np.all(np.diff(margins, axis=0) <= 1e-5)
+    assert np.all(margins[-1] < margins[0] - 1e-3)
+
 def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_seed():
     model, x, y, w, logits = _linear_problem(5, seed=4, n=24, side=4)
     eps = float(np.median(linear_distance(w, logits, y, "linf")))
