@@ -502,8 +502,9 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
     @tf.function(jit_compile=True)
     def answer_and_propose(k, logits, candidate, x_best, best, *draws):
         """Query k-1's answer kept where its margin fell, then query k's candidate,
-        projected: one XLA kernel (element-wise ops over the batch, most of a query's
-        time as separate TensorFlow ops on the small CNN); the model and the random
+        projected: one XLA kernel over the batch (a simplified l_inf candidate took
+        1.0-1.2 ms a query on 128 digits as TensorFlow ops, 0.17-0.19 ms as XLA, beside
+        1.4 ms for the small CNN's forward pass; this CPU); the model and the random
         draws stay outside it, TensorFlow's on every device."""
         value = -misclassification_margin(logits, y, margin="logit")
         better = (value < best) & (best > 0)
