@@ -1,16 +1,18 @@
-"""Times one training step of each method on the same model, batch and optimizer.
+"""Times one training step of each variant on the same model, batch and optimizer.
 
     python examples/benchmark.py --output_json=bench.json
 
-Methods: plain (keras.Model), gradreg (the finite-difference penalty, forward),
-gradreg_central, gradreg_lazy (the penalty on every --penalty_every-th step only),
-double_backprop (the exact penalty), pgd_at (7-step PGD adversarial training), and
+Variants (--variants, VARIANTS): plain (keras.Model), gradreg (the finite-difference
+penalty, forward), gradreg_central, gradreg_lazy (the penalty on every --penalty_every-th
+step only), double_backprop (the exact penalty), pgd_at (7-step PGD adversarial
+training), trades (10-step TRADES), free_at (one batch: --replays updates), and
 single-step adversarial training: fgsm_rs (FGSM from a random start), n_fgsm, and FGSM-RS
 with each regulariser: fgsm_elle, fgsm_elle_a (adaptive), fgsm_gradient_penalty (the
-finite-difference penalty at the clean point), fgsm_grad_align (double backprop).
-Steps are timed in rounds that interleave the methods (warm-up excluded); the table
+finite-difference penalty at the clean point), fgsm_grad_align (double backprop). Each is
+built by training.wrap, as a training run would build it.
+Steps are timed in rounds that interleave the variants (warm-up excluded); the table
 gives the median milliseconds per step, the spread (min-max over rounds) and the ratio
-to plain. With --memory each method also runs in a process of its own to measure its
+to plain. With --memory each variant also runs in a process of its own to measure its
 peak resident memory above the same process idle (model built, no step). --fit_check
 compares a fit epoch with steps x the step time, for plain Model.fit and GradRegModel.fit.
 
@@ -33,46 +35,65 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
 import keras_gradreg as kg
+import shared_flags
 from keras_gradreg import files
 from keras_gradreg import validation
 
-MODELS = {  # name: (zoo model, input shape, batch size); softplus activations throughout
-    "small_cnn": ("small_cnn", (28, 28, 1), 128),
-    "resnet_bn": ("cifar_resnet", (32, 32, 3), 64),  # 6 residual blocks with BatchNorm
+MODELS = {  # name: (zoo model, dataset of its input shape, batch size); softplus activations
+    "small_cnn": ("small_cnn", "offline_mnist", 128),
+    "resnet_bn": ("cifar_resnet", "cifar10", 64),  # 6 residual blocks with BatchNorm
+    "resnext34_2x32": ("resnext34_2x32", "cifar10", 128),  # the paper's CIFAR-10 network
 }
-SINGLE_STEP = {  # name: (SingleStepAdversarialModel method, regularizer)
-    "fgsm_rs": ("fgsm_rs", "none"), "n_fgsm": ("n_fgsm", "none"),
-    "fgsm_elle": ("fgsm_rs", "local_linearity"), "fgsm_elle_a": ("fgsm_rs", "adaptive_local_linearity"),
-    "fgsm_gradient_penalty": ("fgsm_rs", "gradient_penalty"), "fgsm_grad_align": ("fgsm_rs", "grad_align"),
+_ELLE = dict(method="fgsm_rs", regularizer_weight=1.0)
+VARIANTS = {  # name: the TrainConfig fields of the variant
+    "plain": dict(method="plain"),
+    "gradreg": dict(method="gradreg"),
+    "gradreg_central": dict(method="gradreg", difference="central"),
+    "gradreg_lazy": dict(method="gradreg"),  # penalty_every: --penalty_every
+    "double_backprop": dict(method="double_backprop"),
+    "pgd_at": dict(method="pgd_at"),
+    "trades": dict(method="trades"),
+    "free_at": dict(method="free_at"),
+    "fgsm_rs": dict(method="fgsm_rs"),
+    "n_fgsm": dict(method="n_fgsm"),
+    "fgsm_elle": dict(_ELLE, regularizer="local_linearity"),
+    "fgsm_elle_a": dict(_ELLE, regularizer="adaptive_local_linearity"),
+    "fgsm_gradient_penalty": dict(_ELLE, regularizer="gradient_penalty"),
+    "fgsm_grad_align": dict(_ELLE, regularizer="grad_align"),
 }
-METHODS = ("plain", "gradreg", "gradreg_central", "gradreg_lazy", "double_backprop", "pgd_at",
-           *SINGLE_STEP)
+"""What the benchmark times: penalty_weight 1 and epsilon 0.1 throughout (the cost
+depends on neither)."""
+DEFAULT_VARIANTS = ("plain", "gradreg", "gradreg_central", "gradreg_lazy", "double_backprop",
+                    "pgd_at", "trades", "fgsm_rs", "n_fgsm", "fgsm_elle", "fgsm_elle_a",
+                    "fgsm_gradient_penalty", "fgsm_grad_align")
+"""The variants timed by default: every one but free_at (a step of it is --replays updates)."""
 
-flags.DEFINE_list("models", list(MODELS), f"Models, from {list(MODELS)}.")
-flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
+flags.DEFINE_list("models", ["small_cnn", "resnet_bn"], f"Models, from {list(MODELS)}.")
+flags.DEFINE_list("variants", list(DEFAULT_VARIANTS), f"Variants, from {list(VARIANTS)}.")
+flags.DEFINE_list("methods", None, "The old name of --variants.")
 flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.", lower_bound=1)
-flags.DEFINE_integer("steps", 12, "Steps per method per round (a multiple of --penalty_every).",
+flags.DEFINE_integer("steps", 12, "Steps per variant per round (a multiple of --penalty_every).",
                      lower_bound=1)
-flags.DEFINE_integer("penalty_every", 4, "gradreg_lazy penalises every k-th step.", lower_bound=2)
-flags.DEFINE_integer("batch_size", None, "Override each model's batch size.", lower_bound=1)
-flags.DEFINE_bool("memory", False, "Also measure peak memory, one process per method.")
+shared_flags.define_training_flags(only=("batch_size", "jit_compile", "penalty_every"),
+                                   unset=True)
+shared_flags.define_evaluation_flags()
+flags.DEFINE_bool("memory", False, "Also measure peak memory, one process per variant.")
 flags.DEFINE_bool("fit_check", False, "Compare a GradRegModel.fit epoch with the step time.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps (always on under JAX, "
-                  "where Keras without jit_compile runs the step eagerly, op by op).")
 flags.DEFINE_string("output_json", None, "Write the results here (refuses to overwrite).")
 flags.DEFINE_bool("evaluation", False, "Time the robustness evaluations instead of training steps.")
 flags.DEFINE_multi_string("model_path", [f"runs/reproduce/{name}/model.keras" for name in
                                          ("undefended", "gradreg_l1", "pgd_at")],
                           "--evaluation: saved models to evaluate (default: the main job's).")
-flags.DEFINE_integer("num_images", 1000, "--evaluation: test digits attacked.", lower_bound=1)
-flags.DEFINE_float("epsilon", 0.3, "--evaluation: the l_inf radius of the AutoAttack cascade.")
 SUITES = {"default": None, "cleverhans": ("fgm", "pgd", "mim"), "autoattack": "autoattack"}
-"""The minimum-distance evaluations --evaluations can time: their `attacks` argument."""
+"""The minimum-distance evaluations --evaluations can time: their `attacks` argument.
+"cleverhans" is the default before 0.3: CleverHans' FGM and MIM, and PGD (the library's
+own since 0.7)."""
 EVALUATIONS = (*SUITES, "cascade")
 FORMAT_VERSION = 2
 """Of the --output_json files. 2: the evaluation's protocols under keys that say what they
@@ -102,30 +123,34 @@ flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in 
 FLAGS = flags.FLAGS
 
 
+LAZY_EVERY = 4
+"""gradreg_lazy's k when --penalty_every is not given."""
+
+
 def _jit_compile() -> bool:
-    return kg.training.step_jit_compile(FLAGS.jit_compile)
+    return kg.training.step_jit_compile(bool(FLAGS.jit_compile))
 
 
-def build(model_name: str, method: str) -> tuple:
-    """A compiled model for a method and a fixed batch for it."""
-    zoo, shape, batch = MODELS[model_name]
+def _lazy_every() -> int:
+    return FLAGS.penalty_every or LAZY_EVERY
+
+
+def _cascade_epsilon() -> float:
+    """--evaluation: AutoAttack's radius, the largest of --epsilons."""
+    return max(shared_flags.evaluation_epsilons("offline_mnist", "linf"))
+
+
+def build(model_name: str, variant: str) -> tuple:
+    """A compiled model for a variant (built by training.wrap) and a fixed batch for it."""
+    zoo, dataset, batch = MODELS[model_name]
     batch = FLAGS.batch_size or batch
+    shape = kg.data.DATASETS[dataset].image_shape
+    config = kg.training.validate(kg.training.TrainConfig(
+        model_dir="", dataset=dataset, model=zoo, activation="softplus", penalty_weight=1.0,
+        epsilon=0.1, penalty_every=_lazy_every() if variant == "gradreg_lazy" else 1,
+        **VARIANTS[variant]))
     keras.utils.set_random_seed(0)
-    base = kg.architectures.build_model(zoo, shape, 10, "softplus")
-    if method == "plain":
-        model = base
-    elif method == "pgd_at":
-        model = kg.AdversarialTrainingModel.from_model(base, epsilon=0.1)
-    elif method in SINGLE_STEP:
-        step, regularizer = SINGLE_STEP[method]
-        model = kg.SingleStepAdversarialModel.from_model(
-            base, epsilon=0.1, method=step, regularizer=regularizer,
-            regularizer_weight=0.0 if regularizer == "none" else 1.0)
-    else:
-        model = kg.GradRegModel.from_model(
-            base, penalty_weight=1.0, difference="central" if method == "gradreg_central" else "forward",
-            method="double_backprop" if method == "double_backprop" else "finite_difference",
-            penalty_every=FLAGS.penalty_every if method == "gradreg_lazy" else 1)
+    model = kg.training.wrap(config, kg.architectures.build_model(zoo, shape, 10, "softplus"))
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=_jit_compile())
@@ -149,13 +174,13 @@ def _status_mb(field: str) -> float:
     return int(line.split()[1]) / 1024
 
 
-def measure_memory(model_name: str, method: str) -> float:
+def measure_memory(model_name: str, variant: str) -> float:
     """Peak RSS during training steps above the idle process (model built, no step), in MB.
 
     Linux only: the peak (VmHWM) is reset once the model is built, so what building and
     importing needed does not count.
     """
-    model, x, y = build(model_name, method)
+    model, x, y = build(model_name, variant)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     idle = _status_mb("VmRSS")
@@ -164,24 +189,24 @@ def measure_memory(model_name: str, method: str) -> float:
     return _status_mb("VmHWM") - idle
 
 
-def benchmark_model(model_name: str, methods, rounds: int, steps: int) -> dict:
-    built = {m: build(model_name, m) for m in methods}
+def benchmark_model(model_name: str, variants, rounds: int, steps: int) -> dict:
+    built = {m: build(model_name, m) for m in variants}
     for model, x, y in built.values():  # warm-up: trace and build optimiser state
-        time_steps(model, x, y, FLAGS.penalty_every)  # keeps gradreg_lazy's rounds in phase
-    times = {m: [] for m in methods}
+        time_steps(model, x, y, _lazy_every())  # keeps gradreg_lazy's rounds in phase
+    times = {m: [] for m in variants}
     for _ in range(rounds):
-        for method, (model, x, y) in built.items():
-            times[method].append(time_steps(model, x, y, steps))
+        for variant, (model, x, y) in built.items():
+            times[variant].append(time_steps(model, x, y, steps))
     plain = np.median(times["plain"]) if "plain" in times else None
     results = {}
-    for method, values in times.items():
+    for variant, values in times.items():
         ms = 1000 * np.median(values)
-        results[method] = {"ms": ms, "min_ms": 1000 * min(values), "max_ms": 1000 * max(values),
+        results[variant] = {"ms": ms, "min_ms": 1000 * min(values), "max_ms": 1000 * max(values),
                            "ratio": float(np.median(values) / plain) if plain else None}
     return results
 
 
-def fit_overhead(model_name: str, method: str, batches: int = 20, repeats: int = 5) -> dict:
+def fit_overhead(model_name: str, variant: str, batches: int = 20, repeats: int = 5) -> dict:
     """A fit epoch against `batches` x the step time of an identical model.
 
     Two instances, each timed on its own (switching one model between train_on_batch
@@ -191,7 +216,7 @@ def fit_overhead(model_name: str, method: str, batches: int = 20, repeats: int =
     took exactly twice as long with the process idle half the time, which a median of a
     few epochs does not filter out (median_ratio shows it).
     """
-    fitted, x, y = build(model_name, method)
+    fitted, x, y = build(model_name, variant)
     data = tf.data.Dataset.from_tensors((x, y)).repeat(batches)
     epochs = []
     for _ in range(3 + repeats):  # the first three are the warm-up
@@ -199,7 +224,7 @@ def fit_overhead(model_name: str, method: str, batches: int = 20, repeats: int =
         fitted.fit(data, epochs=1, verbose=0)
         epochs.append(time.perf_counter() - start)
     epochs = epochs[3:]
-    stepped, _, _ = build(model_name, method)
+    stepped, _, _ = build(model_name, variant)
     time_steps(stepped, x, y, 3 * batches)
     steps = [batches * time_steps(stepped, x, y, batches) for _ in range(repeats)]
     return {"epoch_s": min(epochs), "steps_x_step_s": min(steps), "ratio": min(epochs) / min(steps),
@@ -213,6 +238,8 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
     for suite in (s for s in SUITES if s in FLAGS.evaluations):
         start = time.perf_counter()
         report = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=SUITES[suite],
+                                        epsilons=shared_flags.evaluation_epsilons(
+                                            "offline_mnist", "linf"),
                                         num_images=len(x), verbose=0)
         result[protocol_key(suite)] = {
             "seconds": time.perf_counter() - start, "split": report.seconds,
@@ -224,7 +251,7 @@ def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
     if "cascade" not in FLAGS.evaluations:
         return result
     start = time.perf_counter()
-    cascade, = kg.evaluate_autoattack(model, x, y, epsilons=FLAGS.epsilon, num_images=len(x),
+    cascade, = kg.evaluate_autoattack(model, x, y, epsilons=_cascade_epsilon(), num_images=len(x),
                                       verbose=0)
     result[CASCADE_KEY] = {"seconds": time.perf_counter() - start, "split": cascade.seconds,
                             "robust_error": cascade.robust_error,
@@ -257,7 +284,7 @@ def print_evaluation_costs(results: dict, num_images: int) -> None:
         if CASCADE_KEY in r:
             a = r[CASCADE_KEY]
             after = ", ".join(f"{k} {100 * v:.1f} %" for k, v in a["robust_error_after"].items())
-            print(f"  AutoAttack at {FLAGS.epsilon:g}: robust error {100 * a['robust_error']:.1f} % "
+            print(f"  AutoAttack at {_cascade_epsilon():g}: robust error {100 * a['robust_error']:.1f} % "
                   f"(after each attack: {after})")
         rows = [[protocol, stage, f"{seconds:.1f}", f"{per_1000:.1f}", f"{100 * share:.1f}"]
                 for protocol, stage, seconds, per_1000, share in stage_rows(r, num_images)]
@@ -282,15 +309,17 @@ def _check_flags() -> None:
     for name in FLAGS.models:
         if name not in MODELS:
             raise ValueError(f"--models: {name!r} is not one of {list(MODELS)}.")
-    for method in FLAGS.methods:
-        if method not in METHODS:
-            raise ValueError(f"--methods: {method!r} is not one of {list(METHODS)}.")
-    if "gradreg_lazy" in FLAGS.methods and FLAGS.steps % FLAGS.penalty_every:
+    if FLAGS.methods is not None:  # the old name
+        if FLAGS["variants"].present:
+            raise ValueError("--methods is the old name of --variants; give --variants only.")
+        logging.warning("--methods is renamed --variants; it still works, for now.")
+        FLAGS.variants = FLAGS.methods
+    for variant in FLAGS.variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"--variants: {variant!r} is not one of {list(VARIANTS)}.")
+    if "gradreg_lazy" in FLAGS.variants and FLAGS.steps % _lazy_every():
         raise ValueError(f"--steps={FLAGS.steps} must be a multiple of --penalty_every="
-                         f"{FLAGS.penalty_every}, so that every round has as many penalised steps.")
-    if "pgd_at" in FLAGS.methods and keras.backend.backend() != "tensorflow":
-        raise ValueError(f"--methods includes pgd_at, which runs on the tensorflow backend; Keras "
-                         f"runs on {keras.backend.backend()!r}. Leave pgd_at out.")
+                         f"{_lazy_every()}, so that every round has as many penalised steps.")
     if FLAGS.output_json and os.path.exists(FLAGS.output_json):
         raise FileExistsError(f"--output_json {FLAGS.output_json} exists; choose another path.")
     for name in FLAGS.evaluations:
@@ -301,14 +330,14 @@ def _check_flags() -> None:
         if missing:
             raise FileNotFoundError(f"--model_path {missing} missing; run examples/reproduce.py "
                                     "first or name saved models.")
-        kg.evaluation.check_radii([FLAGS.epsilon], "linf")
+        shared_flags.evaluation_epsilons("offline_mnist", "linf")
 
 
 def main(argv):
     del argv
     if FLAGS.memory_child:
-        model_name, method = FLAGS.memory_child.split(":")
-        print(json.dumps({"peak_mb": measure_memory(model_name, method)}))
+        model_name, variant = FLAGS.memory_child.split(":")
+        print(json.dumps({"peak_mb": measure_memory(model_name, variant)}))
         return
     with validation.exit_on_bad_value("benchmark.py"):
         _check_flags()
@@ -324,15 +353,15 @@ def main(argv):
         return
     results = {}
     for name in FLAGS.models:
-        results[name] = benchmark_model(name, FLAGS.methods, FLAGS.rounds, FLAGS.steps)
+        results[name] = benchmark_model(name, FLAGS.variants, FLAGS.rounds, FLAGS.steps)
         if FLAGS.memory:
-            for method in FLAGS.methods:
+            for variant in FLAGS.variants:
                 child = subprocess.run(
-                    [sys.executable, __file__, f"--memory_child={name}:{method}",
-                     f"--penalty_every={FLAGS.penalty_every}", f"--jit_compile={FLAGS.jit_compile}"]
+                    [sys.executable, __file__, f"--memory_child={name}:{variant}",
+                     f"--penalty_every={_lazy_every()}", f"--jit_compile={bool(FLAGS.jit_compile)}"]
                     + ([f"--batch_size={FLAGS.batch_size}"] if FLAGS.batch_size else []),
                     capture_output=True, text=True, check=True)
-                results[name][method]["peak_mb"] = json.loads(child.stdout.splitlines()[-1])["peak_mb"]
+                results[name][variant]["peak_mb"] = json.loads(child.stdout.splitlines()[-1])["peak_mb"]
         if FLAGS.fit_check:  # GradRegModel's fit overhead, beside plain Model.fit's
             results[name]["fit_overhead"] = {m: fit_overhead(name, m) for m in ("plain", "gradreg")}
     env = environment()
@@ -341,14 +370,14 @@ def main(argv):
         _, shape, batch = MODELS[name]
         batch = FLAGS.batch_size or batch
         print(f"\n{name} {shape}, batch {batch}")
-        print(f"{'method':<16} {'ms/step':>9} {'min-max':>15} {'ratio':>6} {'peak MB':>8}")
-        for method in FLAGS.methods:
-            r = rows[method]
+        print(f"{'variant':<16} {'ms/step':>9} {'min-max':>15} {'ratio':>6} {'peak MB':>8}")
+        for variant in FLAGS.variants:
+            r = rows[variant]
             peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-            print(f"{method:<16} {r['ms']:>9.1f} {r['min_ms']:>7.1f}-{r['max_ms']:<7.1f} {ratio:>6} {peak:>8}")
-        for method, f in rows.get("fit_overhead", {}).items():
-            print(f"{method} fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s "
+            print(f"{variant:<16} {r['ms']:>9.1f} {r['min_ms']:>7.1f}-{r['max_ms']:<7.1f} {ratio:>6} {peak:>8}")
+        for variant, f in rows.get("fit_overhead", {}).items():
+            print(f"{variant} fit epoch {f['epoch_s']:.3f} s vs 20 x step {f['steps_x_step_s']:.3f} s "
                   f"(fastest of 5): ratio {f['ratio']:.3f}; of medians {f['median_ratio']:.3f}")
     if FLAGS.output_json:
         files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env, format_version=FORMAT_VERSION),

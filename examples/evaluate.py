@@ -21,31 +21,23 @@ from absl import flags
 import keras
 
 import keras_gradreg as kg
+import shared_flags
 from keras_gradreg import training
 from keras_gradreg import validation
 
 flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the flag).",
                           required=True)
-flags.DEFINE_enum("dataset", "offline_mnist", list(kg.data.DATASETS), "Dataset of the test images.")
-flags.DEFINE_enum("attack_norm", "linf", list(kg.primitives.BALL_NORMS), "Attack norm.")
-flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
-                  "AutoAttack runs; default: the dataset's for the attack norm (l_inf: 0.1, 0.2, "
-                  "0.3 for digits; 2/255, 8/255 for CIFAR and ImageNet).")
 flags.DEFINE_enum("protocol", "minimum_distance", list(kg.evaluation.PROTOCOLS),
                   "minimum_distance: each image's smallest adversarial distance, the paper's "
                   "table; autoattack: robust error at each radius under AutoAttack's cascade.")
-flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}, or 'autoattack' for "
-                  "AutoAttack's in the minimum-distance protocol; default: by attack norm "
-                  "(minimum_distance), AutoAttack's standard cascade (autoattack).")
-flags.DEFINE_enum("autoattack_budget", "standard", list(kg.autoattack.BUDGETS),
-                  "--protocol=autoattack: AutoAttack's own budgets (standard), or 20 "
-                  "iterations and 1,000 queries (quick; not for reporting).")
-flags.DEFINE_integer("num_images", 1000, "Test images to attack.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 128, "Images per attack call.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the image choice and the attacks.")
+flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}, or a set of them "
+                  f"({', '.join(kg.attacks.SETS)}); default: the protocol's "
+                  "(minimum_distance: AutoAttack's gradient attacks; autoattack: its standard "
+                  "cascade).")
 flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
-flags.DEFINE_bool("overwrite", False, "Replace results already in OUTPUT_DIR.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+shared_flags.define_training_flags(only=("dataset", "attack_norm", "batch_size", "seed",
+                                         "data_dir", "overwrite"))
+shared_flags.define_evaluation_flags()
 FLAGS = flags.FLAGS
 
 
@@ -64,16 +56,14 @@ def _load(path: str) -> tuple:
 def main(argv):
     del argv
     with validation.exit_on_bad_value("evaluate.py"):
-        epsilons = kg.evaluation.check_radii(
-            FLAGS.epsilons or kg.data.DATASETS[FLAGS.dataset].radii[FLAGS.attack_norm],
-            FLAGS.attack_norm)
-        attacks = kg.evaluation.check_attack_names(
-            "autoattack" if FLAGS.attacks == ["autoattack"] else FLAGS.attacks,
-            FLAGS.attack_norm, FLAGS.protocol)
-        existing = kg.evaluation.existing_results(FLAGS.output_dir, FLAGS.protocol)
-        if existing and not FLAGS.overwrite:
-            raise FileExistsError(f"{existing} already exist(s); pass --overwrite or another "
-                                  "--output_dir.")
+        kg.attacks.ball.check_norm(FLAGS.attack_norm)
+        epsilons = shared_flags.evaluation_epsilons(FLAGS.dataset, FLAGS.attack_norm)
+        attacks = FLAGS.attacks
+        if attacks and len(attacks) == 1 and attacks[0] in kg.attacks.SETS:
+            attacks = attacks[0]  # a set's name
+        attacks = kg.evaluation.check_attacks(attacks, FLAGS.attack_norm, FLAGS.protocol)
+        shared_flags.refuse_existing(kg.evaluation.existing_results(FLAGS.output_dir,
+                                                                    FLAGS.protocol))
         models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack
     x, y = training.test_images(FLAGS.dataset, FLAGS.num_images, data_dir=FLAGS.data_dir)
     common = dict(attack_norm=FLAGS.attack_norm, attacks=attacks, num_images=FLAGS.num_images,
@@ -83,7 +73,7 @@ def main(argv):
         reports = [report for path, (model, _) in models.items()
                    for report in kg.evaluate_autoattack(
                        model, x, y, epsilons=epsilons, name=name(path),
-                       budget=kg.autoattack.BUDGETS[FLAGS.autoattack_budget], **common)]
+                       budget=kg.attacks.BUDGETS[FLAGS.autoattack_budget], **common)]
         print(kg.evaluation.format_autoattack_table(reports))
         print("wrote", kg.evaluation.write_autoattack_results(reports, FLAGS.output_dir,
                                                               overwrite=FLAGS.overwrite))

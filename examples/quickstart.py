@@ -1,4 +1,5 @@
-"""Trains a GradRegModel on the offline MNIST digits and prints its metrics.
+"""Trains a GradRegModel on the offline MNIST digits and prints its test metrics: the
+smallest complete run of `compile` and `fit`.
 
     python examples/quickstart.py --epochs=3 --penalty_weight=1 --attack_norm=linf
 """
@@ -8,12 +9,9 @@ from absl import flags
 import keras
 
 import keras_gradreg as kg
+import shared_flags
 
-flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
-flags.DEFINE_float("penalty_weight", 1.0, "lambda, the weight of the penalty.", lower_bound=0.0)
-flags.DEFINE_float("h", kg.DEFAULT_H, "Finite-difference step, in [0, 1] pixel units.")
-flags.DEFINE_enum("attack_norm", "linf", kg.ATTACK_NORMS,
-                  "Attack to defend against (linf: the paper's squared l1 penalty).")
+shared_flags.define_training_flags(only=("epochs", "penalty_weight", "h", "attack_norm"))
 FLAGS = flags.FLAGS
 
 

@@ -1,89 +1,102 @@
-"""keras_gradreg: scaleable input-gradient regularisation for Keras 3 (Finlay & Oberman, 2019).
+"""keras_gradreg: train and verify robust image classifiers with Keras 3.
+
+The finite-difference input-gradient penalty of Finlay & Oberman (2019), adversarial
+training (PGD, FGSM-RS, N-FGSM, free, TRADES) and its regularisers, AutoAttack and the
+paper's minimum-distance protocol in TensorFlow, and the paper's bounds as Keras metrics.
 
 Runs on the TensorFlow and JAX backends of Keras (KERAS_BACKEND); importing it under
-another backend raises ImportError naming them.
+another backend raises ImportError naming them. What a saved model may name (the models,
+the smooth ReLU and, on TensorFlow, the bound metrics) is imported with the package;
+every other public name below is imported when first used.
 """
+
+import keras
 
 from keras_gradreg import backend
 
 backend.check_supported()
+backend.current()  # the backend's module, before any traced function asks for it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from keras_gradreg import adversarial_training
-from keras_gradreg import architectures
-from keras_gradreg import attacks
-from keras_gradreg import autoattack
-from keras_gradreg import data
+from keras_gradreg import activations  # registers smooth_relu, which saved models name
 from keras_gradreg import deprecation
-from keras_gradreg import evaluation
-from keras_gradreg import files
-from keras_gradreg import frontier
-from keras_gradreg import local_linearity
-from keras_gradreg import metrics
+from keras_gradreg import lazy
+from keras_gradreg import models  # registers the classes saved models name
 from keras_gradreg import penalty
-from keras_gradreg import primitives
-from keras_gradreg import training
-from keras_gradreg import validation
-from keras_gradreg.activations import smooth_relu
-from keras_gradreg.adversarial_training import AdversarialTrainingModel
-from keras_gradreg.adversarial_training import EpsilonRamp
-from keras_gradreg.adversarial_training import FreeAdversarialTrainingModel
-from keras_gradreg.adversarial_training import RobustnessMonitor
-from keras_gradreg.adversarial_training import SingleStepAdversarialModel
-from keras_gradreg.attacks import ATTACKS
-from keras_gradreg.attacks import AttackSettings
-from keras_gradreg.attacks import CarliniWagnerL2
-from keras_gradreg.attacks import SPSAAdam
-from keras_gradreg.autoattack import AutoAttackBudget
-from keras_gradreg.autoattack import dlr_loss
-from keras_gradreg.data import load_dataset
-from keras_gradreg.data import load_offline_mnist
-from keras_gradreg.evaluation import AutoAttackReport
-from keras_gradreg.evaluation import RobustnessReport
-from keras_gradreg.evaluation import SanityCheck
-from keras_gradreg.evaluation import evaluate_autoattack
-from keras_gradreg.evaluation import evaluate_robustness
-from keras_gradreg.evaluation import format_table
-from keras_gradreg.evaluation import write_results
-from keras_gradreg.local_linearity import local_linearity_error
-from keras_gradreg.local_linearity import sample_local_linearity_triplet
-from keras_gradreg.metrics import BOUND_NORMS
-from keras_gradreg.metrics import BoundTerms
-from keras_gradreg.metrics import CurvatureBound
-from keras_gradreg.metrics import LipschitzBound
-from keras_gradreg.metrics import bound_terms
-from keras_gradreg.metrics import curvature_bound
-from keras_gradreg.metrics import lipschitz_bound
-from keras_gradreg.metrics import misclassification_margin
-from keras_gradreg.metrics import top_hessian_eigenvalue
-from keras_gradreg.model import GradRegModel
-from keras_gradreg.model import NonFiniteGuard
-from keras_gradreg.penalty import ATTACK_NORMS
-from keras_gradreg.penalty import DEFAULT_H
-from keras_gradreg.penalty import DIFFERENCES
-from keras_gradreg.penalty import DUAL_NORMS
-from keras_gradreg.penalty import METHODS
-from keras_gradreg.penalty import direction
-from keras_gradreg.penalty import dual_norm
-from keras_gradreg.penalty import input_gradient_penalty
-from keras_gradreg.penalty import stateless_input_gradient_penalty
+
+if keras.backend.backend() == "tensorflow":
+    from keras_gradreg import metrics  # saved models compile with them (TensorFlow only)
+
+__version__ = "0.7.0"
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
 
-__version__ = "0.6.3"
+_EXPORTS = {
+    # models: what trains
+    "AdversarialTrainingModel": "models",
+    "EpsilonRamp": "models",
+    "FreeAdversarialTrainingModel": "models",
+    "GradRegModel": "models",
+    "NonFiniteGuard": "models",
+    "RobustnessMonitor": "models",
+    "SingleStepAdversarialModel": "models",
+    # penalty: the mathematics, for your own loops
+    "ATTACK_NORMS": "penalty",
+    "DEFAULT_H": "penalty",
+    "DIFFERENCES": "penalty",
+    "DUAL_NORMS": "penalty",
+    "ESTIMATORS": "penalty",
+    "direction": "penalty",
+    "dual_norm": "penalty",
+    "input_gradient_penalty": "penalty",
+    "stateless_input_gradient_penalty": "penalty",
+    # regularizers
+    "local_linearity_error": "regularizers",
+    "sample_local_linearity_triplet": "regularizers",
+    # metrics: the paper's lower bounds (TensorFlow)
+    "BoundTerms": "metrics",
+    "CurvatureBound": "metrics",
+    "LipschitzBound": "metrics",
+    "bound_terms": "metrics",
+    "curvature_bound": "metrics",
+    "lipschitz_bound": "metrics",
+    "top_hessian_eigenvalue": "metrics",
+    # attacks
+    "ATTACKS": "attacks",
+    "AttackSettings": "attacks",
+    "AutoAttackBudget": "attacks",
+    "CarliniWagnerL2": "attacks.cleverhans",
+    "SPSAAdam": "attacks.cleverhans",
+    "dlr_loss": "attacks",
+    "misclassification_margin": "attacks",
+    # evaluation: the paper's protocol and AutoAttack's
+    "AutoAttackReport": "evaluation",
+    "RobustnessReport": "evaluation",
+    "SanityCheck": "evaluation",
+    "evaluate_autoattack": "evaluation",
+    "evaluate_robustness": "evaluation",
+    "format_table": "evaluation",
+    "write_results": "evaluation",
+    # data and the model zoo
+    "load_dataset": "data",
+    "load_offline_mnist": "data",
+    "smooth_relu": "activations",
+}
+_SUBMODULES = ("activations", "architectures", "attacks", "backend", "data", "deprecation",
+               "evaluation", "files", "frontier", "metrics", "models", "penalty", "plotting",
+               "regularizers", "training", "validation")
 
 __all__ = (
-    "adversarial_training",
+    "activations",
     "AdversarialTrainingModel",
     "architectures",
     "ATTACK_NORMS",
     "attacks",
     "ATTACKS",
     "AttackSettings",
-    "autoattack",
     "AutoAttackBudget",
     "AutoAttackReport",
-    "BOUND_NORMS",
+    "backend",
     "bound_terms",
     "BoundTerms",
     "CarliniWagnerL2",
@@ -98,6 +111,7 @@ __all__ = (
     "dual_norm",
     "DUAL_NORMS",
     "EpsilonRamp",
+    "ESTIMATORS",
     "evaluate_autoattack",
     "evaluate_robustness",
     "evaluation",
@@ -111,19 +125,18 @@ __all__ = (
     "LipschitzBound",
     "load_dataset",
     "load_offline_mnist",
-    "local_linearity",
     "local_linearity_error",
-    "METHODS",
     "metrics",
     "misclassification_margin",
+    "models",
     "NonFiniteGuard",
     "penalty",
-    "primitives",
+    "plotting",
+    "regularizers",
     "RobustnessMonitor",
     "RobustnessReport",
     "sample_local_linearity_triplet",
     "SanityCheck",
-    "SingleStepAdversarialModel",
     "smooth_relu",
     "SPSAAdam",
     "stateless_input_gradient_penalty",
@@ -134,11 +147,6 @@ __all__ = (
     "write_results",
 )
 
-
-def __getattr__(name: str):
-    """Renamed attributes (`kg.models` is `kg.architectures` since 0.5), with a
-    DeprecationWarning: see deprecation.RENAMED."""
-    new = deprecation.renamed_attribute("keras_gradreg", name)
-    if new is None:
-        raise AttributeError(f"module 'keras_gradreg' has no attribute {name!r}")
-    return globals()[new]
+__getattr__, __dir__ = lazy.loader(
+    __name__, _EXPORTS, _SUBMODULES,
+    renamed=lambda name: deprecation.renamed_attribute("keras_gradreg", name))

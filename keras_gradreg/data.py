@@ -29,15 +29,15 @@ CUTOUT_SIZE = 16
 IMAGENET_SIZE = 224
 
 
-DIGIT_RADII = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)}
+DIGIT_EPSILONS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)}
 """The usual MNIST radii (l_inf 0.3 after Madry et al. 2018), for [0, 1] pixels."""
-PAPER_RADII = {"linf": (2 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
+PAPER_EPSILONS = {"linf": (2 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
 """The paper's l_inf radii for CIFAR-10 and ImageNet (2/255, 8/255), for [0, 1] pixels;
 l2 radii around RobustBench's CIFAR-10 0.5."""
-DEFAULT_RADII = {norm: tuple(sorted(set(DIGIT_RADII[norm]) | set(PAPER_RADII[norm])))
-                 for norm in ("linf", "l2")}
+DEFAULT_EPSILONS = {norm: tuple(sorted(set(DIGIT_EPSILONS[norm]) | set(PAPER_EPSILONS[norm])))
+                    for norm in ("linf", "l2")}
 """Both tables' radii, for data of unknown kind (what `evaluate_robustness` reports when
-given none): the one table of radii, with DatasetInfo.radii below."""
+given none): the one table of radii, with DatasetInfo.epsilons below."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +47,17 @@ class DatasetInfo:
     image_shape: tuple
     num_classes: int
     splits: tuple  # (train split, test split)
-    radii: dict  # attack norm -> default radii for "% error at eps", in [0, 1] pixels
+    epsilons: dict  # attack norm -> default radii for "% error at eps", in [0, 1] pixels
 
 
 DATASETS = {
-    "offline_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_RADII),
-    "mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_RADII),
-    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_RADII),
-    "cifar10": DatasetInfo((32, 32, 3), 10, ("train", "test"), PAPER_RADII),
-    "cifar100": DatasetInfo((32, 32, 3), 100, ("train", "test"), PAPER_RADII),
+    "offline_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_EPSILONS),
+    "mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_EPSILONS),
+    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_EPSILONS),
+    "cifar10": DatasetInfo((32, 32, 3), 10, ("train", "test"), PAPER_EPSILONS),
+    "cifar100": DatasetInfo((32, 32, 3), 100, ("train", "test"), PAPER_EPSILONS),
     "imagenet2012": DatasetInfo((IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, ("train", "validation"),
-                                PAPER_RADII),
+                                PAPER_EPSILONS),
 }
 """Supported datasets; "offline_mnist" needs no network and is the default everywhere."""
 
@@ -281,6 +281,10 @@ def training_epochs(
 
 
 def dataset_arrays(data: tf.data.Dataset) -> tuple:
-    """Concatenates a batched (image, label) dataset into two NumPy arrays."""
-    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in data])
+    """Concatenates a batched (image, label) dataset into two NumPy arrays; a ValueError
+    for a dataset of no images."""
+    batches = [(x.numpy(), y.numpy()) for x, y in data]
+    if not batches:
+        raise ValueError("The dataset holds no images; pass at least one.")
+    images, labels = zip(*batches)
     return np.concatenate(images), np.concatenate(labels)

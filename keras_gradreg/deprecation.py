@@ -10,7 +10,6 @@ import dataclasses
 import warnings
 from typing import Any, Callable, Optional
 
-from keras_gradreg import penalty as penalty_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,23 +35,67 @@ class Renamed:
     note: str = ""
 
 
+def _attack_norm_of_dual(dual: str) -> str:
+    from keras_gradreg import penalty  # here: the penalty imports this module
+
+    return penalty.attack_norm_of_dual(dual)
+
+
 _NORM_NOTE = ("it now names the attack to defend against (the penalised gradient norm is "
               "its dual). For instance the paper's squared l1 penalty, against l_inf "
               "attacks, is attack_norm='linf'")
 
+_TRAINING_FIELDS = (  # TrainConfig, settings.json and the scripts' flags: one word per meaning
+    ("at_epsilon", "epsilon"), ("at_norm", "attack_norm"), ("at_ramp_epochs", "ramp_epochs"),
+    ("at_regularizer", "regularizer"), ("at_regularizer_weight", "regularizer_weight"),
+    ("at_steps", "attack_steps"), ("free_replays", "replays"))
+_ONE_NORM = ("adversarial training's ball and the penalty's dual norm now share one "
+             "attack_norm, the norm of the attack trained against")
+
 RENAMED = (
-    Renamed("GradRegModel", "norm", "attack_norm", "0.2", penalty_lib.attack_norm_of_dual,
+    Renamed("GradRegModel", "norm", "attack_norm", "0.2", _attack_norm_of_dual,
             refused=True, note=_NORM_NOTE),
-    Renamed("settings.json", "norm", "attack_norm", "0.2", penalty_lib.attack_norm_of_dual),
+    Renamed("settings.json", "norm", "attack_norm", "0.2", _attack_norm_of_dual),
     Renamed("LipschitzBound", "norm", "attack_norm", "0.2"),
     Renamed("CurvatureBound", "norm", "attack_norm", "0.2"),
-    Renamed("evaluate_autoattack", "epsilon", "epsilons", "0.5",
-            note="`epsilons` (a number or several) always returns a list of reports, one "
-                 "per radius; `epsilon` returns a report for a number and a list otherwise, "
-                 "and goes in 0.6"),
-    Renamed("keras_gradreg", "models", "architectures", "0.5",
-            note="beside model.py's GradRegModel the name misled"),
+    Renamed("GradRegModel", "method", "estimator", "0.7",
+            note="`method` names a training recipe; the penalty's is its estimator"),
+    Renamed("input_gradient_penalty", "method", "estimator", "0.7"),
+    Renamed("SingleStepAdversarialModel", "method", "attack", "0.7"),
+    Renamed("AttackSettings", "step_fraction", "reach", "0.7",
+            note="steps reach `reach` radii in all, as PGD's everywhere"),
+    *(Renamed(where, old, new, "0.7", note=_ONE_NORM if old == "at_norm" else "")
+      for old, new in _TRAINING_FIELDS for where in ("TrainConfig", "settings.json", "flags")),
+    Renamed("run_frontier", "radii", "epsilons", "0.7"),
+    Renamed("frontier.json", "radii", "epsilons", "0.7"),
+    Renamed("flags", "radii", "epsilons", "0.7"),
+    Renamed("keras_gradreg", "METHODS", "ESTIMATORS", "0.7"),
+    Renamed("keras_gradreg", "BOUND_NORMS", "attacks.ball.NORMS", "0.7"),
+    Renamed("keras_gradreg", "primitives", "attacks.ball", "0.7"),
+    Renamed("keras_gradreg", "autoattack", "attacks", "0.7",
+            note="one module per attack: attacks.apgd, attacks.fab, attacks.square, and "
+                 "attacks.registry for their names"),
+    Renamed("keras_gradreg", "adversarial_training", "models", "0.7"),
+    Renamed("keras_gradreg", "local_linearity", "regularizers.local_linearity", "0.7"),
 )
+"""The table: every rename the library still understands."""
+
+RENAMED_VALUES = {("method", "fgsm_at"): ("fgsm_rs", "0.7")}
+"""Renamed values, by (setting, old value): (new value, since). FGSM from a random start is
+"fgsm_rs" everywhere (Wong et al.'s name), the training method and the attack alike."""
+
+
+def renamed_value(setting: str, value: Any, warns: bool = True) -> Any:
+    """The new value of a setting's renamed value (with a DeprecationWarning if `warns`;
+    saved files convert silently), else the value itself."""
+    if not isinstance(value, str) or (setting, value) not in RENAMED_VALUES:
+        return value
+    new, since = RENAMED_VALUES[setting, value]
+    if warns:
+        warnings.warn(f"{setting}={value!r} is {setting}={new!r} (renamed in {since}).",
+                      DeprecationWarning, stacklevel=3)
+    return new
+
 """The table: every rename the library still understands."""
 
 
@@ -97,6 +140,25 @@ def renamed_arguments(where: str, kwargs: dict) -> dict:
         warn(entry, stacklevel=3)  # the caller of `where`
         kwargs[entry.new] = value
     return kwargs
+
+
+def renamed_keyword(where: str, renamed: dict, new: str, value: Any, default: Any = None) -> Any:
+    """The value of keyword `new` in a call to `where` whose `**renamed` caught the others:
+    `value` as given, or the one passed under its old name (with a DeprecationWarning).
+
+    Raises:
+      TypeError: another unexpected keyword, or both the old and the new name.
+    """
+    renamed = renamed_arguments(where, renamed)
+    unexpected = set(renamed) - {new}
+    if unexpected:
+        raise TypeError(f"{where} got unexpected keyword argument(s) {sorted(unexpected)}.")
+    if new not in renamed:
+        return value
+    if value is not default and value != default:
+        raise TypeError(f"{where} got `{new}` under its old name and its new one; pass "
+                        f"`{new}` only.")
+    return renamed[new]
 
 
 def warn(entry: Renamed, stacklevel: int = 1) -> None:

@@ -10,14 +10,14 @@ is both as fast and as robust, and better in one). Runs and evaluations already 
 with the same settings are reused, so a killed frontier resumes; results are never
 replaced without `overwrite`.
 
-`REGIMES` names the settings the README compares methods in (`Regime`): the radius and
-norm, the activation, the schedule, the grid and the radii each model is attacked at.
+The regimes the documentation compares methods in are examples/regimes.py's, which
+examples/frontier.py runs.
 """
 
 import csv
 import dataclasses
-import io
 import json
+import logging
 import math
 import numbers
 import os
@@ -26,12 +26,15 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from keras_gradreg import autoattack
 from keras_gradreg import data as data_lib
+from keras_gradreg import deprecation
 from keras_gradreg import evaluation
 from keras_gradreg import files
 from keras_gradreg import training
 from keras_gradreg import validation
+from keras_gradreg.attacks import ball
+from keras_gradreg.attacks.settings import STANDARD_BUDGET
+from keras_gradreg.attacks.settings import AutoAttackBudget
 
 SMALL_GRID = {"penalty_weight": (10.0, 30.0), "penalty_every": (1, 4), "pgd_steps": (3, 7)}
 """The default grid: 24 minutes for two seeds on 2 CPU cores with 500 images (measured)."""
@@ -74,7 +77,7 @@ def check_sizes(sizes: Mapping[str, Sequence]) -> dict:
     return checked
 
 
-FAST_AND_FREE = (Entry("fgsm_at", dict(method="fgsm_at")), Entry("free_at", dict(method="free_at")))
+FAST_AND_FREE = (Entry("fgsm_rs", dict(method="fgsm_rs")), Entry("free_at", dict(method="free_at")))
 """The cheap adversarial training of the first frontier: FGSM-RS and free training."""
 
 
@@ -82,9 +85,9 @@ def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = N
          cheap: Sequence[Entry] = FAST_AND_FREE) -> list:
     """The configurations, each with its best-known settings on `base`'s budget.
 
-    Adversarial training uses `base.at_epsilon` and `base.at_norm`, ramped over
-    `base.at_ramp_epochs`; free training runs ceil(epochs / m) epochs (m replays each,
-    about as many updates as the others) and ramps over ceil(at_ramp_epochs / m).
+    Adversarial training uses `base.epsilon` and `base.attack_norm`, ramped over
+    `base.ramp_epochs`; free training runs ceil(epochs / m) epochs (m replays each,
+    about as many updates as the others) and ramps over ceil(ramp_epochs / m).
 
     Args:
       base: the setting shared by all runs.
@@ -102,99 +105,16 @@ def grid(base: training.TrainConfig, sizes: Optional[Mapping[str, Sequence]] = N
     entries += [Entry(f"gradreg lambda={lam:g} k={k}",
                       dict(method="gradreg", penalty_weight=lam, penalty_every=k))
                 for lam in sizes["penalty_weight"] for k in sizes["penalty_every"]]
-    m = base.free_replays
+    m = base.replays
     for entry in cheap:
         if entry.settings["method"] == "free_at":
             entry = Entry(f"{entry.name} m={m}", dict(
                 entry.settings, epochs=math.ceil(base.epochs / m),
-                at_ramp_epochs=math.ceil(base.at_ramp_epochs / m)))
+                ramp_epochs=math.ceil(base.ramp_epochs / m)))
         entries.append(entry)
-    entries += [Entry(f"pgd_at {steps} steps", dict(method="pgd_at", at_steps=steps))
+    entries += [Entry(f"pgd_at {steps} steps", dict(method="pgd_at", attack_steps=steps))
                 for steps in sizes["pgd_steps"]]
     return entries
-
-
-def _regularised(name: str, regularizer: str, weight: float) -> Entry:
-    return Entry(f"fgsm_at + {name} lambda={weight:g}", dict(
-        method="fgsm_at", at_regularizer=regularizer, at_regularizer_weight=weight))
-
-
-@dataclasses.dataclass(frozen=True)
-class Regime:
-    """A setting in which the methods are compared, and how its models are judged.
-
-    Attributes:
-      description: one line for tables and plots.
-      settings: the TrainConfig fields every run of the regime shares; "at_epsilon" and
-        "at_norm" are the radius adversarial training trains for and the evaluation's norm.
-      radii: the radii every model is attacked at (the trained one among them).
-      sizes: the default grid of the penalty and PGD-AT (see `check_sizes`).
-      cheap: the single-step (and free) entries (see `grid`).
-      seeds: the default seeds.
-      num_images: the default number of AutoAttack images.
-    """
-
-    description: str
-    settings: dict
-    radii: tuple
-    sizes: dict
-    cheap: tuple
-    seeds: tuple = (0, 1, 2)
-    num_images: int = 500
-
-    @property
-    def epsilon(self) -> float:
-        return self.settings["at_epsilon"]
-
-    @property
-    def attack_norm(self) -> str:
-        return self.settings["at_norm"]
-
-    def base(self, **changes) -> training.TrainConfig:
-        """The regime's shared TrainConfig (model_dir is set per run), with `changes`."""
-        return dataclasses.replace(training.TrainConfig(model_dir=""),
-                                   **dict(self.settings, **changes))
-
-
-_LINF = dict(at_epsilon=0.1, at_norm="linf", attack_norm="linf", h=0.1, epochs=10,
-             at_ramp_epochs=5, activation="relu")
-_LINF_RADII = (0.1, 0.2)
-"""No smaller radius at l_inf 0.1: at 0.05 most digits survive into Square's 5,000 queries,
-about 3 minutes a model on 200 digits (measured), which would triple these regimes."""
-_L2 = dict(_LINF, at_epsilon=2.0, at_norm="l2", attack_norm="l2", h=1.0)
-_L2_GRID = {"penalty_weight": (30.0, 300.0), "penalty_every": (1, 4), "pgd_steps": (3, 7)}
-_L2_CHEAP = (Entry("fgsm_at", dict(method="fgsm_at")),
-             _regularised("gradient penalty", "gradient_penalty", 1.0))
-REGIMES = {
-    "linf_small": Regime(
-        "l_inf 0.1, ReLU, 10 epochs (the main job's setting)", _LINF, _LINF_RADII,
-        SMALL_GRID, FAST_AND_FREE, seeds=(0, 1)),
-    "collapse": Regime(
-        "l_inf 0.3, ReLU, 20 epochs, a 2-epoch radius ramp: single-step training collapses",
-        dict(_LINF, at_epsilon=0.3, h=0.3, epochs=20, at_ramp_epochs=2), (0.2, 0.3, 0.4),
-        {"penalty_weight": (30.0,), "penalty_every": (4,), "pgd_steps": (3, 7)},
-        (Entry("fgsm_at", dict(method="fgsm_at")), Entry("n_fgsm", dict(method="n_fgsm")),
-         _regularised("ELLE", "local_linearity", 100.0),
-         _regularised("ELLE", "local_linearity", 1000.0),
-         _regularised("ELLE-A", "adaptive_local_linearity", 1000.0),
-         _regularised("gradient penalty", "gradient_penalty", 10.0),
-         _regularised("gradient penalty", "gradient_penalty", 100.0),
-         _regularised("GradAlign", "grad_align", 1.0)), num_images=200),
-    "l2": Regime("l2 2.0, ReLU, 10 epochs", _L2, (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP,
-                 num_images=200),
-    "smooth_linf": Regime("l_inf 0.1, smooth ReLU, 10 epochs",
-                          dict(_LINF, activation="smooth_relu"), _LINF_RADII, SMALL_GRID,
-                          FAST_AND_FREE, seeds=(0, 1), num_images=200),
-    "smooth_l2": Regime("l2 2.0, smooth ReLU, 10 epochs", dict(_L2, activation="smooth_relu"),
-                        (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP, seeds=(0, 1), num_images=100),
-}
-"""The regimes of the README's "Which method at which budget" (examples/frontier.py
---regime); the penalty's h is the l_inf radius in l_inf regimes and half the l2 radius
-in l2 ones. The smooth regimes use the paper's smooth ReLU (kg.smooth_relu): with
-softplus this small CNN underfits in 10 epochs (measured: plain training left 10-40 %
-clean error), which would compare underfit models, not activations. They run 2 seeds,
-and smooth_l2 attacks 100 digits: smooth models survive longer into Square (measured: 8
-minutes to attack one penalty model of smooth_l2 on 200 digits at its three radii)."""
 
 
 def _progress_text(elapsed: float, done: int, total: int) -> str:
@@ -210,7 +130,7 @@ class Point:
     """One configuration's result over its seeds (means; spreads are max - min).
 
     robust_error is at the radius adversarial training was trained for; robust_errors at
-    each of `radii`, in order.
+    each of `epsilons`, in order.
     """
 
     name: str
@@ -227,7 +147,7 @@ class Point:
     catastrophic_overfitting: int = 0  # seeds whose RobustnessMonitor flagged it
     never_learned: int = 0  # seeds with clean error above NEVER_LEARNED
     regularizer: str = "none"
-    radii: tuple = ()
+    epsilons: tuple = ()
     robust_errors: tuple = ()
 
 
@@ -249,21 +169,30 @@ def _collapsed(model_dir: str) -> bool:
         return any(float(row.get("catastrophic_overfitting") or 0) > 0 for row in csv.DictReader(f))
 
 
-def _evaluation(config: training.TrainConfig, path: str, x, y, radii: Sequence[float],
-                budget: autoattack.AutoAttackBudget, verbose: int) -> dict:
-    """The run's AutoAttack results at `radii` (config.at_norm), from `path` if they were
-    computed with the same settings (images, budget, radii), else computed and written whole."""
-    wanted = {"radii": list(radii), "attack_norm": config.at_norm, "num_images": len(x),
-              "budget": dataclasses.asdict(budget), "settings": training.settings(config)}
+def _stored_evaluation(path: str) -> dict:
+    """A run's evaluation file, with the names of the settings renamed since it was written."""
+    with open(path) as f:
+        stored = deprecation.upgrade_config("frontier.json", json.load(f))
+    return dict(stored, settings=training.upgrade_settings(stored.get("settings", {})))
+
+
+def _evaluation(config: training.TrainConfig, path: str, x, y, epsilons: Sequence[float],
+                budget: AutoAttackBudget, verbose: int) -> dict:
+    """The run's AutoAttack results at `epsilons` (in config.attack_norm), from `path` if
+    they were computed with the same settings (images, budget, radii), else computed and
+    written whole."""
+    wanted = {"epsilons": list(epsilons), "attack_norm": config.attack_norm,
+              "num_images": len(x), "budget": dataclasses.asdict(budget),
+              "settings": training.settings(config)}
     if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
+        stored = _stored_evaluation(path)
         if {k: stored.get(k) for k in wanted} == wanted:
             return stored
     model, seconds = training.finished_run(config)
     reports = evaluation.evaluate_autoattack(
-        model, x, y, epsilons=list(radii), attack_norm=config.at_norm, num_images=len(x),
-        budget=budget, verbose=verbose, name=os.path.basename(config.model_dir))
+        model, x, y, epsilons=list(epsilons), attack_norm=config.attack_norm,
+        num_images=len(x), budget=budget, verbose=verbose,
+        name=os.path.basename(config.model_dir))
     result = dict(wanted, train_seconds=seconds, epoch_seconds=seconds / config.epochs,
                   clean_error=reports[0].clean_error,
                   robust_errors=[r.robust_error for r in reports],
@@ -273,22 +202,20 @@ def _evaluation(config: training.TrainConfig, path: str, x, y, radii: Sequence[f
     return result
 
 
-def _radii(epsilon: float, radii: Optional[Sequence[float]], attack_norm: str,
-           dataset: str) -> tuple:
+def _epsilons(epsilon: float, epsilons: Optional[Sequence[float]], attack_norm: str,
+              dataset: str) -> tuple:
     """The evaluation's radii, checked, in increasing order; epsilon must be among them."""
     dims = math.prod(data_lib.DATASETS[dataset].image_shape)
-    radii = tuple(sorted(evaluation.check_radii((epsilon,) if radii is None else radii,
-                                                attack_norm, dims=dims)))
-    if len(set(radii)) < len(radii):
-        raise ValueError(f"radii={list(radii)!r} repeats a radius; each is attacked once.")
+    radii = tuple(sorted(ball.check_epsilons((epsilon,) if epsilons is None else epsilons,
+                                             attack_norm, size=dims)))
     if epsilon not in radii:
-        raise ValueError(f"epsilon={epsilon!r} must be one of radii={list(radii)!r}: the table's "
-                         "headline is the robust error at the trained radius.")
+        raise ValueError(f"epsilon={epsilon!r} must be one of epsilons={list(radii)!r}: the "
+                         "table's headline is the robust error at the trained radius.")
     return radii
 
 
 def plan(base: training.TrainConfig, output_dir: str, *, epsilon: float,
-         radii: Optional[Sequence[float]] = None, seeds: Sequence[int] = (0, 1),
+         epsilons: Optional[Sequence[float]] = None, seeds: Sequence[int] = (0, 1),
          sizes: Optional[Mapping[str, Sequence]] = None,
          cheap: Sequence[Entry] = FAST_AND_FREE) -> tuple:
     """The runs of a frontier, every setting checked before any work (a ValueError names
@@ -303,58 +230,61 @@ def plan(base: training.TrainConfig, output_dir: str, *, epsilon: float,
     configs = {(entry.name, seed): training.validate(dataclasses.replace(
         base, model_dir=os.path.join(output_dir, "runs", _slug(entry.name, seed)), seed=seed,
         overwrite=False, **entry.settings)) for entry in entries for seed in seeds}
-    return entries, configs, _radii(epsilon, radii, base.at_norm, base.dataset)
+    return entries, configs, _epsilons(epsilon, epsilons, base.attack_norm, base.dataset)
 
 
 def run_frontier(base: training.TrainConfig, output_dir: str, *, epsilon: float,
-                 radii: Optional[Sequence[float]] = None, num_images: int = 500,
+                 epsilons: Optional[Sequence[float]] = None, num_images: int = 500,
                  seeds: Sequence[int] = (0, 1), sizes: Optional[Mapping[str, Sequence]] = None,
                  cheap: Sequence[Entry] = FAST_AND_FREE,
-                 budget: autoattack.AutoAttackBudget = autoattack.STANDARD_BUDGET,
-                 verbose: int = 1) -> list:
+                 budget: AutoAttackBudget = STANDARD_BUDGET,
+                 verbose: int = 1, **renamed) -> list:
     """Trains and evaluates every configuration of the grid, each seed in its own run.
 
     Args:
       base: the setting shared by all runs (dataset, model, epochs, optimizer, the
         radius and norm of adversarial training, ...; `model_dir` and `method` are set
-        per run). A `Regime`'s `base()` is one.
+        per run).
       output_dir: runs go to OUTPUT_DIR/runs/NAME-sSEED, evaluations to
         OUTPUT_DIR/evaluations/NAME-sSEED.json.
-      epsilon: the radius of the table's headline robust error (in base.at_norm).
-      radii: every radius each model is attacked at, epsilon among them (None: epsilon).
+      epsilon: the radius of the table's headline robust error (in base.attack_norm).
+      epsilons: every radius each model is attacked at, epsilon among them (None: epsilon).
       num_images: test images, the same for every run.
       seeds: one run per seed and configuration.
       sizes: the grid (see `grid`); None: SMALL_GRID, FULL_GRID is the whole one.
       cheap: the single-step and free entries (see `grid`).
       budget: AutoAttack's budgets (its standard ones by default).
-      verbose: 1 prints progress.
+      verbose: 1 logs each run as it starts (INFO) and shows the attacks' progress.
+      **renamed: `radii`, the old name of `epsilons` (a DeprecationWarning).
 
     Returns:
       One Point per configuration, Pareto-optimal ones marked.
     """
-    entries, configs, radii = plan(base, output_dir, epsilon=epsilon, radii=radii, seeds=seeds,
-                                   sizes=sizes, cheap=cheap)
+    epsilons = deprecation.renamed_keyword("run_frontier", renamed, "epsilons", epsilons)
+    entries, configs, epsilons = plan(base, output_dir, epsilon=epsilon, epsilons=epsilons,
+                                      seeds=seeds, sizes=sizes, cheap=cheap)
     x, y = training.test_images(base.dataset, num_images, data_dir=base.data_dir,
                                 download=base.download)
     os.makedirs(os.path.join(output_dir, "evaluations"), exist_ok=True)
     results, start = {}, time.monotonic()
     for i, ((name, seed), config) in enumerate(configs.items()):
         if verbose:
-            print(f"run {i + 1} of {len(configs)}: {name}, seed {seed}; "
-                  f"{_progress_text(time.monotonic() - start, i, len(configs))}", flush=True)
+            logging.getLogger(__name__).info(
+                "run %d of %d: %s, seed %d; %s", i + 1, len(configs), name, seed,
+                _progress_text(time.monotonic() - start, i, len(configs)))
         if not training.is_finished(config):
             training.train(config, verbose=0)
         path = os.path.join(output_dir, "evaluations", _slug(name, seed) + ".json")
-        results[name, seed] = _evaluation(config, path, x, y, radii, budget, verbose=verbose)
-    points = [_point(entry, [results[entry.name, seed] for seed in seeds], seeds, radii,
-                     radii.index(epsilon)) for entry in entries]
+        results[name, seed] = _evaluation(config, path, x, y, epsilons, budget, verbose=verbose)
+    points = [_point(entry, [results[entry.name, seed] for seed in seeds], seeds, epsilons,
+                     epsilons.index(epsilon)) for entry in entries]
     optimal = pareto_optimal([p.train_seconds for p in points], [p.robust_error for p in points])
     for point, best in zip(points, optimal):
         point.pareto = bool(best)
     return points
 
 
-def _point(entry: Entry, rows: Sequence[dict], seeds: Sequence[int], radii: tuple,
+def _point(entry: Entry, rows: Sequence[dict], seeds: Sequence[int], epsilons: tuple,
            trained: int) -> Point:
     """One configuration's Point from its seeds' evaluations."""
     column = lambda key: np.array([r[key] for r in rows], float)  # noqa: E731
@@ -370,7 +300,7 @@ def _point(entry: Entry, rows: Sequence[dict], seeds: Sequence[int], radii: tupl
         seconds_spread=float(np.ptp(column("train_seconds"))),
         catastrophic_overfitting=int(sum(r["catastrophic_overfitting"] for r in rows)),
         never_learned=int(np.sum(column("clean_error") > NEVER_LEARNED)),
-        regularizer=entry.settings.get("at_regularizer", "none"), radii=radii,
+        regularizer=entry.settings.get("regularizer", "none"), epsilons=epsilons,
         robust_errors=tuple(float(e) for e in robust.mean(axis=0)))
 
 
@@ -387,7 +317,7 @@ def format_frontier(points: Sequence[Point], epsilon: float, num_images: int,
     """The table behind the plot, fastest first; * marks the Pareto-optimal runs (on the
     robust error at epsilon, the trained radius). "failed" counts the seeds that collapsed
     (the RobustnessMonitor's verdict) or never learned (clean error above NEVER_LEARNED)."""
-    radii = points[0].radii or (epsilon,)
+    radii = points[0].epsilons or (epsilon,)
     header = (["", "run", "train s", "s / epoch", "% clean error"]
               + [f"% robust at {r:g}" + (" (trained)" if r == epsilon and len(radii) > 1 else "")
                  for r in radii]
@@ -405,39 +335,39 @@ def format_frontier(points: Sequence[Point], epsilon: float, num_images: int,
 
 
 def existing_results(output_dir: str) -> list:
+    """The frontier's result files already in output_dir."""
     return files.existing(output_dir, RESULT_FILES.values())
 
 
 def write_frontier(points: Sequence[Point], output_dir: str, epsilon: float,
                    overwrite: bool = False, attack_norm: str = "linf") -> dict:
-    """frontier.json, frontier.csv and frontier.png, replaced as one set (a kill leaves
-    the old three or the new three); refuses to replace existing ones unless
-    `overwrite`. Returns the paths."""
-    from keras_gradreg import plotting
+    """frontier.json, frontier.csv and frontier.png, replaced as one set (see
+    evaluation.write_set); refuses to replace existing ones unless `overwrite`.
 
-    files.refuse_to_replace(existing_results(output_dir), overwrite)
-    paths = {kind: os.path.join(output_dir, name) for kind, name in RESULT_FILES.items()}
+    Returns:
+      The paths written, by kind ("json", "csv", "plot").
+    """
+    from keras_gradreg import plotting  # matplotlib is imported only when plotting
+
     rows = [dataclasses.asdict(p) for p in points]
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with files.replaced_together(list(paths.values())) as (json_path, csv_path, plot_path):
-        with open(json_path, "w") as f:
-            json.dump({"epsilon": epsilon, "attack_norm": attack_norm, "points": rows}, f,
-                      indent=1)
-        with open(csv_path, "w") as f:
-            f.write(table.getvalue())
-        plotting.plot_frontier(points, epsilon, plot_path, _norm_text(attack_norm))
-    return paths
+    paths = evaluation.write_set(output_dir, {
+        RESULT_FILES["json"]: evaluation.output.json_writer(
+            {"epsilon": epsilon, "attack_norm": attack_norm, "points": rows}),
+        RESULT_FILES["csv"]: evaluation.output.csv_writer(
+            list(rows[0]), [list(row.values()) for row in rows]),
+        RESULT_FILES["plot"]: lambda path: plotting.plot_frontier(points, epsilon, path,
+                                                                  _norm_text(attack_norm)),
+    }, overwrite)
+    return {kind: paths[name] for kind, name in RESULT_FILES.items()}
 
 
 def read_frontier(path: str) -> tuple:
-    """(points, epsilon, attack_norm) of a frontier.json that write_frontier wrote, for
-    tables and plots made again without training or attacking anything."""
+    """(points, epsilon, attack_norm) of a frontier.json that write_frontier wrote (any
+    version), for tables and plots made again without training or attacking anything."""
     files.finish_replacing(os.path.dirname(os.path.abspath(path)))
     with open(path) as f:
         stored = json.load(f)
-    points = [Point(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()})
+    points = [Point(**{k: tuple(v) if isinstance(v, list) else v for k, v in
+                       deprecation.upgrade_config("frontier.json", row).items()})
               for row in stored["points"]]
     return points, stored["epsilon"], stored.get("attack_norm", "linf")

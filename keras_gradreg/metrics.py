@@ -17,23 +17,20 @@ all of them: after `evaluate`, the value does not depend on the batch size, the 
 order or the number of replicas.
 """
 
-import contextlib
-import threading
 from typing import Any, NamedTuple, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradreg import deprecation
 from keras_gradreg import backend
+from keras_gradreg import deprecation
+from keras_gradreg import metric_inputs
 from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import validation
-
-BOUND_NORMS = ("linf", "l2")
-"""Attack norms the bounds measure distance in (the gradient is measured in the dual)."""
-
-MARGINS = ("probability", "logit")
+from keras_gradreg.attacks import ball
+from keras_gradreg.attacks.losses import MARGINS
+from keras_gradreg.attacks.losses import misclassification_margin
 DEFAULT_CURVATURE_ITERATIONS = 20
 """Lanczos steps per image for the top Hessian eigenvalue (see top_hessian_eigenvalue)."""
 
@@ -47,38 +44,6 @@ class BoundTerms(NamedTuple):
     gap: tf.Tensor  # max(-l(x), 0): how far the image is from misclassification
     grad_norm: tf.Tensor  # ||grad_x l(x)||_*, dual of the attack norm
     curvature: Optional[tf.Tensor]  # top eigenvalue of the input Hessian of l, or None
-
-
-def misclassification_margin(
-    outputs: tf.Tensor, y: Any, *, from_logits: bool = True, margin: str = "probability"
-) -> tf.Tensor:
-    """l(x) = max_{i != c} s_i - s_c per example: >= 0 exactly when misclassified.
-
-    Args:
-      outputs: class scores (batch, classes): logits if `from_logits`, else probabilities.
-      y: integer labels, (batch,) or (batch, 1), or one-hot (batch, classes).
-      from_logits: whether `outputs` are logits.
-      margin: "probability" (the paper's choice: s = softmax) or "logit" (s = logits;
-        for probability outputs, their logarithms, which differ from the logits by a
-        per-example constant and so give the same margin).
-
-    Returns:
-      l(x), float32 (batch,).
-    """
-    validation.check_choice("margin", margin, MARGINS)
-    outputs = tf.cast(outputs, tf.float32)
-    if margin == "probability":
-        scores = tf.nn.softmax(outputs) if from_logits else outputs
-    else:
-        scores = outputs if from_logits else tf.math.log(outputs)
-    classes = tf.shape(scores)[-1]
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == scores.shape.rank:  # (batch, 1) integer labels, or one-hot
-        y = y[..., 0] if y.shape[-1] == 1 else tf.argmax(y, axis=-1)
-    true_class = tf.equal(tf.range(classes)[None, :], tf.cast(tf.reshape(y, [-1, 1]), tf.int32))
-    true_score = tf.reduce_sum(tf.where(true_class, scores, 0.0), axis=-1)
-    best_other = tf.reduce_max(tf.where(true_class, -np.inf, scores), axis=-1)
-    return best_other - true_score
 
 
 def _hessian_vector_product(loss_at, x: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
@@ -177,7 +142,7 @@ def bound_terms(
       BoundTerms of float32 (batch,) tensors.
     """
     backend.require_tensorflow("bound_terms")
-    validation.check_choice("attack_norm", attack_norm, BOUND_NORMS)
+    ball.check_norm(attack_norm)
     flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
     flat = penalty_lib.flatten_per_example(flat_x)
 
@@ -222,51 +187,15 @@ def curvature_bound(gap: Any, grad_norm: Any, curvature: Any) -> tf.Tensor:
     return tf.where(gap > 0, tf.math.divide(2.0 * gap, grad_norm + root), 0.0)
 
 
-_FEED = threading.local()  # .stack: (model, inputs, cache) of the enclosing model_inputs
-
-
-def _fed() -> list:
-    return getattr(_FEED, "stack", [])
-
-
-@contextlib.contextmanager
-def model_inputs(model: Any, x: Any):
-    """Lets bound metrics called inside see the model and its inputs.
-
-    GradRegModel wraps its evaluation `compute_metrics` in it, which is how
-    `compile(metrics=[...])` feeds the bound metrics. In a custom loop, call
-    `metric.update_from_model` instead. With model None the metrics record nothing.
-    """
-    _FEED.stack = _fed() + [(model, x, {})]
-    try:
-        yield
-    finally:
-        _FEED.stack = _fed()[:-1]
-
-
-def bounds_paused():
-    """Bound metrics called inside record nothing (GradRegModel's training steps)."""
-    return model_inputs(None, None)
-
-
-def bound_metric_names(model: keras.Model) -> list:
-    """Names (as in the logs) of the bound metrics compiled into a model."""
-    names = []
-    for metric in model.metrics:
-        for member in getattr(metric, "metrics", [metric]):
-            if isinstance(member, _DistanceBound):
-                names.append(member.name)
-    return names
-
-
 class _DistanceBound(keras.metrics.Metric):
     """Shared machinery of LipschitzBound and CurvatureBound."""
 
     _kind = ""
+    needs_model_inputs = True
 
     def __init__(
         self,
-        attack_norm: str = "linf",
+        attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM,
         epsilon: Optional[float] = None,
         *,
         from_logits: bool = True,
@@ -277,7 +206,7 @@ class _DistanceBound(keras.metrics.Metric):
         dtype: Any = None,
     ):
         backend.require_tensorflow(type(self).__name__)
-        validation.check_choice("attack_norm", attack_norm, BOUND_NORMS)
+        ball.check_norm(attack_norm)
         validation.check_choice("margin", margin, MARGINS)
         if epsilon is not None:
             epsilon = validation.check_number("epsilon", epsilon, low_open=False,
@@ -307,13 +236,13 @@ class _DistanceBound(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred=None, sample_weight=None):
         """Called by GradRegModel's compiled metrics in evaluation; needs its model and inputs."""
-        if not _fed():
+        if not metric_inputs.fed():
             raise ValueError(
                 f"{type(self).__name__} needs the model and its inputs, which a plain Keras "
                 "model does not pass to metrics: compile it into a keras_gradreg.GradRegModel, "
                 "or call update_from_model(model, x, y) in your own loop."
             )
-        model, x, cache = _fed()[-1]
+        model, x, cache = metric_inputs.fed()[-1]
         if model is None:  # a training step: bounds are computed in evaluation only
             return
         key = (self.attack_norm, self.from_logits, self.margin, self.curvature_iterations)
@@ -326,7 +255,7 @@ class _DistanceBound(keras.metrics.Metric):
 
     def update_from_model(self, model: Any, x: Any, y: Any, sample_weight: Any = None) -> None:
         """Adds a batch, for custom training or evaluation loops."""
-        with model_inputs(model, x):
+        with metric_inputs.model_inputs(model, x):
             self.update_state(y, None, sample_weight)
 
     def update_from_terms(self, terms: BoundTerms, sample_weight: Any = None) -> None:

@@ -14,7 +14,7 @@ it):
     central:  ((loss(x + h d) - loss(x - h d)) / (2 h)) ** 2
 
 Both are estimates of ``(g . d) ** 2`` with ``g = grad_x loss``; that quantity is what
-``method="double_backprop"`` computes exactly. The weights receive gradients through
+``estimator="double_backprop"`` computes exactly. The weights receive gradients through
 ``loss(x)`` and ``loss(x + h d)`` alike, as in the authors' reference code.
 
 The perturbed passes see the model's state (BatchNorm moving statistics, dropout seeds)
@@ -25,12 +25,15 @@ training.
 """
 
 import math
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import keras
 from keras import ops
 
+from keras_gradreg import deprecation
 from keras_gradreg import validation
+from keras_gradreg.attacks import ball
 
 DEFAULT_H = 0.01
 """Finite-difference step, in the model's input units (the paper's and reference code's
@@ -43,8 +46,16 @@ DUAL_NORMS = {"linf": "l1", "l2": "l2", "l1": "linf"}
 """The gradient norm penalised against each attack norm: its dual. Against l_inf attacks
 the penalty is the paper's "squared l1 penalty"."""
 
+DEFAULT_ATTACK_NORM = "linf"
+"""The attack norm when none is given, everywhere (GradRegModel, the penalty functions,
+adversarial training, the bounds, the scripts): the paper's squared l1 penalty."""
+
 DIFFERENCES = ("forward", "central")
-METHODS = ("finite_difference", "double_backprop")
+"""Finite differences: "forward", (loss(x + h d) - loss(x)) / h, error O(h), two forward
+passes; "central", (loss(x + h d) - loss(x - h d)) / 2h, error O(h^2), three."""
+ESTIMATORS = ("finite_difference", "double_backprop")
+"""How the squared gradient norm is computed: by the finite difference (the paper's
+method), or exactly by double backpropagation (the baseline it replaces)."""
 
 LossFn = Callable[[Any, Any], Any]
 
@@ -56,7 +67,19 @@ def at_least_float32(t: Any) -> Any:
         else ops.cast(t, "float32")
 
 
-def validate_options(h: float, attack_norm: str, difference: str, method: str) -> float:
+def default_attack_norm(where: str, attack_norm: Optional[str]) -> str:
+    """attack_norm, or DEFAULT_ATTACK_NORM with a FutureWarning where it was not given: the
+    default of GradRegModel and the penalty functions was "l2" before 0.7."""
+    if attack_norm is not None:
+        return attack_norm
+    warnings.warn(f"{where}: attack_norm was not given; it is {DEFAULT_ATTACK_NORM!r} (the "
+                  "squared l1 penalty, against l_inf attacks) since 0.7, 'l2' before. Pass "
+                  "attack_norm to choose and to silence this warning.", FutureWarning,
+                  stacklevel=3)
+    return DEFAULT_ATTACK_NORM
+
+
+def validate_options(h: float, attack_norm: str, difference: str, estimator: str) -> float:
     """Raises ValueError naming the first bad option, before any work is done.
 
     Returns:
@@ -64,7 +87,7 @@ def validate_options(h: float, attack_norm: str, difference: str, method: str) -
     """
     validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)
     validation.check_choice("difference", difference, DIFFERENCES)
-    validation.check_choice("method", method, METHODS)
+    validation.check_choice("estimator", estimator, ESTIMATORS)
     return validation.check_number("h", h, hint=f"(the paper uses {DEFAULT_H})")
 
 
@@ -192,11 +215,8 @@ def direction(g: Any, attack_norm: str) -> Any:
 
 def dual_norm(g: Any, attack_norm: str) -> Any:
     """Per-example ||g||_*, the dual of the attack norm, of gradients of shape (batch, N)."""
-    dual = DUAL_NORMS[validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)]
-    # Written out: keras.ops.norm returns float32 for float64 input on JAX (Keras 3.15).
-    if dual == "l2":
-        return ops.sqrt(ops.sum(ops.square(g), axis=1))
-    return ops.sum(ops.abs(g), axis=1) if dual == "l1" else ops.max(ops.abs(g), axis=1)
+    return ball.norm(g, DUAL_NORMS[validation.check_choice("attack_norm", attack_norm,
+                                                           ATTACK_NORMS)])
 
 
 class CleanPass(NamedTuple):
@@ -272,7 +292,7 @@ def penalty_from_clean_pass(
     h: float,
     attack_norm: str,
     difference: str,
-    method: str,
+    estimator: str,
     training: bool,
 ) -> Any:
     """The per-example penalty (g . d)^2, estimated or exact, from a clean pass.
@@ -281,7 +301,7 @@ def penalty_from_clean_pass(
     subtraction are computed in float32 whatever the model's compute dtype.
     """
     d = ops.stop_gradient(direction(clean.gradient, attack_norm))
-    if method == "double_backprop":
+    if estimator == "double_backprop":
         return ops.square(ops.sum(clean.gradient * d, axis=1))
     ahead = _perturbed_loss(model, clean, h * d, y, loss_fn, training)
     if difference == "forward":
@@ -299,11 +319,12 @@ def input_gradient_penalty(
     loss_fn: Any,
     *,
     h: float = DEFAULT_H,
-    attack_norm: str = "l2",
+    attack_norm: Optional[str] = None,
     difference: str = "forward",
-    method: str = "finite_difference",
+    estimator: str = "finite_difference",
     training: bool = True,
     sample_weight: Any = None,
+    **renamed: Any,
 ) -> tuple:
     """Per-example loss and input-gradient penalty, for custom training loops.
 
@@ -321,24 +342,29 @@ def input_gradient_penalty(
         callable returning per-example values.
       h: finite-difference step, > 0, in the input's units.
       attack_norm: the attack to defend against, one of ATTACK_NORMS; the penalty is
-        the squared dual norm of the input gradient ("linf": the paper's squared l1).
+        the squared dual norm of the input gradient ("linf", the default: the paper's
+        squared l1).
       difference: "forward" (2 forward passes) or "central" (3, error O(h^2)).
-      method: "finite_difference", or "double_backprop" for the exact
+      estimator: "finite_difference", or "double_backprop" for the exact
         (g . d)^2 = ||g||_*^2 (divided by N against "linf"), which ignores h and difference.
       training: passed to the model in every pass.
       sample_weight: optional per-example weights, (batch,), multiplying both outputs.
+      **renamed: `method`, the old name of `estimator` (a DeprecationWarning).
 
     Returns:
       `(loss, penalty)`, tensors of shape (batch,) in float32 (float64 for a float64
       model): the per-example loss at x
       and the squared directional derivative ((loss(x + h d) - loss(x)) / h)^2.
     """
-    h = validate_options(h, attack_norm, difference, method)
+    estimator = deprecation.renamed_keyword("input_gradient_penalty", renamed, "estimator",
+                                            estimator, "finite_difference")
+    attack_norm = default_attack_norm("input_gradient_penalty", attack_norm)
+    h = validate_options(h, attack_norm, difference, estimator)
     loss_fn = per_example_loss_fn(loss_fn)
     clean = clean_pass(model, x, y, loss_fn, training)
     penalty = penalty_from_clean_pass(
         model, clean, y, loss_fn, h=h, attack_norm=attack_norm, difference=difference,
-        method=method, training=training,
+        estimator=estimator, training=training,
     )
     loss = clean.loss
     if sample_weight is not None:
@@ -368,7 +394,7 @@ def stateless_input_gradient_penalty(
       non_trainable_variables: values of `model.non_trainable_variables` (BatchNorm
         statistics, dropout seeds), in that order.
       x, y, loss_fn: as for `input_gradient_penalty`.
-      **options: `h`, `attack_norm`, `difference`, `method`, `training`,
+      **options: `h`, `attack_norm`, `difference`, `estimator`, `training`,
         `sample_weight`, as for `input_gradient_penalty`.
 
     Returns:

@@ -59,7 +59,7 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    several = len(points[0].radii) > 1
+    several = len(points[0].epsilons) > 1
     figure, axes = plt.subplots(1, 3 if several else 2, figsize=(16 if several else 11, 4.5))
     colour = lambda p: _COLOURS.get(  # noqa: E731
         p.method if p.regularizer == "none" else p.regularizer, "k")
@@ -88,7 +88,7 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
     axes[0].set_title("filled: Pareto-optimal (no run both faster and more robust)", fontsize=8)
     if several:
         for p in points:
-            axes[2].plot(p.radii, [100 * e for e in p.robust_errors], marker=markers[p.name],
+            axes[2].plot(p.epsilons, [100 * e for e in p.robust_errors], marker=markers[p.name],
                          color=colour(p),
                          label=p.name, linestyle="--" if p.method == "gradreg" else "-")
         axes[2].axvline(epsilon, color="0.85", linewidth=0.8, zorder=0)

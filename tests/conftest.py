@@ -3,9 +3,15 @@ JAX backend (tests/test_backends.py runs the `both_backends` tests there) float6
 
 import gc
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # read by JAX at import; the float64 tests need it
+
+# The example scripts' shared modules (shared_flags, regimes, experiments), as the scripts
+# themselves find them beside them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "examples"))
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -31,10 +37,23 @@ def _fresh_keras_state():
     keras.backend.clear_session(free_memory=False)  # Python's own collections still run
 
 
+@pytest.fixture(scope="session")
+def trained_cnn():
+    """The main job's small CNN trained 2 epochs on the offline digits, and its test digits."""
+    import keras_gradreg as kg
+
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = kg.load_offline_mnist()
+    model = kg.architectures.small_cnn((28, 28, 1), 10)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, batch_size=128, epochs=2, verbose=0)
+    return model, x_test, y_test
+
+
 LONGEST_FIRST = (
     "tests/test_backends.py::test_the_model_tests_pass_on_jax",  # a pytest process on JAX
-    "tests/test_multi_host.py::test_two_",  # two or three JAX processes each
-    "tests/test_multi_worker.py::",
+    "tests/distribution/test_multi_host.py::test_two_",  # two or three JAX processes each
+    "tests/distribution/test_multi_worker.py::",
     "tests/test_examples.py::test_reproduce_on_tiny_settings",
     "tests/test_frontier.py::test_a_tiny_frontier",
     "tests/test_frontier.py::test_an_l2_frontier",

@@ -3,6 +3,12 @@
 import keras
 import numpy as np
 
+import keras_gradreg as kg
+
+SMALL_BUDGET = kg.AutoAttackBudget(apgd_steps=100, target_classes=9, fab_steps=100,
+                                   square_queries=1000)
+"""AutoAttack's budgets but Square's (1,000 queries): the attacks' tests."""
+
 
 def linear_classifier(num_features=5, num_classes=3, dtype="float32", seed=0):
     """logits = x W + b, with random non-zero W and b."""
@@ -126,8 +132,6 @@ def run_metric_test(make, tmp_path):
     import json
     import os
 
-    import keras_gradreg as kg
-
     metric = make()
     config = metric.get_config()
     json.dumps(config)
@@ -136,7 +140,7 @@ def run_metric_test(make, tmp_path):
     values = []
     for jit_compile in (False, True):
         keras.utils.set_random_seed(0)
-        model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1)
+        model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1, attack_norm="l2")
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=[make()], jit_compile=jit_compile)
         values.append(model.evaluate(x, y, batch_size=5, return_dict=True, verbose=0)[metric.name])
@@ -159,3 +163,63 @@ def linear_distance(w, logits, y, norm):
         gap = logits[np.arange(len(y)), y] - logits[:, j]
         out = np.where(y == j, out, np.minimum(out, gap / np.where(diff > 0, diff, np.inf)))
     return out
+
+
+def linear_image_problem(classes=3, seed=0, n=16, side=2, scale=1.0, spread=0.1):
+    """A linear classifier on side x side x 1 images whose closest boundary points stay
+    inside [0, 1], its images (uniform in 0.5 +- spread), labels, weights and logits (the
+    model's logits times scale)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(side * side, classes))
+    b = -0.5 * w.sum(axis=0) + 0.05 * rng.normal(size=classes)
+    inputs = keras.Input((side, side, 1))
+    dense = keras.layers.Dense(classes)
+    model = keras.Model(inputs, scale * dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([w, b])
+    x = rng.uniform(0.5 - spread, 0.5 + spread, size=(n, side, side, 1)).astype("float32")
+    logits = x.reshape(n, -1) @ w + b
+    return model, x, logits.argmax(1), w, logits
+
+
+FAST = kg.AttackSettings(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
+                         cw_learning_rate=0.05, spsa_samples=64)
+"""Smaller budgets of the minimum-distance protocol, for its tests."""
+
+
+def evaluation_problem(seed=0, n=24, classes=3):
+    """A linear classifier on 2x2x1 images whose closest boundary points stay inside [0, 1]
+    (images in [0.35, 0.65]): what the evaluations' tests attack."""
+    return linear_image_problem(classes, seed, n, spread=0.15)
+
+
+def judge_for(model, x, attack_norm, batch_size=128):
+    """The model as the evaluations' attacks see it (attacks.judge), on images like x."""
+    from keras_gradreg.attacks import judge
+
+    model_fn, _, _ = judge.class_scores(model, x, batch_size)
+    return judge.Judge(model_fn, 0.0, 1.0, batch_size, attack_norm, judge.compiled_for(model))
+
+
+def attack_fn(model, x, name, attack_norm, budget=None, seed=0, **settings):
+    """registry.make_attack's f(x, y, eps) for attack `name` on the model (SMALL_BUDGET)."""
+    return kg.attacks.make_attack(
+        name, judge_for(model, x, attack_norm),
+        kg.AttackSettings(autoattack=budget or SMALL_BUDGET, **settings), seed)
+
+
+def broken_by(model, x, y, attack, attack_norm, eps, budget=None, seed=0):
+    """(which images `attack` breaks at radii eps, verified: misclassified, in range and
+    in radius; the distances of its examples)."""
+    x_adv = attack_fn(model, x, attack, attack_norm, budget, seed)(x, y, np.asarray(eps, np.float32))
+    return judge_for(model, x, attack_norm).verify(x_adv, x, y, eps)
+
+
+def quantised(model, levels):
+    """The model on its input rounded to `levels` levels: zero input gradients everywhere,
+    a gradient-masking model."""
+    import tensorflow as tf
+
+    inputs = keras.Input(model.inputs[0].shape[1:])
+    rounded = keras.layers.Lambda(
+        lambda t: 0.0 * t + tf.stop_gradient(tf.round(t * levels) / levels))(inputs)
+    return keras.Model(inputs, model(rounded))

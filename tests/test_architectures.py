@@ -35,7 +35,7 @@ def test_papers_resnext_has_three_stages_of_five_grouped_bottlenecks():
     grouped = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups == 2]
     assert len(grouped) == 15
     assert model.output_shape == (None, 10)
-    _one_step(kg.GradRegModel.from_model(model), (8, 8, 3))
+    _one_step(kg.GradRegModel.from_model(model, attack_norm="l2"), (8, 8, 3))
 
 
 def test_resnet50_takes_the_chosen_activation():
@@ -54,14 +54,11 @@ def test_bad_model_arguments(kwargs, match):
         kg.architectures.build_model(**args)
 
 
-def test_the_old_module_name_warns_and_is_the_new_module():
-    with pytest.warns(DeprecationWarning,
-                      match="`models` is renamed `architectures` .since 0.5") as record:
-        old = kg.models
-    assert record[0].filename == __file__
-    assert old is kg.architectures
-    with pytest.warns(DeprecationWarning):
-        from keras_gradreg import models  # the same fallback
-    assert models is kg.architectures
+def test_the_zoo_was_kg_models_until_0_5_and_that_name_now_says_where_it_went():
+    """keras_gradreg.models holds the training models since 0.7; the zoo's builders asked
+    for there are named in the error."""
+    with pytest.raises(AttributeError, match="keras_gradreg.models.small_cnn is "
+                                             "keras_gradreg.architectures.small_cnn"):
+        kg.models.small_cnn  # pylint: disable=pointless-statement
     with pytest.raises(AttributeError, match="no attribute 'modles'"):
         kg.modles  # pylint: disable=pointless-statement

@@ -38,6 +38,7 @@ def _epochs_done(model_dir):
         return 0
 
 
+@pytest.mark.processes
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path):
     """The killed run is a process of its own; the uninterrupted and the resumed runs
     are train.py's main() in this process."""
@@ -112,12 +113,12 @@ def test_train_then_evaluate(tmp_path):
 
 
 def test_the_datasets_radii_and_flag_radii_are_checked():
-    assert kg.data.DATASETS["cifar10"].radii["linf"] == (2 / 255, 8 / 255)
-    assert kg.data.DATASETS["offline_mnist"].radii["linf"] == (0.1, 0.2, 0.3)
-    assert kg.evaluation.check_radii(["0.1", "0.3"], "linf") == (0.1, 0.3)  # as flags give them
+    assert kg.data.DATASETS["cifar10"].epsilons["linf"] == (2 / 255, 8 / 255)
+    assert kg.data.DATASETS["offline_mnist"].epsilons["linf"] == (0.1, 0.2, 0.3)
+    assert kg.attacks.ball.check_epsilons(["0.1", "0.3"], "linf") == (0.1, 0.3)  # as flags give them
     for bad in (["0.1", "nan"], ["abc"], ["1.5"]):
         try:
-            kg.evaluation.check_radii(bad, "linf")
+            kg.attacks.ball.check_epsilons(bad, "linf")
         except ValueError as error:
             assert "epsilon=" in str(error)
         else:
@@ -126,15 +127,15 @@ def test_the_datasets_radii_and_flag_radii_are_checked():
 
 def test_refused_flags_leave_no_files(tmp_path):
     """reproduce.py checks all three runs' settings before it trains the first."""
-    message = _refused("reproduce.py", f"--output_dir={tmp_path}/rep", "--at_epsilon=nan",
+    message = _refused("reproduce.py", f"--output_dir={tmp_path}/rep", "--epsilon=nan",
                        "--epochs=1")
-    assert message.startswith("reproduce.py: error: at_epsilon=nan")
+    assert message.startswith("reproduce.py: error: epsilon=nan")
     assert not os.path.exists(tmp_path / "rep")  # not even the first two models
 
 
 def test_reproduce_on_tiny_settings(tmp_path):
     tiny = (f"--output_dir={tmp_path}", "--epochs=1", "--train_limit=256", "--num_images=20",
-            "--at_ramp_epochs=1", "--autoattack_images=6", "--epsilons=0.1,0.3",
+            "--ramp_epochs=1", "--autoattack_images=6", "--epsilons=0.1,0.3",
             "--autoattack_budget=quick")
     printed = _main("reproduce.py", *tiny, "--penalty_every=2")
     assert "undefended" in printed and "pgd_at" in printed
@@ -168,15 +169,20 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
     shown = io.StringIO()
     try:
         with contextlib.redirect_stderr(shown), pytest.raises(SystemExit) as exit_:
-            app.run(module.main, argv=["train.py", f"--model_dir={tmp_path}", "--method=trades"])
+            app.run(module.main, argv=["train.py", f"--model_dir={tmp_path}", "--method=madry"])
     finally:
         module.FLAGS.unparse_flags()
-    assert exit_.value.code == 1 and "trades" in shown.getvalue() and "pgd_at" in shown.getvalue()
+    assert exit_.value.code == 1 and "madry" in shown.getvalue() and "trades" in shown.getvalue()
     assert not os.listdir(tmp_path)
-    message = _refused("train.py", f"--model_dir={tmp_path}/run", "--method=fgsm_at",
-                       "--at_epsilon=2")
-    assert message.startswith("train.py: error: at_epsilon=2.0 must be")
-    assert "--at_norm=l2" in message
+    message = _refused("train.py", f"--model_dir={tmp_path}/run", "--method=fgsm_rs",
+                       "--epsilon=2")
+    assert message.startswith("train.py: error: epsilon=2.0 must be")
+    assert "attack_norm='l2'" in message
+    # the old names: the same refusal, after a warning
+    assert _refused("train.py", f"--model_dir={tmp_path}/run", "--method=fgsm_at",
+                    "--at_epsilon=2") == message
+    assert "--at_epsilon is the old name of --epsilon" in _refused(
+        "train.py", f"--model_dir={tmp_path}/run", "--epsilon=0.1", "--at_epsilon=2")
     assert not os.path.exists(tmp_path / "run")
     from absl import flags
 
@@ -186,9 +192,10 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
     flags.FLAGS.unparse_flags()
 
 
+@pytest.mark.processes
 def test_benchmark_writes_its_json_schema(tmp_path):
     out = tmp_path / "bench.json"
-    assert "batch 32" in _main("benchmark.py", "--models=small_cnn", "--methods=plain,gradreg_lazy",
+    assert "batch 32" in _main("benchmark.py", "--models=small_cnn", "--variants=plain,gradreg_lazy",
                                "--rounds=1", "--steps=2", "--penalty_every=2", "--batch_size=32",
                                "--memory", f"--output_json={out}")
     written = json.load(open(out))
@@ -196,7 +203,7 @@ def test_benchmark_writes_its_json_schema(tmp_path):
     rows = written["small_cnn"]
     assert set(rows) == {"plain", "gradreg_lazy"}
     assert rows["plain"]["ratio"] == 1.0
-    assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows.values())
+    assert all(r["ms"] > 0 and r["peak_mb"] > 0 for r in rows.values())  # the steps' own memory
 
 
 _LOADED = {"name": None, "module": None, "flags": ()}
@@ -260,7 +267,8 @@ def _benchmark_module():
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--methods=sgd"], "--methods: 'sgd' is not one of"),
+    (["--variants=sgd"], "--variants: 'sgd' is not one of"),
+    (["--methods=plain", "--variants=plain"], "--methods is the old name of --variants"),
     (["--steps=3", "--penalty_every=2"], "--steps=3 must be a multiple of --penalty_every=2"),
     (["--evaluation", "--evaluations=default,square"], "--evaluations: 'square' is not one of.*cascade"),
     (["--output_json=EXISTING"], "--output_json .* exists"),
@@ -311,8 +319,8 @@ def test_benchmark_files_of_the_first_format_read_under_the_new_keys(tmp_path):
 def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):
     for flags, shown in [(["--penalty_weights=10,ten"], "--penalty_weights: 'ten' is not a number"),
                          (["--pgd_steps=0"], "pgd_steps=0"),
-                         (["--regime=collapse", "--radii=0.2,0.4"],
-                          "epsilon=0.3 must be one of radii=[0.2, 0.4]"),
-                         (["--regime=l2", "--radii=1,2,40"], "epsilon=40.0 must be")]:
+                         (["--regime=collapse", "--epsilons=0.2,0.4"],
+                          "epsilon=0.3 must be one of epsilons=[0.2, 0.4]"),
+                         (["--regime=l2", "--epsilons=1,2,40"], "epsilon=40.0 must be")]:
         assert shown in _refused("frontier.py", f"--output_dir={tmp_path}/f", *flags)
     assert not os.path.exists(tmp_path / "f")

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
+import regimes
 from keras_gradreg import frontier
 from keras_gradreg import training
 
-TINY_BUDGET = kg.autoattack.AutoAttackBudget(apgd_steps=5, target_classes=2, fab_steps=5,
+TINY_BUDGET = kg.AutoAttackBudget(apgd_steps=5, target_classes=2, fab_steps=5,
                                              square_queries=20)
 """The frontier tests check what is trained, attacked, stored and reused, not AutoAttack's
-strength (tests/test_autoattack.py does): the cascade on a small budget."""
+strength (tests/attacks/ do): the cascade on a small budget."""
 
 
 def test_pareto_optimal_points_are_those_no_other_point_beats_in_time_and_error():
@@ -27,46 +28,46 @@ def test_pareto_optimal_points_are_those_no_other_point_beats_in_time_and_error(
 
 
 def test_the_grids_hold_every_method_with_its_own_budget():
-    base = training.TrainConfig(model_dir="", epochs=10, at_ramp_epochs=5, free_replays=4)
+    base = training.TrainConfig(model_dir="", epochs=10, ramp_epochs=5, replays=4)
     small = {e.name: e.settings for e in frontier.grid(base)}
     assert list(small) == ["plain", "gradreg lambda=10 k=1", "gradreg lambda=10 k=4",
-                           "gradreg lambda=30 k=1", "gradreg lambda=30 k=4", "fgsm_at",
+                           "gradreg lambda=30 k=1", "gradreg lambda=30 k=4", "fgsm_rs",
                            "free_at m=4", "pgd_at 3 steps", "pgd_at 7 steps"]
-    assert small["free_at m=4"] == dict(method="free_at", epochs=3, at_ramp_epochs=2)
-    assert small["pgd_at 3 steps"] == dict(method="pgd_at", at_steps=3)
+    assert small["free_at m=4"] == dict(method="free_at", epochs=3, ramp_epochs=2)
+    assert small["pgd_at 3 steps"] == dict(method="pgd_at", attack_steps=3)
     full = frontier.grid(base, frontier.FULL_GRID)
     assert sum(e.settings["method"] == "gradreg" for e in full) == 12
     chosen = frontier.grid(base, dict(penalty_weight=[100], penalty_every=[1, 8], pgd_steps=[5]))
     assert [e.name for e in chosen if e.settings["method"] in ("gradreg", "pgd_at")] == [
         "gradreg lambda=100 k=1", "gradreg lambda=100 k=8", "pgd_at 5 steps"]
     cheap = [frontier.Entry("n_fgsm", dict(method="n_fgsm")),
-             frontier.Entry("free", dict(method="free_at", at_regularizer="none"))]
-    mine = frontier.grid(dataclasses.replace(base, epochs=7, at_ramp_epochs=3), cheap=cheap)
+             frontier.Entry("free", dict(method="free_at", regularizer="none"))]
+    mine = frontier.grid(dataclasses.replace(base, epochs=7, ramp_epochs=3), cheap=cheap)
     assert [e.name for e in mine][5:7] == ["n_fgsm", "free m=4"]
-    assert mine[6].settings == dict(method="free_at", at_regularizer="none", epochs=2,
-                                    at_ramp_epochs=1)
+    assert mine[6].settings == dict(method="free_at", regularizer="none", epochs=2,
+                                    ramp_epochs=1)
 
 
-@pytest.mark.parametrize("name", sorted(frontier.REGIMES))
+@pytest.mark.parametrize("name", sorted(regimes.REGIMES))
 def test_every_regime_plans_valid_runs_with_its_trained_radius_among_its_radii(name, tmp_path):
-    regime = frontier.REGIMES[name]
+    regime = regimes.REGIMES[name]
     entries, configs, radii = frontier.plan(regime.base(), str(tmp_path), epsilon=regime.epsilon,
-                                            radii=regime.radii, seeds=regime.seeds,
+                                            epsilons=regime.epsilons, seeds=regime.seeds,
                                             sizes=regime.sizes, cheap=regime.cheap)
-    assert regime.epsilon in radii and list(radii) == sorted(regime.radii)
+    assert regime.epsilon in radii and list(radii) == sorted(regime.epsilons)
     assert len(configs) == len(entries) * len(regime.seeds)
     for config in configs.values():  # every run trains, and is judged, in the regime's norm
-        assert config.at_norm == config.attack_norm == regime.attack_norm
-        assert config.at_epsilon == regime.epsilon
+        assert config.attack_norm == regime.attack_norm
+        assert config.epsilon == regime.epsilon
         assert config.activation == regime.settings["activation"]
     assert not os.listdir(tmp_path)  # planning builds nothing
 
 
 def test_the_collapse_regime_runs_each_single_step_method_and_regulariser():
-    cheap = frontier.REGIMES["collapse"].cheap
-    assert {e.settings["method"] for e in cheap} == set(training.SINGLE_STEP)
-    assert {e.settings.get("at_regularizer", "none") for e in cheap} == set(
-        kg.adversarial_training.AT_REGULARIZERS)
+    cheap = regimes.REGIMES["collapse"].cheap
+    assert {e.settings["method"] for e in cheap} == {"fgsm_rs", "n_fgsm"}
+    assert {e.settings.get("regularizer", "none") for e in cheap} == set(
+        kg.regularizers.NAMES) - {"trades"}
 
 
 def test_a_point_averages_its_seeds_per_radius_and_counts_each_failure():
@@ -76,14 +77,14 @@ def test_a_point_averages_its_seeds_per_radius_and_counts_each_failure():
                  catastrophic_overfitting=True),
             dict(train_seconds=12.0, epoch_seconds=1.2, clean_error=0.9, robust_errors=[1.0, 1.0],
                  catastrophic_overfitting=False)]
-    entry = frontier.Entry("e", dict(method="fgsm_at", at_regularizer="grad_align"))
+    entry = frontier.Entry("e", dict(method="fgsm_rs", regularizer="grad_align"))
     point = frontier._point(entry, rows, (0, 1, 2), (0.1, 0.3), trained=1)
     assert point.robust_errors == pytest.approx((1.6 / 3, 2.5 / 3))
     assert point.robust_error == pytest.approx(2.5 / 3) and point.robust_spread == pytest.approx(0.5)
     assert point.clean_error == pytest.approx(0.32) and point.clean_spread == pytest.approx(0.88)
     assert point.train_seconds == 12.0 and point.seconds_spread == 4.0
     assert (point.catastrophic_overfitting, point.never_learned) == (1, 1)
-    assert point.regularizer == "grad_align" and point.radii == (0.1, 0.3)
+    assert point.regularizer == "grad_align" and point.epsilons == (0.1, 0.3)
     table = frontier.format_frontier([point], 0.3, 200)
     assert "% robust at 0.1" in table and "% robust at 0.3 (trained)" in table
     assert "1 / 1 of 3" in table and "83.3" in table and "53.3" in table
@@ -106,19 +107,19 @@ def tiny_grid(monkeypatch):
     monkeypatch.setattr(frontier, "SMALL_GRID", {"penalty_weight": (10.0,), "penalty_every": (2,),
                                                  "pgd_steps": (2,)})
     return training.TrainConfig(model_dir="", epochs=2, batch_size=64, train_limit=128, h=0.1,
-                                at_epsilon=0.1, at_ramp_epochs=1, free_replays=2)
+                                epsilon=0.1, ramp_epochs=1, replays=2)
 
 
 def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid, tmp_path,
                                                                         monkeypatch):
     out = str(tmp_path / "frontier")
-    quick = dict(epsilon=0.1, radii=(0.2, 0.1), num_images=8, seeds=(0,),
+    quick = dict(epsilon=0.1, epsilons=(0.2, 0.1), num_images=8, seeds=(0,),
                  budget=TINY_BUDGET, verbose=0)
     points = frontier.run_frontier(tiny_grid, out, **quick)
-    assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=2", "fgsm_at", "free_at m=2",
+    assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=2", "fgsm_rs", "free_at m=2",
                                         "pgd_at 2 steps"]
     assert all(p.train_seconds > 0 and 0 <= p.robust_error <= 1 for p in points)
-    assert all(p.radii == (0.1, 0.2) and p.robust_error == p.robust_errors[0] for p in points)
+    assert all(p.epsilons == (0.1, 0.2) and p.robust_error == p.robust_errors[0] for p in points)
     # every model is judged at each radius; a larger ball breaks at least as many images
     assert all(p.clean_error <= p.robust_errors[0] <= p.robust_errors[1] for p in points)
     free = next(p for p in points if p.method == "free_at")
@@ -129,7 +130,7 @@ def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid
     evaluations = sorted(os.listdir(os.path.join(out, "evaluations")))
     assert len(evaluations) == 5
     stored = json.load(open(os.path.join(out, "evaluations", evaluations[0])))
-    assert stored["radii"] == [0.1, 0.2] and stored["num_images"] == 8
+    assert stored["epsilons"] == [0.1, 0.2] and stored["num_images"] == 8
     assert stored["attack_norm"] == "linf"
 
     # Again: every run and evaluation is reused, nothing is trained or attacked.
@@ -153,37 +154,36 @@ def test_a_tiny_frontier_trains_evaluates_resumes_and_writes_its_files(tiny_grid
 
 def test_an_l2_frontier_trains_and_attacks_in_l2(tmp_path):
     base = training.TrainConfig(model_dir="", epochs=1, batch_size=64, train_limit=128, h=0.5,
-                                at_epsilon=1.0, at_norm="l2", attack_norm="l2", at_ramp_epochs=0)
+                                epsilon=1.0, attack_norm="l2", ramp_epochs=0)
     out = str(tmp_path / "l2")
     points = frontier.run_frontier(
-        base, out, epsilon=1.0, radii=(1.0, 2.0), num_images=8, seeds=(0,),
+        base, out, epsilon=1.0, epsilons=(1.0, 2.0), num_images=8, seeds=(0,),
         sizes=dict(penalty_weight=[10], penalty_every=[1], pgd_steps=[1]),
-        cheap=[frontier.Entry("fgsm_at", dict(method="fgsm_at"))],
+        cheap=[frontier.Entry("fgsm_rs", dict(method="fgsm_rs"))],
         budget=TINY_BUDGET, verbose=0)
-    assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=1", "fgsm_at", "pgd_at 1 steps"]
-    for name, norm in [("gradreg_lambda_10_k_1", "attack_norm"), ("fgsm_at", "at_norm"),
-                       ("pgd_at_1_steps", "at_norm")]:
+    assert [p.name for p in points] == ["plain", "gradreg lambda=10 k=1", "fgsm_rs", "pgd_at 1 steps"]
+    for name in ("gradreg_lambda_10_k_1", "fgsm_rs", "pgd_at_1_steps"):
         path = os.path.join(out, "runs", f"{name}-s0", training.SETTINGS_FILE)
-        assert json.load(open(path))[norm] == "l2"
+        assert json.load(open(path))["attack_norm"] == "l2"
     stored = json.load(open(os.path.join(out, "evaluations", "plain-s0.json")))
-    assert stored["attack_norm"] == "l2" and stored["radii"] == [1.0, 2.0]
+    assert stored["attack_norm"] == "l2" and stored["epsilons"] == [1.0, 2.0]
     assert all(p.robust_errors[0] <= p.robust_errors[1] for p in points)
     paths = frontier.write_frontier(points, out, 1.0, attack_norm="l2")
     assert json.load(open(paths["json"]))["attack_norm"] == "l2"
 
 
 def test_a_frontier_of_bad_settings_fails_before_any_training(tiny_grid, tmp_path):
-    with pytest.raises(ValueError, match="at_epsilon=2.0"):
-        frontier.run_frontier(dataclasses.replace(tiny_grid, at_epsilon=2.0), str(tmp_path),
+    with pytest.raises(ValueError, match="epsilon=2.0"):
+        frontier.run_frontier(dataclasses.replace(tiny_grid, epsilon=2.0), str(tmp_path),
                               epsilon=0.1, num_images=8, seeds=(0,), verbose=0)
     with pytest.raises(ValueError, match="epsilon=1.5"):
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=1.5, num_images=8, seeds=(0,),
                               verbose=0)
-    with pytest.raises(ValueError, match=r"epsilon=0.1 must be one of radii=\[0.2, 0.3\]"):
-        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, radii=(0.3, 0.2),
+    with pytest.raises(ValueError, match=r"epsilon=0.1 must be one of epsilons=\[0.2, 0.3\]"):
+        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, epsilons=(0.3, 0.2),
                               num_images=8, seeds=(0,), verbose=0)
     with pytest.raises(ValueError, match="repeats a radius"):
-        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, radii=(0.1, 0.1),
+        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, epsilons=(0.1, 0.1),
                               num_images=8, seeds=(0,), verbose=0)
     with pytest.raises(ValueError, match=r"seeds=\[0, 0\]"):
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, num_images=8, seeds=(0, 0),
@@ -195,3 +195,17 @@ def test_progress_names_the_run_the_elapsed_and_the_remaining_time():
     assert kg.frontier._progress_text(0.0, 0, 10) == "elapsed 0:00"
     assert kg.frontier._progress_text(125.0, 5, 10) == "elapsed 2:05, about 2:05 left"
     assert kg.frontier._progress_text(60.0, 3, 4) == "elapsed 1:00, about 0:20 left"
+
+
+def test_a_frontier_file_of_0_6_3_reads_with_todays_names():
+    saved = os.path.join(os.path.dirname(__file__), "data", "saved_by_0.6.3", "frontier.json")
+    points, epsilon, norm = frontier.read_frontier(saved)
+    assert (epsilon, norm) == (0.1, "linf") and points[0].epsilons == (0.1, 0.2)
+    assert "fgsm_at" in frontier.format_frontier(points, epsilon, 500)
+
+
+def test_the_old_radii_argument_warns_and_means_epsilons(tiny_grid, tmp_path):
+    with pytest.warns(DeprecationWarning, match="`radii` is renamed `epsilons`"), \
+            pytest.raises(ValueError, match=r"epsilon=0.1 must be one of epsilons=\[0.3\]"):
+        frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, radii=(0.3,), num_images=8,
+                              seeds=(0,), verbose=0)

@@ -55,7 +55,7 @@ def _reference(model, x, y, epsilon):
 
 
 def _bound_model():
-    model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1)
+    model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1, attack_norm="l2")
     model.compile("sgd", CE, metrics=[kg.LipschitzBound("linf"), kg.LipschitzBound("linf", epsilon=EPSILON),
                                       kg.CurvatureBound(), kg.CurvatureBound(epsilon=EPSILON)])
     return model
@@ -160,7 +160,7 @@ def test_a_plain_keras_model_gets_a_clear_error():
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_too_many_images_give_nan_and_an_error_never_a_silent_overwrite(jit_compile):
     """Under XLA an out-of-range write would be dropped and an assert would not stop it."""
-    model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1)
+    model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1, attack_norm="l2")
     model.compile("sgd", CE, metrics=[kg.LipschitzBound("linf", max_images=5)],
                   jit_compile=jit_compile)
     x, y = batch(n=8, shape=(6, 6, 2))

@@ -38,7 +38,7 @@ def test_zero_gradient_gives_zero_direction_and_no_nan(attack_norm):
 def test_double_backprop_matches_closed_form_on_linear_model(attack_norm):
     model = linear_classifier(dtype="float64")
     x, y = batch(dtype="float64")
-    loss, penalty = _penalty(model, x, y, attack_norm=attack_norm, method="double_backprop")
+    loss, penalty = _penalty(model, x, y, attack_norm=attack_norm, estimator="double_backprop")
     g = linear_input_gradient(model, x, y)
     exact = ((g * numpy_direction(g, attack_norm)).sum(1)) ** 2
     np.testing.assert_allclose(penalty, exact, rtol=1e-10)
@@ -68,7 +68,7 @@ def test_finite_difference_error_has_the_expected_order(attack_norm, difference,
 def test_finite_difference_converges_to_double_backprop_on_smooth_cnn(attack_norm, difference):
     model = small_cnn("softplus", dtype="float64")
     x, y = batch(shape=(6, 6, 2), dtype="float64")
-    _, exact = _penalty(model, x, y, attack_norm=attack_norm, method="double_backprop")
+    _, exact = _penalty(model, x, y, attack_norm=attack_norm, estimator="double_backprop")
     errors = [
         np.max(np.abs(_penalty(model, x, y, h=h, attack_norm=attack_norm, difference=difference)[1] - exact) / exact)
         for h in (1e-2, 1e-3, 1e-4)
@@ -80,7 +80,7 @@ def test_finite_difference_converges_to_double_backprop_on_smooth_cnn(attack_nor
 def test_loss_is_the_per_example_cross_entropy():
     model = linear_classifier(dtype="float64")
     x, y = batch(dtype="float64")
-    loss, _ = _penalty(model, x, y)
+    loss, _ = _penalty(model, x, y, attack_norm="l2")
     w, b = model.get_weights()
     from helpers import softmax
     np.testing.assert_allclose(loss, -np.log(softmax(x @ w + b)[np.arange(len(y)), y]), rtol=1e-10)
@@ -93,7 +93,7 @@ def test_examples_without_input_gradient_get_zero_penalty():
     x = np.array([[-1.0], [2.0]], "float32")  # the first example sits in the dead ReLU
     y = np.array([0, 1])
     with tf.GradientTape() as tape:
-        _, penalty = kg.input_gradient_penalty(model, x, y, CE)
+        _, penalty = kg.input_gradient_penalty(model, x, y, CE, attack_norm="l2")
         total = tf.reduce_sum(penalty)
     grads = tape.gradient(total, model.trainable_weights)
     assert penalty.numpy()[0] == 0.0
@@ -113,7 +113,7 @@ def test_loss_given_by_name_object_or_function_on_probabilities(loss_fn):
     inputs = keras.Input((5,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
     x, y = batch()
-    loss, penalty = kg.input_gradient_penalty(model, x, y, loss_fn, method="double_backprop")
+    loss, penalty = kg.input_gradient_penalty(model, x, y, loss_fn, estimator="double_backprop", attack_norm="l2")
     with tf.GradientTape() as tape:
         xt = tf.constant(x)
         tape.watch(xt)
@@ -128,7 +128,7 @@ def test_per_example_loss_over_extra_axes_is_averaged():
     model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
     x, _ = batch(shape=(4,))
     target = np.zeros((8, 4), "float32")
-    loss, _ = kg.input_gradient_penalty(model, x, target, lambda t, p: tf.square(p - t))
+    loss, _ = kg.input_gradient_penalty(model, x, target, lambda t, p: tf.square(p - t), attack_norm="l2")
     np.testing.assert_allclose(loss.numpy(), np.mean(model(x).numpy() ** 2, axis=1), rtol=1e-6)
 
 
@@ -136,8 +136,8 @@ def test_sample_weight_multiplies_loss_and_penalty():
     model = linear_classifier()
     x, y = batch()
     w = np.linspace(0.0, 2.0, len(y)).astype("float32")
-    loss, penalty = kg.input_gradient_penalty(model, x, y, CE)
-    wloss, wpenalty = kg.input_gradient_penalty(model, x, y, CE, sample_weight=w)
+    loss, penalty = kg.input_gradient_penalty(model, x, y, CE, attack_norm="l2")
+    wloss, wpenalty = kg.input_gradient_penalty(model, x, y, CE, sample_weight=w, attack_norm="l2")
     np.testing.assert_allclose(wloss.numpy(), loss.numpy() * w, rtol=1e-6)
     np.testing.assert_allclose(wpenalty.numpy(), penalty.numpy() * w, rtol=1e-6)
 
@@ -162,8 +162,8 @@ def test_integer_pixels_are_cast_to_float_in_input_units():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(8, 5)).astype("uint8")
     y = rng.integers(0, 3, size=8)
-    _, from_uint8 = kg.input_gradient_penalty(model, x, y, CE, h=1.0)
-    _, from_float = kg.input_gradient_penalty(model, x.astype("float32"), y, CE, h=1.0)
+    _, from_uint8 = kg.input_gradient_penalty(model, x, y, CE, h=1.0, attack_norm="l2")
+    _, from_float = kg.input_gradient_penalty(model, x.astype("float32"), y, CE, h=1.0, attack_norm="l2")
     np.testing.assert_allclose(from_uint8.numpy(), from_float.numpy(), rtol=1e-6)
     assert np.all(from_uint8.numpy() > 0)
 
@@ -176,7 +176,7 @@ def test_same_dropout_mask_in_clean_and_perturbed_passes():
     _, fd = kg.input_gradient_penalty(model, x, y, CE, h=1e-3, **kwargs)
     keras.utils.set_random_seed(0)
     model2 = small_cnn("softplus", dropout=0.5)
-    _, exact = kg.input_gradient_penalty(model2, x, y, CE, method="double_backprop", **kwargs)
+    _, exact = kg.input_gradient_penalty(model2, x, y, CE, estimator="double_backprop", **kwargs)
     np.testing.assert_allclose(fd.numpy(), exact.numpy(), rtol=0.02)
 
 
@@ -187,7 +187,7 @@ def test_perturbed_pass_leaves_batchnorm_statistics_alone():
     expected = [v.numpy() for v in model.non_trainable_variables]
     for v, e in zip(model.non_trainable_variables, expected):
         v.assign(np.zeros_like(e) if "mean" in v.path else np.ones_like(e))
-    kg.input_gradient_penalty(model, x, y, CE, difference="central", training=True)
+    kg.input_gradient_penalty(model, x, y, CE, difference="central", training=True, attack_norm="l2")
     for v, e in zip(model.non_trainable_variables, expected):
         np.testing.assert_allclose(v.numpy(), e, rtol=1e-6)
 
@@ -198,7 +198,7 @@ def test_works_inside_tf_function_with_xla():
 
     def objective(x, y):
         with tf.GradientTape() as tape:
-            loss, penalty = kg.input_gradient_penalty(model, x, y, CE)
+            loss, penalty = kg.input_gradient_penalty(model, x, y, CE, attack_norm="l2")
             total = tf.reduce_mean(loss) + 0.5 * tf.reduce_mean(penalty)
         return total, tape.gradient(total, model.trainable_weights)
 
@@ -217,7 +217,7 @@ def test_works_inside_tf_function_with_xla():
         (dict(h=float("nan")), "h=nan"),
         (dict(attack_norm="l3"), "attack_norm='l3'.*'linf', 'l2', 'l1'"),
         (dict(difference="backward"), "difference='backward'.*'forward', 'central'"),
-        (dict(method="adversarial"), "method='adversarial'"),
+        (dict(estimator="adversarial"), "estimator='adversarial'"),
     ],
 )
 def test_bad_options_are_named_in_the_error(kwargs, match):
@@ -239,11 +239,11 @@ def test_non_differentiable_input_is_rejected():
 
     x = np.array([[1, 2], [3, 4]], "int32")
     with pytest.raises(ValueError, match="does not depend differentiably"):
-        kg.input_gradient_penalty(TokenModel(), x, np.array([0, 1]), CE)
+        kg.input_gradient_penalty(TokenModel(), x, np.array([0, 1]), CE, attack_norm="l2")
 
 
 def test_scalar_loss_is_rejected():
     model = linear_classifier()
     x, y = batch()
     with pytest.raises(ValueError, match="one value per example"):
-        kg.input_gradient_penalty(model, x, y, lambda t, p: tf.reduce_mean(p))
+        kg.input_gradient_penalty(model, x, y, lambda t, p: tf.reduce_mean(p), attack_norm="l2")

@@ -8,6 +8,7 @@ weight gradient is taken, how a skipped step is skipped, how replicas agree).
 """
 
 import importlib
+import sys
 import types
 
 import keras
@@ -48,8 +49,12 @@ def check_supported() -> str:
 
 
 def current() -> types.ModuleType:
-    """The module of the running Keras backend (keras_gradreg.backend.tensorflow or .jax)."""
-    return importlib.import_module(f"{__name__}.{check_supported()}")
+    """The module of the running Keras backend (keras_gradreg.backend.tensorflow or .jax).
+
+    keras_gradreg imports it with the package, so that a call inside a traced function
+    (an attack's graph) finds it in sys.modules and imports nothing while tracing."""
+    name = f"{__name__}.{check_supported()}"
+    return sys.modules.get(name) or importlib.import_module(name)
 
 
 def require_tensorflow(what: str) -> None:

@@ -41,6 +41,13 @@ def replica_mean(value):
     return value
 
 
+def snapshot(model) -> list:
+    """(variable, value) pairs of the model's state now, for a `keras.StatelessScope` that
+    runs a pass with it and leaves no trace: every variable (a nested scope does not see
+    the values an enclosing one maps, so the trainable ones are given too)."""
+    return [(v, v.value) for v in model.trainable_variables + model.non_trainable_variables]
+
+
 def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     """penalty.clean_pass with jax.value_and_grad over the model's stateless call.
 
@@ -49,6 +56,7 @@ def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     records them), and the perturbed passes run with the values from before.
     """
     flat_x = [penalty_lib.as_float(t) for t in keras.tree.flatten(x)]
+    state = snapshot(model)  # the values before the pass, which the perturbed ones use
     trainable = [v.value for v in model.trainable_variables]
     before = [v.value for v in model.non_trainable_variables]
     kwargs = {"training": training} if getattr(model, "_call_has_training_arg", True) else {}
@@ -63,8 +71,6 @@ def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     for variable, value in zip(model.non_trainable_variables, after):
         variable.assign(value)
     gradient = penalty_lib.flatten_per_example([penalty_lib.at_least_float32(g) for g in grads])
-    state = list(zip(model.trainable_variables, trainable)) + list(
-        zip(model.non_trainable_variables, before))
     return penalty_lib.CleanPass(flat_x, outputs, loss, gradient, state, x, list(losses))
 
 
@@ -75,7 +81,7 @@ def _current(scope, variables, old) -> list:
 
 
 def _objective(model, penalty_weight, training, trainable, non_trainable, metrics,
-               optimizer_variables, x, y, sample_weight) -> tuple:
+               optimizer_variables, x, y, sample_weight, carry=None) -> tuple:
     """model._objective as a pure function of the variables, for jax.value_and_grad.
 
     Returns:
@@ -89,7 +95,7 @@ def _objective(model, penalty_weight, training, trainable, non_trainable, metric
         mapping += list(zip(model.optimizer.variables, optimizer_variables))
     with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
         y_pred, loss, penalty, grad_norm = model._objective(
-            x, y, sample_weight, training, penalty_weight)
+            x, y, sample_weight, training, penalty_weight, carry)
     non_trainable = _current(scope, model.non_trainable_variables, non_trainable)
     metrics = _current(scope, model.metrics_variables, metrics)
     scaled = loss
@@ -116,7 +122,9 @@ def _iterations(model, optimizer_variables):
 
 
 def train_step(model, state, data, penalised: Optional[bool] = None) -> tuple:
-    """GradRegModel.train_step (Keras' JAX trainer contract: (state, data) -> (logs, state)).
+    """SteppedModel.train_step (Keras' JAX trainer contract: (state, data) -> (logs, state)):
+    one update, or `model._replays()` updates on the batch, each carrying what the last
+    one gave.
 
     Between lazy steps (penalty_every > 1) `penalised` says which step this is; None
     decides in the step itself, by a lax.cond on the iteration count (`fit` decides
@@ -126,29 +134,48 @@ def train_step(model, state, data, penalised: Optional[bool] = None) -> tuple:
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weight, every = model._step_weight()
 
-    def gradients(penalty_weight):
-        (_, aux), grads = jax.value_and_grad(
-            lambda t: _objective(model, penalty_weight, True, t, non_trainable, metrics,
-                                 optimizer_variables, x, y, sample_weight),
-            has_aux=True)(trainable)
-        return grads, aux
+    def gradients(penalty_weight, state, carry):
+        """(weight gradients, the carry's (None without one), aux) of one update."""
+        trainable, non_trainable, optimizer_variables, metrics = state
 
-    if every == 1 or weight is None:
-        (grads, aux), penalised = gradients(weight), jnp.array(weight is not None)
-    elif penalised is not None:
-        (grads, aux), penalised = gradients(every * weight if penalised else None), jnp.array(penalised)
-    else:
-        penalised = _iterations(model, optimizer_variables) % every == 0
-        grads, aux = jax.lax.cond(penalised, lambda: gradients(every * weight),
-                                  lambda: gradients(None))
-    loss, y_pred, penalty, grad_norm, non_trainable, metrics = aux
-    finite = model._finite(x, loss)
-    trainable, optimizer_variables = jax.lax.cond(
-        finite,
-        lambda: model.optimizer.stateless_apply(optimizer_variables, grads, trainable),
-        lambda: (list(trainable), list(optimizer_variables)))
+        def objective(t, c):
+            return _objective(model, penalty_weight, True, t, non_trainable, metrics,
+                              optimizer_variables, x, y, sample_weight, c)
+
+        if carry is None:
+            (_, aux), grads = jax.value_and_grad(lambda t: objective(t, None), has_aux=True)(
+                trainable)
+            return grads, None, aux
+        (_, aux), (grads, carry_grad) = jax.value_and_grad(objective, argnums=(0, 1),
+                                                           has_aux=True)(trainable, carry)
+        return grads, carry_grad, aux
+
+    def update(state, carry):
+        if every == 1 or weight is None:
+            return gradients(weight, state, carry), jnp.array(weight is not None)
+        if penalised is not None:
+            return (gradients(every * weight if penalised else None, state, carry),
+                    jnp.array(penalised))
+        chosen = _iterations(model, state[2]) % every == 0
+        return jax.lax.cond(chosen, lambda: gradients(every * weight, state, carry),
+                            lambda: gradients(None, state, carry)), chosen
+
+    carry, finite_everywhere = model._initial_carry(x), jnp.array(True)
+    for _ in range(model._replays()):
+        (grads, carry_grad, aux), weighted = update(
+            (trainable, non_trainable, optimizer_variables, metrics), carry)
+        loss, y_pred, penalty, grad_norm, non_trainable, metrics = aux
+        finite = model._finite(x, loss)
+        trainable, optimizer_variables = jax.lax.cond(
+            finite,
+            lambda: model.optimizer.stateless_apply(optimizer_variables, grads, trainable),
+            lambda: (list(trainable), list(optimizer_variables)))
+        finite_everywhere = finite_everywhere & finite
+        with keras.StatelessScope(state_mapping=list(zip(model.non_trainable_variables,
+                                                         non_trainable))):
+            carry = model._next_carry(carry, carry_grad)
     logs, metrics = _logs(model, metrics, x, y, y_pred, sample_weight,
-                          (loss, penalty, grad_norm, penalised), finite, training=True)
+                          (loss, penalty, grad_norm, weighted), finite_everywhere, training=True)
     return logs, (trainable, non_trainable, optimizer_variables, metrics)
 
 

@@ -55,11 +55,18 @@ def keeps_variables(model):
     return contextlib.nullcontext()
 
 
+def snapshot(model) -> list:
+    """(variable, value) pairs of the model's state now, for a `keras.StatelessScope` that
+    runs a pass with it and leaves no trace: its non-trainable variables (TensorFlow's
+    trainable ones are read live)."""
+    return [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
+
+
 def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     """penalty.clean_pass with a GradientTape; the perturbed passes reset the
     non-trainable variables to their values before it."""
     flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
-    state = [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
+    state = snapshot(model)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(flat_x)
         outputs = model(tf.nest.pack_sequence_as(x, flat_x), training=training)
@@ -105,20 +112,27 @@ def _apply_if(finite: tf.Tensor, optimizer, gradients: list, variables: list) ->
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
 
 
-def _step(model, x, y, sample_weight, penalty_weight) -> tuple:
-    """(y_pred, weight gradients, objective, penalty, grad_norm, penalised) of a step."""
+def _step(model, x, y, sample_weight, penalty_weight, carry) -> tuple:
+    """(y_pred, weight gradients, objective, penalty, grad_norm, penalised, the carry's
+    gradient: a list of it, or empty without a carry) of one update."""
     with tf.GradientTape() as tape:
+        if carry is not None:
+            tape.watch(carry)
         y_pred, loss, penalty, grad_norm = model._objective(
-            x, y, sample_weight, True, penalty_weight)
+            x, y, sample_weight, True, penalty_weight, carry)
         scaled = model.optimizer.scale_loss(loss)
     # The two branches of the lazy step's tf.cond must return tensors, not None.
     unconnected = "zero" if model._step_weight()[1] > 1 else "none"
-    gradients = tape.gradient(scaled, model.trainable_weights, unconnected_gradients=unconnected)
-    return y_pred, gradients, loss, penalty, grad_norm, tf.constant(penalty_weight is not None)
+    sources = model.trainable_weights + ([] if carry is None else [carry])
+    gradients = tape.gradient(scaled, sources, unconnected_gradients=unconnected)
+    count = len(model.trainable_weights)
+    return (y_pred, gradients[:count], loss, penalty, grad_norm,
+            tf.constant(penalty_weight is not None), gradients[count:])
 
 
 def train_step(model, data, penalised: Optional[bool] = None) -> dict:
-    """GradRegModel.train_step: one penalised (or, between lazy steps, plain) update.
+    """SteppedModel.train_step: one penalised (or, between lazy steps, plain) update, or
+    `model._replays()` updates on the batch, each carrying what the last one gave.
 
     Between lazy steps (penalty_every > 1) `penalised` says which step this is; None
     decides in the step itself, by a tf.cond on the iteration count (`fit` under XLA
@@ -126,20 +140,26 @@ def train_step(model, data, penalised: Optional[bool] = None) -> dict:
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weight, every = model._step_weight()
-    if every == 1 or weight is None:
-        step = _step(model, x, y, sample_weight, weight)
-    elif penalised is not None:
-        step = _step(model, x, y, sample_weight, every * weight if penalised else None)
-    else:
-        step = tf.cond(
+
+    def update(carry):
+        if every == 1 or weight is None:
+            return _step(model, x, y, sample_weight, weight, carry)
+        if penalised is not None:
+            return _step(model, x, y, sample_weight, every * weight if penalised else None, carry)
+        return tf.cond(
             tf.equal(model.optimizer.iterations % every, 0),
-            lambda: _step(model, x, y, sample_weight, every * weight),
-            lambda: _step(model, x, y, sample_weight, None),
+            lambda: _step(model, x, y, sample_weight, every * weight, carry),
+            lambda: _step(model, x, y, sample_weight, None, carry),
         )
-    y_pred, gradients, loss, penalty, grad_norm, penalised = step
-    finite = _everywhere(model._finite(x, loss))  # all replicas apply the update or none
-    model._track(x, loss, penalty, grad_norm, penalised, finite)
-    _apply_if(finite, model.optimizer, gradients, model.trainable_weights)
+
+    carry, finite_everywhere = model._initial_carry(x), tf.constant(True)
+    for _ in range(model._replays()):
+        y_pred, gradients, loss, penalty, grad_norm, weighted, carry_gradient = update(carry)
+        finite = _everywhere(model._finite(x, loss))  # all replicas apply the update or none
+        _apply_if(finite, model.optimizer, gradients, model.trainable_weights)
+        finite_everywhere = tf.logical_and(finite_everywhere, finite)
+        carry = model._next_carry(carry, (carry_gradient or [None])[0])
+    model._track(x, loss, penalty, grad_norm, weighted, finite_everywhere)
     return model._logs(x, y, y_pred, sample_weight, training=True)
 
 

@@ -3,31 +3,31 @@
 - minimum_distance: the paper's protocol (Finlay & Oberman, 2019): each image's smallest
   adversarial distance over every attack (0 for an image misclassified already);
   "% error at eps" is the share of images whose best distance is <= eps.
+- radius_search: the per-image search over radii that turns a fixed-budget attack into
+  a minimum-distance one.
 - cascade: AutoAttack's protocol (Croce & Hein, 2020; RobustBench): robust error at a
   radius, each attack on the images the earlier ones left unbroken.
 - inputs: every argument and the data checked, and the images chosen, before any attack.
-- judge: the model as the attacks see it, and the verification of every example.
 - sanity: the checks of Carlini et al. (2019) run with every minimum-distance evaluation.
 - reports, tables, output: what was measured, as tables, as result files.
 - progress: the progress bar and the batch loop that advances it.
+
+The attacks themselves, and the judge that verifies their examples, are keras_gradreg.attacks.
 """
 
 from keras_gradreg.evaluation.cascade import evaluate_autoattack
-from keras_gradreg.evaluation.inputs import ATTACK_SETS
-from keras_gradreg.evaluation.inputs import DEFAULT_ATTACKS
-from keras_gradreg.evaluation.inputs import DEFAULT_EPSILONS
 from keras_gradreg.evaluation.inputs import PROTOCOLS
-from keras_gradreg.evaluation.inputs import check_attack_names
-from keras_gradreg.evaluation.inputs import check_radii
-from keras_gradreg.evaluation.judge import compiled_for
+from keras_gradreg.evaluation.inputs import check_attacks
 from keras_gradreg.evaluation.minimum_distance import evaluate_robustness
 from keras_gradreg.evaluation.output import AUTOATTACK_FILE
 from keras_gradreg.evaluation.output import RESULT_FILES
 from keras_gradreg.evaluation.output import existing_results
 from keras_gradreg.evaluation.output import write_autoattack_results
 from keras_gradreg.evaluation.output import write_results
+from keras_gradreg.evaluation.output import write_set
 from keras_gradreg.evaluation.progress import LOG_INTERVAL
 from keras_gradreg.evaluation.progress import progress_bar
+from keras_gradreg.evaluation.progress import workers
 from keras_gradreg.evaluation.reports import GIVEN
 from keras_gradreg.evaluation.reports import MASKING_CHECK
 from keras_gradreg.evaluation.reports import AutoAttackReport
@@ -42,15 +42,10 @@ from keras_gradreg.evaluation.tables import format_table
 from keras_gradreg.evaluation.tables import render_table
 
 __all__ = (
-    "ATTACK_SETS",
     "AUTOATTACK_FILE",
     "AutoAttackReport",
     "CHECK_IMAGES",
-    "check_attack_names",
-    "check_radii",
-    "compiled_for",
-    "DEFAULT_ATTACKS",
-    "DEFAULT_EPSILONS",
+    "check_attacks",
     "evaluate_autoattack",
     "evaluate_robustness",
     "existing_results",
@@ -68,6 +63,8 @@ __all__ = (
     "RobustnessReport",
     "SanityCheck",
     "UNBOUNDED_SUCCESS",
+    "workers",
     "write_autoattack_results",
     "write_results",
+    "write_set",
 )

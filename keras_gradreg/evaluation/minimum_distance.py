@@ -8,44 +8,38 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_gradreg import attacks as attacks_lib
+from keras_gradreg import penalty as penalty_lib
 from keras_gradreg import metrics as metrics_lib
+from keras_gradreg.attacks import registry
+from keras_gradreg.attacks.judge import batches
+from keras_gradreg.attacks.settings import AttackSettings
 from keras_gradreg.evaluation import inputs
+from keras_gradreg.evaluation import radius_search
 from keras_gradreg.evaluation import sanity
 from keras_gradreg.evaluation.progress import in_batches
 from keras_gradreg.evaluation.progress import progress_bar
 from keras_gradreg.evaluation.reports import RobustnessReport
 
 
-def _run_attack(attack_name, judge, x, y, correct, attack_norm, settings, max_eps,
-                num_classes, seed, progress, start) -> tuple:
+def _run_attack(attack_name, images, correct, settings, seed, progress, start) -> tuple:
     """One attack on every correctly classified image: (distances, examples, tolerance).
-    `start`: per image, where its radius search begins (see attacks.minimum_distance)."""
+    `start`: per image, where its radius search begins (see radius_search.search)."""
+    x, y, judge = images.x, images.y, images.judge
     distance = np.where(correct, np.inf, 0.0)
     examples = x.copy()
     tolerance = 0.0
-    if attack_name == "cw":
-        cw = attacks_lib.carlini_wagner(judge.model_fn, settings, judge.clip_min, judge.clip_max,
-                                        num_classes)
-        minimise = lambda images, labels: cw(tf.constant(images), tf.constant(labels))
-    else:
-        attack = attacks_lib.fixed_budget_attack(judge.model_fn, attack_name, attack_norm,
-                                                 settings, judge.clip_min, judge.clip_max, seed,
-                                                 judge.cache)
-        minimise = lambda images, labels: attack(images, labels, np.full(len(images), np.inf))
+    attack = registry.make_attack(attack_name, judge, settings, seed)
 
     def attack_batch(idx):
-        if attack_name in attacks_lib.MINIMUM_DISTANCE:
-            x_adv = np.asarray(minimise(x[idx], y[idx]))
-            ok = judge.is_adversarial(x_adv, y[idx])
-            size = attacks_lib.perturbation_norm(x_adv, x[idx], attack_norm)
+        if registry.ATTACKS[attack_name].minimises_distance:
+            x_adv = np.asarray(attack(x[idx], y[idx], np.full(len(idx), np.inf)))
+            ok, size = judge.verify(x_adv, x[idx], y[idx])
             return np.where(ok, size, np.inf), x_adv, np.zeros(len(idx))
-        return attacks_lib.minimum_distance(attack, judge.is_adversarial, x[idx], y[idx],
-                                            attack_norm, max_eps, settings.search_steps,
-                                            settings.search_tolerance, start[idx])
+        return radius_search.search(attack, judge, x[idx], y[idx], images.max_eps,
+                                    settings.search_steps, settings.search_tolerance, start[idx])
 
     for idx, (dist, x_adv, width) in in_batches(attack_batch, np.flatnonzero(correct),
-                                                 judge.batch_size, progress):
+                                                 judge.batch_size, progress, images.workers):
         tolerance = max(tolerance, float(np.max(width, initial=0.0)))
         found = np.isfinite(dist).reshape((-1,) + (1,) * (x.ndim - 1))
         distance[idx], examples[idx] = dist, np.where(found, x_adv, x[idx])
@@ -71,8 +65,8 @@ def _lower_bounds(model, x, y, attack_norm, probabilities, batch_size) -> np.nda
     """Each image's L-bound (see metrics.LipschitzBound)."""
     metric = metrics_lib.LipschitzBound(attack_norm, from_logits=not probabilities,
                                         max_images=max(len(x), 1))
-    for i in range(0, len(x), batch_size):
-        metric.update_from_model(model, x[i:i + batch_size], y[i:i + batch_size])
+    for idx in batches(np.arange(len(x)), batch_size):
+        metric.update_from_model(model, x[idx], y[idx])
     return metric.per_image_bounds()[0].numpy().astype(np.float64)
 
 
@@ -81,7 +75,7 @@ def evaluate_robustness(
     x: Any,
     y: Any = None,
     *,
-    attack_norm: str = "linf",
+    attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM,
     epsilons: Optional[Sequence[float]] = None,
     attacks: Optional[Sequence[str]] = None,
     num_images: int = 1000,
@@ -89,11 +83,12 @@ def evaluate_robustness(
     clip_min: float = 0.0,
     clip_max: float = 1.0,
     seed: int = 0,
-    settings: attacks_lib.AttackSettings = attacks_lib.AttackSettings(),
+    settings: AttackSettings = AttackSettings(),
     sanity_checks: bool = True,
     lower_bound: bool = True,
     name: Optional[str] = None,
     training_time: Optional[float] = None,
+    workers: Optional[int] = None,
     verbose: int = 1,
 ) -> RobustnessReport:
     """Attacks a classifier with every given attack and keeps each image's best one.
@@ -104,9 +99,9 @@ def evaluate_robustness(
         or batches (its first `num_images` images are used: shuffle it yourself).
       y: integer labels, (N,) or (N, 1), or one-hot, with array `x`.
       attack_norm: "linf" or "l2".
-      epsilons: radii for "% error at eps"; default DEFAULT_EPSILONS scaled to the range.
-      attacks: names from attacks.ATTACKS, or "autoattack" (ATTACK_SETS); default
-        DEFAULT_ATTACKS[attack_norm].
+      epsilons: radii for "% error at eps"; default data.DEFAULT_EPSILONS scaled to the range.
+      attacks: names from attacks.ATTACKS, or the name of a set of attacks.SETS; default
+        SETS["minimum_distance"] (AutoAttack's gradient attacks).
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
       clip_min, clip_max: the data range; adversarial examples stay in it.
@@ -117,6 +112,8 @@ def evaluate_robustness(
       lower_bound: also compute each image's L-bound.
       name: the model's name in reports (default: model.name).
       training_time: seconds, for the table.
+      workers: batches attacked at the same time, each in a thread (None: 2 without a
+        GPU, 1 with one; see evaluation.progress.workers). The results do not depend on it.
       verbose: 1 shows a progress bar.
 
     Returns:
@@ -126,17 +123,18 @@ def evaluate_robustness(
       ValueError: a bad argument, or images holding NaN/Inf, before any attack runs.
     """
     images = inputs.prepare(
-        "evaluate_robustness (CleverHans)", model, x, y, protocol="minimum_distance",
-        attacks=attacks, attack_norm=attack_norm, radii=epsilons, num_images=num_images,
-        batch_size=batch_size, clip_min=clip_min, clip_max=clip_max, seed=seed)
+        "evaluate_robustness", model, x, y, protocol="minimum_distance",
+        attacks=attacks, attack_norm=attack_norm, epsilons=epsilons, num_images=num_images,
+        batch_size=batch_size, clip_min=clip_min, clip_max=clip_max, seed=seed,
+        workers=workers)
     x, y, judge, attacks, epsilons = (images.x, images.y, images.judge, images.attacks,
-                                      images.radii)
+                                      images.epsilons)
     batch_size = judge.batch_size
-    tf.random.set_seed(seed)
+    tf.random.set_seed(seed)  # SPSA draws from TensorFlow's global generator
     correct = judge.predict(x) == y
     batches = -(-int(correct.sum()) // batch_size)
     square_batches = -(-int(correct[:sanity.CHECK_IMAGES].sum()) // batch_size) if (
-        x.ndim == 4 and not set(attacks) & set(attacks_lib.GRADIENT_FREE)) else 0
+        x.ndim == 4 and not any(registry.ATTACKS[a].gradient_free for a in attacks)) else 0
     progress = progress_bar(
         len(attacks) * batches + (2 * len(epsilons) + square_batches if sanity_checks else 0),
         verbose, "attack batch")
@@ -146,8 +144,7 @@ def evaluate_robustness(
     for attack_name in attacks:
         start = time.perf_counter()
         attack_distances[attack_name], adversarial[attack_name], width = _run_attack(
-            attack_name, judge, x, y, correct, attack_norm, settings, images.max_eps,
-            images.num_classes, seed, progress, so_far)
+            attack_name, images, correct, settings, seed, progress, so_far)
         seconds[attack_name] = time.perf_counter() - start
         tolerance = max(tolerance, width)
         if settings.warm_start:
@@ -157,8 +154,7 @@ def evaluate_robustness(
     checks = []
     if sanity_checks:
         start = time.perf_counter()
-        checks = sanity.run_checks(judge, x, y, correct, attack_norm, epsilons,
-                                   attack_distances, best, images.max_eps, settings, progress)
+        checks = sanity.run_checks(images, correct, attack_distances, best, settings, progress)
         seconds["sanity_checks"] = time.perf_counter() - start
         for check in checks:
             if not check.passed:

@@ -8,8 +8,13 @@ import itertools
 import re
 import sys
 
+from typing import Optional
+
 import keras
 import tensorflow as tf
+
+from keras_gradreg import validation
+from keras_gradreg.attacks import judge
 
 
 LOG_INTERVAL = 10.0
@@ -52,36 +57,35 @@ def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progb
     return bar
 
 
-WORKERS = None
-"""Batches attacked at the same time, each in its own thread (TensorFlow runs a graph
-without holding Python's lock): one batch's Python and NumPy work, and the small
-operations that leave a core idle, overlap the other's. Each batch runs the same graph
-on the same inputs as alone, so the results are the same (tested). None: two where
-TensorFlow sees no GPU (the evaluation 0.90x on 2 CPU cores, see the README), one where it
-sees one, since two batches at once hold twice the memory a batch size was chosen for (not
-measured on a GPU). Set it to a number to choose."""
+def workers(count: Optional[int] = None) -> int:
+    """How many batches `in_batches` attacks at the same time, each in a thread of its own
+    (TensorFlow runs a graph without holding Python's lock): one batch's Python and NumPy
+    work, and the small operations that leave a core idle, overlap the other's. Each batch
+    runs the same graph on the same inputs as alone, so the results are the same (tested).
 
+    Args:
+      count: a number >= 1, or None: two where TensorFlow sees no GPU (the evaluation
+        0.90x on 2 CPU cores, docs/cost.md), one where it sees one, since two batches at
+        once hold twice the memory a batch size was chosen for (not measured on a GPU).
 
-def workers() -> int:
-    """How many batches `in_batches` attacks at the same time (see WORKERS)."""
-    if WORKERS is None:
+    Raises:
+      ValueError: count is neither None nor a whole number >= 1.
+    """
+    if count is None:
         return 1 if tf.config.list_physical_devices("GPU") else 2
-    if isinstance(WORKERS, bool) or not isinstance(WORKERS, int) or WORKERS < 1:
-        raise ValueError(f"evaluation.progress.WORKERS={WORKERS!r} must be None or a whole "
-                         "number >= 1.")
-    return WORKERS
+    return validation.check_number("workers", count, low=1, low_open=False, integer=True,
+                                   hint="(or None: 2 without a GPU, 1 with one)")
 
 
-def in_batches(fn, indices, batch_size, progress):
-    """fn(batch) for each consecutive batch of `indices`, `workers()` batches at a time;
-    yields (batch, result) in order, advancing `progress` by one a batch. A batch starts
-    when the one `workers()` places ahead of it has finished, so after an error (raised
-    here, as fn raised it) or an interrupt no new batch starts, and this returns once the
-    running ones have finished. With one, fn runs in the caller's thread, as it did
-    before 0.6.2; with more, in threads of their own, which a device scope of the caller
+def in_batches(fn, indices, batch_size, progress, at_once=1):
+    """fn(batch) for each consecutive batch of `indices`, `at_once` batches at a time
+    (see `workers`); yields (batch, result) in order, advancing `progress` by one a batch.
+    A batch starts when the one `at_once` places ahead of it has finished, so after an
+    error (raised here, as fn raised it) or an interrupt no new batch starts, and this
+    returns once the running ones have finished. With one, fn runs in the caller's
+    thread; with more, in threads of their own, which a device scope of the caller
     (`tf.device`) does not reach (there is one device where there is no GPU)."""
-    batches = iter([indices[i:i + batch_size] for i in range(0, len(indices), batch_size)])
-    at_once = workers()
+    batches = iter(judge.batches(indices, batch_size))
     if at_once == 1:
         for idx in batches:
             result = fn(idx)

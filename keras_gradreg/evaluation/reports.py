@@ -5,7 +5,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from keras_gradreg import autoattack
+from keras_gradreg.attacks.settings import STANDARD_BUDGET
+from keras_gradreg.attacks.settings import AutoAttackBudget
 
 
 @dataclasses.dataclass
@@ -160,7 +161,7 @@ class AutoAttackReport:
     indices: np.ndarray
     robust_after: dict
     seconds: dict
-    budget: autoattack.AutoAttackBudget = autoattack.STANDARD_BUDGET
+    budget: AutoAttackBudget = STANDARD_BUDGET
 
     @property
     def clean_accuracy(self) -> float:

@@ -5,8 +5,8 @@ from typing import Optional
 
 import numpy as np
 
-from keras_gradreg import attacks as attacks_lib
-from keras_gradreg import autoattack
+from keras_gradreg.attacks import registry
+from keras_gradreg.attacks.judge import batches
 from keras_gradreg.evaluation.progress import in_batches
 from keras_gradreg.evaluation.reports import MASKING_CHECK
 from keras_gradreg.evaluation.reports import SanityCheck
@@ -28,8 +28,8 @@ gradient-free share of twice GRADIENT_FREE_SHARE fails the masking check with
 probability above 0.99 (binomial), while a share of 0 never does."""
 
 
-def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances, settings,
-                   progress) -> Optional[SanityCheck]:
+def _masking_check(images, correct, attack_distances, settings, progress
+                   ) -> Optional[SanityCheck]:
     """Whether a gradient-free attack breaks, at a radius of the table, images that every
     gradient attack left unbroken there: the mark of gradient masking.
 
@@ -41,32 +41,33 @@ def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances
     None where there is nothing to compare (no gradient attack, no correct image, or
     no gradient-free attack and no (batch, height, width, channels) images for Square).
     """
-    gradient = [d for a, d in attack_distances.items() if a not in attacks_lib.GRADIENT_FREE]
-    free = [d for a, d in attack_distances.items() if a in attacks_lib.GRADIENT_FREE]
+    x, y, judge = images.x, images.y, images.judge
+    gradient_free = {a for a in attack_distances if registry.ATTACKS[a].gradient_free}
+    gradient = [d for a, d in attack_distances.items() if a not in gradient_free]
+    free = [d for a, d in attack_distances.items() if a in gradient_free]
     checked = correct if free else correct & (np.arange(len(x)) < CHECK_IMAGES)
     if not gradient or not checked.any() or not (free or x.ndim == 4):
         return None
     best_gradient = np.min(gradient, axis=0)
-    radii = np.sort(epsilons)
+    radii = np.sort(images.epsilons)
     # per image, the largest radius of the table below its best gradient distance (0: none)
     largest = np.concatenate([[0.0], radii])[np.searchsorted(radii, best_gradient, "left")]
     unbroken = np.flatnonzero(checked & (largest > 0))
     if free:
         beaten = np.min(free, axis=0)[unbroken] <= largest[unbroken]
-        names = [a for a in attack_distances if a in attacks_lib.GRADIENT_FREE]
+        names = [a for a in attack_distances if a in gradient_free]
     else:
-        square = autoattack.make_attack("square", judge.model_fn, attack_norm,
-                                        settings.autoattack, judge.clip_min, judge.clip_max,
-                                        cache=judge.cache)
+        square = registry.make_attack("square", judge, settings)
 
         def square_batch(idx):
             x_adv = np.asarray(square(x[idx], y[idx], largest[idx]))
-            return judge.breaks_within(x_adv, x[idx], y[idx], largest[idx], attack_norm)
+            return judge.verify(x_adv, x[idx], y[idx], largest[idx])[0]
 
-        batches = -(-int(checked.sum()) // judge.batch_size)  # the progress bar's share
+        share = -(-int(checked.sum()) // judge.batch_size)  # the progress bar's share
         beaten = np.concatenate([np.zeros(0, bool)] + [
-            ok for _, ok in in_batches(square_batch, unbroken, judge.batch_size, progress)])
-        progress.add(batches - -(-len(unbroken) // judge.batch_size))
+            ok for _, ok in in_batches(square_batch, unbroken, judge.batch_size, progress,
+                                       images.workers)])
+        progress.add(share - -(-len(unbroken) // judge.batch_size))
         names = ["square"]
     share = float(np.sum(beaten) / checked.sum())
     return SanityCheck(
@@ -76,24 +77,30 @@ def _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances
         f"gradient masking above {GRADIENT_FREE_SHARE})", share, int(checked.sum()))
 
 
-def run_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances, best, max_eps,
-               settings, progress) -> list:
+def run_checks(images, correct, attack_distances, best, settings, progress) -> list:
     """The checks of Carlini et al. (2019) that this evaluation can run; the PGD checks on
-    the first CHECK_IMAGES images."""
+    the first CHECK_IMAGES images.
+
+    Args:
+      images: the evaluation's CheckedInputs.
+      correct: per image, whether the model classifies it correctly.
+      attack_distances: each attack's distances, per image.
+      best: each image's best distance.
+      settings: the attacks' AttackSettings.
+      progress: the evaluation's progress bar.
+    """
+    x, y, judge, epsilons = images.x, images.y, images.judge, images.epsilons
     checks = []
     subset = np.arange(min(CHECK_IMAGES, len(x)))
 
     def fixed_radius_error(attack_settings):
-        attack = attacks_lib.fixed_budget_attack(judge.model_fn, "pgd", attack_norm,
-                                                 attack_settings, judge.clip_min, judge.clip_max,
-                                                 cache=judge.cache)
+        attack = registry.make_attack("pgd", judge, attack_settings)
         errors = []
         for eps in epsilons:
             fooled = ~correct[subset]
-            for i in range(0, len(subset), judge.batch_size):
-                sl = slice(i, min(i + judge.batch_size, len(subset)))
-                x_adv = np.asarray(attack(x[sl], y[sl], np.full(len(x[sl]), eps)))
-                fooled[sl] |= judge.is_adversarial(x_adv, y[sl])
+            for idx in batches(subset, judge.batch_size):
+                x_adv = np.asarray(attack(x[idx], y[idx], np.full(len(idx), eps)))
+                fooled[idx] |= judge.verify(x_adv, x[idx], y[idx])[0]
             errors.append(float(np.mean(fooled)))
             progress.add(1)
         return np.array(errors)
@@ -109,11 +116,10 @@ def run_checks(judge, x, y, correct, attack_norm, epsilons, attack_distances, be
     broken = np.mean(np.isfinite(best[correct])) if correct.any() else 1.0
     checks.append(SanityCheck(
         "unbounded attack succeeds", bool(broken >= UNBOUNDED_SUCCESS),
-        f"{broken:.3f} of correctly classified images broken at radius {max_eps:g} "
+        f"{broken:.3f} of correctly classified images broken at radius {images.max_eps:g} "
         f"(expected >= {UNBOUNDED_SUCCESS})",
     ))
-    masking = _masking_check(judge, x, y, correct, attack_norm, epsilons, attack_distances,
-                             settings, progress)
+    masking = _masking_check(images, correct, attack_distances, settings, progress)
     if masking is not None:
         checks.append(masking)
     doubled = fixed_radius_error(settings.doubled())

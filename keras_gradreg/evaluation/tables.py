@@ -2,7 +2,7 @@
 
 from typing import Optional, Sequence
 
-from keras_gradreg import autoattack
+from keras_gradreg.attacks.settings import STANDARD_BUDGET
 from keras_gradreg.evaluation.reports import GIVEN
 from keras_gradreg.evaluation.reports import MASKING_CHECK
 from keras_gradreg.evaluation.reports import AutoAttackReport
@@ -67,7 +67,7 @@ def format_autoattack_table(reports: Sequence[AutoAttackReport],
             + [f"{100 - 100 * r.robust_after[a]:.2f}" for a in attacks]
             + [f"{sum(r.seconds.values()):.0f}"] for i, r in enumerate(reports)]
     first = reports[0]
-    budget = "" if first.budget == autoattack.STANDARD_BUDGET else f", budget {first.budget}"
+    budget = "" if first.budget == STANDARD_BUDGET else f", budget {first.budget}"
     given = (f", counting first the {GIVEN} examples (verified within the radius)"
              if GIVEN in attacks else "")
     return render_table(f"AutoAttack ({', '.join(a for a in attacks if a != GIVEN)}), "

@@ -26,17 +26,20 @@ runner (`train`).
 from keras_gradreg.training.config import ADVERSARIAL
 from keras_gradreg.training.config import DEFAULT_COORDINATOR_TIMEOUT
 from keras_gradreg.training.config import MONITOR_IMAGES
+from keras_gradreg.training.config import OPTIMIZERS
 from keras_gradreg.training.config import PAPER_SCHEDULE
 from keras_gradreg.training.config import SCHEDULES
-from keras_gradreg.training.config import SINGLE_STEP
+from keras_gradreg.training.config import REGULARIZED
+from keras_gradreg.training.config import ATTACK_STEPS
 from keras_gradreg.training.config import STRATEGIES
-from keras_gradreg.training.config import TENSORFLOW_ONLY
 from keras_gradreg.training.config import TRAINING_METHODS
 from keras_gradreg.training.config import TrainConfig
 from keras_gradreg.training.config import settings
 from keras_gradreg.training.config import step_jit_compile
+from keras_gradreg.training.config import upgrade_settings
 from keras_gradreg.training.config import validate
 from keras_gradreg.training.recipe import build
+from keras_gradreg.training.recipe import wrap
 from keras_gradreg.training.recipe import test_images
 from keras_gradreg.training.run_dir import BACKUP_DIR
 from keras_gradreg.training.run_dir import HISTORY_FILE
@@ -54,6 +57,7 @@ from keras_gradreg.training.runner import train
 
 __all__ = (
     "ADVERSARIAL",
+    "ATTACK_STEPS",
     "BACKUP_DIR",
     "build",
     "check_model_dir",
@@ -64,21 +68,23 @@ __all__ = (
     "is_finished",
     "MODEL_FILE",
     "MONITOR_IMAGES",
+    "OPTIMIZERS",
     "PAPER_SCHEDULE",
+    "REGULARIZED",
     "RunFileError",
     "SCHEDULES",
     "settings",
     "SETTINGS_FILE",
-    "SINGLE_STEP",
     "STATE_FILE",
     "step_jit_compile",
     "STRATEGIES",
-    "TENSORFLOW_ONLY",
     "test_images",
     "TIME_FILE",
     "train",
     "TrainConfig",
+    "upgrade_settings",
     "training_seconds",
     "TRAINING_METHODS",
     "validate",
+    "wrap",
 )

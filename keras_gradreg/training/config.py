@@ -1,29 +1,32 @@
-"""What a training run depends on (TrainConfig), checked before anything is built, and
-the settings a trained model is recorded with."""
-
 import dataclasses
 import math
 from typing import Optional
 
 import keras
 
-from keras_gradreg import adversarial_training
-from keras_gradreg import data as data_lib
-from keras_gradreg import model as model_lib
 from keras_gradreg import architectures
+from keras_gradreg import data as data_lib
+from keras_gradreg import deprecation
+from keras_gradreg import models
 from keras_gradreg import penalty as penalty_lib
-from keras_gradreg import primitives
+from keras_gradreg import regularizers
 from keras_gradreg import validation
+from keras_gradreg.attacks import ball
+from keras_gradreg.attacks import pgd
+from keras_gradreg.regularizers import trades
 
-TRAINING_METHODS = ("plain", "gradreg", "double_backprop", "pgd_at", "fgsm_at", "n_fgsm", "free_at")
-"""What `--method` trains (the penalty's own `kg.METHODS` are its two estimators)."""
-ADVERSARIAL = ("pgd_at", "fgsm_at", "n_fgsm", "free_at")
-"""The adversarial-training methods (keras_gradreg.adversarial_training): PGD (Madry et al.
-2018), FGSM from a random start (Wong et al. 2020), N-FGSM (de Jorge et al. 2022), free
-(Shafahi et al. 2019)."""
-SINGLE_STEP = ("fgsm_at", "n_fgsm")
-"""Single-step methods: SingleStepAdversarialModel, on TensorFlow and JAX, with at_regularizer."""
-TENSORFLOW_ONLY = ("pgd_at", "free_at")
+TRAINING_METHODS = ("plain", "gradreg", "double_backprop", "pgd_at", "fgsm_rs", "n_fgsm",
+                    "free_at", "trades")
+"""What `method` trains: plain; the finite-difference penalty (GradRegModel) or its exact
+double-backprop twin; adversarial training: PGD (Madry et al. 2018), FGSM from a random
+start (Wong et al. 2020), N-FGSM (de Jorge et al. 2022), free (Shafahi et al. 2019) and
+TRADES (Zhang et al. 2019)."""
+ADVERSARIAL = ("pgd_at", "fgsm_rs", "n_fgsm", "free_at", "trades")
+"""The adversarial-training methods: trained at `epsilon`, its radius ramped, monitored."""
+REGULARIZED = ("pgd_at", "fgsm_rs", "n_fgsm")
+"""The methods `regularizer` applies to (AdversarialTrainingModel's attacks)."""
+ATTACK_STEPS = {"pgd_at": pgd.TRAINING_STEPS, "trades": trades.STEPS}
+"""The methods that take `attack_steps`, and their default."""
 MONITOR_IMAGES = 256
 """Held-out test images on which adversarial training's RobustnessMonitor checks, each
 epoch, PGD and FGSM accuracy (catastrophic overfitting)."""
@@ -34,14 +37,23 @@ the path Keras 3 supports across machines. MultiWorkerMirroredStrategy is left o
 `fit` fails under it (keras-team/keras#20585)."""
 DEFAULT_COORDINATOR_TIMEOUT = 120
 """Seconds a process waits for the coordinator (and the others) before giving up."""
+OPTIMIZERS = ("adam", "sgd")
+"""Adam (AdamW with weight decay), or SGD with momentum 0.9 (the paper's)."""
 SCHEDULES = ("constant", "paper")
 PAPER_SCHEDULE = ((0.3, 0.2), (0.6, 0.04), (0.8, 0.008))
 """The paper's CIFAR schedule (x0.2 at epochs 60, 120, 160 of 200), as fractions of the run."""
+RENAMED_FIELDS = ("at_epsilon", "at_norm", "at_ramp_epochs", "at_regularizer",
+                  "at_regularizer_weight", "at_steps", "free_replays")
+"""Fields' names before 0.7 (see deprecation.RENAMED): TrainConfig still takes them."""
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run depends on; the example scripts' flags map onto it."""
+    """Everything a training run depends on; the example scripts' flags map onto it.
+
+    The fields named at_* (and free_replays) before 0.7 are still taken, with a
+    DeprecationWarning (deprecation.RENAMED), as is the method "fgsm_at" (now "fgsm_rs").
+    """
 
     model_dir: str
     dataset: str = "offline_mnist"
@@ -50,16 +62,16 @@ class TrainConfig:
     method: str = "gradreg"
     penalty_weight: float = 1.0
     h: float = penalty_lib.DEFAULT_H
-    attack_norm: str = "linf"
+    attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM
     difference: str = "forward"
     penalty_every: int = 1
-    at_epsilon: float = 0.3
-    at_norm: str = "linf"
-    at_ramp_epochs: int = 5
-    at_regularizer: str = "none"
-    at_regularizer_weight: float = 0.0
-    at_steps: int = adversarial_training.AT_STEPS
-    free_replays: int = adversarial_training.FREE_REPLAYS
+    epsilon: float = 0.3
+    ramp_epochs: int = 5
+    regularizer: str = "none"
+    regularizer_weight: float = 0.0
+    attack_steps: Optional[int] = None
+    replays: int = models.REPLAYS
+    trades_beta: float = trades.BETA
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"
@@ -79,6 +91,23 @@ class TrainConfig:
     download: bool = False
     train_limit: Optional[int] = None
     overwrite: bool = False
+    at_epsilon: dataclasses.InitVar[Optional[float]] = None
+    at_norm: dataclasses.InitVar[Optional[str]] = None
+    at_ramp_epochs: dataclasses.InitVar[Optional[int]] = None
+    at_regularizer: dataclasses.InitVar[Optional[str]] = None
+    at_regularizer_weight: dataclasses.InitVar[Optional[float]] = None
+    at_steps: dataclasses.InitVar[Optional[int]] = None
+    free_replays: dataclasses.InitVar[Optional[int]] = None
+
+    def __post_init__(self, *old):
+        given = {name: value for name, value in zip(RENAMED_FIELDS, old) if value is not None}
+        defaults = TrainConfig.__dataclass_fields__
+        for name, value in deprecation.renamed_arguments("TrainConfig", given).items():
+            if getattr(self, name) != defaults[name].default:
+                raise TypeError(f"TrainConfig got `{name}` under its old name and its new one; "
+                                f"pass `{name}` only.")
+            setattr(self, name, value)
+        self.method = deprecation.renamed_value("method", self.method)
 
 
 def step_jit_compile(requested: bool) -> bool:
@@ -101,33 +130,37 @@ def validate(config: TrainConfig) -> TrainConfig:
     """Raises ValueError naming the first bad setting, before anything is built.
 
     Returns:
-      The config with its numbers as Python ints and floats (NumPy scalars are fine).
+      The config with its numbers as Python ints and floats (NumPy scalars are fine), and
+      attack_steps as the method's default where it was None.
     """
     choices = {"dataset": tuple(data_lib.DATASETS), "model": tuple(architectures.MODELS),
                "activation": architectures.ACTIVATIONS, "method": TRAINING_METHODS,
-               "at_norm": primitives.BALL_NORMS,
-               "at_regularizer": adversarial_training.AT_REGULARIZERS,
-               "strategy": STRATEGIES, "schedule": SCHEDULES, "optimizer": ("adam", "sgd"),
-               "attack_norm": penalty_lib.ATTACK_NORMS, "difference": penalty_lib.DIFFERENCES}
+               "attack_norm": penalty_lib.ATTACK_NORMS if config.method not in ADVERSARIAL
+               else ball.NORMS,
+               "regularizer": regularizers.NAMES, "strategy": STRATEGIES,
+               "schedule": SCHEDULES, "optimizer": OPTIMIZERS,
+               "difference": penalty_lib.DIFFERENCES}
     for field, allowed in choices.items():
         validation.check_choice(field, getattr(config, field), allowed)
     whole = dict(low=1, low_open=False, integer=True)
     numbers = {"epochs": whole, "batch_size": whole, "learning_rate": {}, "h": {},
                "weight_decay": dict(low_open=False), "seed": dict(low_open=False, integer=True)}
+    checked = {}
     if config.method in ADVERSARIAL:
-        shape = data_lib.DATASETS[config.dataset].image_shape
-        high = primitives.max_radius(config.at_norm, 0.0, 1.0, math.prod(shape))
-        hint = ("(an l_inf radius in the [0, 1] pixel range; an l2 radius needs --at_norm=l2)"
-                if config.at_norm == "linf" else f"(at most the l2 diameter of [0, 1]^{shape})")
-        numbers.update(at_epsilon=dict(high=high, hint=hint),
-                       at_ramp_epochs=dict(low_open=False, integer=True, hint="(0: no ramp)"),
-                       at_steps=whole, free_replays=whole,
-                       at_regularizer_weight=dict(low_open=False))
-    checked = {field: validation.check_number(field, getattr(config, field), **rules)
-               for field, rules in numbers.items()}
-    _check_regularizer(config)
-    checked["penalty_weight"] = model_lib.validate_penalty_weight(config.penalty_weight)
-    checked["penalty_every"] = model_lib.validate_penalty_every(config.penalty_every)
+        checked["epsilon"] = ball.check_epsilon(
+            config.epsilon, config.attack_norm, 0.0, 1.0,
+            math.prod(data_lib.DATASETS[config.dataset].image_shape))
+        numbers.update(ramp_epochs=dict(low_open=False, integer=True, hint="(0: no ramp)"),
+                       replays=whole, trades_beta={})
+        if config.method in ATTACK_STEPS:
+            checked["attack_steps"] = validation.check_number(
+                "attack_steps", ATTACK_STEPS[config.method] if config.attack_steps is None
+                else config.attack_steps, **whole)
+    checked.update({field: validation.check_number(field, getattr(config, field), **rules)
+                    for field, rules in numbers.items()})
+    checked["regularizer_weight"] = _check_regularizer(config)
+    checked["penalty_weight"] = models.validate_penalty_weight(config.penalty_weight)
+    checked["penalty_every"] = models.validate_penalty_every(config.penalty_every)
     checked.update(check_processes(config))
     if config.train_limit is not None:
         checked["train_limit"] = validation.check_number(
@@ -136,18 +169,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **checked)
 
 
-def _check_regularizer(config: TrainConfig) -> None:
-    """ValueError unless the adversarial-training options fit the method."""
-    if config.at_regularizer != "none" and config.method not in SINGLE_STEP:
-        raise ValueError(f"at_regularizer={config.at_regularizer!r} regularises single-step "
-                         f"training (method {' or '.join(SINGLE_STEP)}); method is {config.method!r}.")
-    if config.method in SINGLE_STEP and (config.at_regularizer == "none") != (
-            config.at_regularizer_weight == 0):
-        raise ValueError(f"at_regularizer={config.at_regularizer!r} with at_regularizer_weight="
-                         f"{config.at_regularizer_weight!r}: a regulariser needs a weight > 0, and "
-                         "a weight > 0 needs a regulariser.")
-    if config.at_norm != "linf" and config.method == "free_at":
-        raise ValueError(f"at_norm={config.at_norm!r}: free_at trains in l_inf only.")
+def _check_regularizer(config: TrainConfig) -> float:
+    """The regulariser's weight as a float; ValueError unless the regulariser fits the method."""
+    if config.regularizer != "none" and config.method not in REGULARIZED:
+        raise ValueError(f"regularizer={config.regularizer!r} regularises adversarial training "
+                         f"(method {', '.join(REGULARIZED)}); method is {config.method!r}.")
+    return regularizers.check(config.regularizer, config.regularizer_weight)
 
 
 def check_processes(config: TrainConfig) -> dict:
@@ -157,9 +184,6 @@ def check_processes(config: TrainConfig) -> dict:
     if needs and backend != needs:
         raise ValueError(f"strategy={config.strategy!r} runs on the {needs} backend; Keras runs "
                          f"on {backend!r}. Set KERAS_BACKEND={needs} before starting.")
-    if config.method in TENSORFLOW_ONLY and backend != "tensorflow":
-        raise ValueError(f"method={config.method!r} runs on the tensorflow backend; Keras runs "
-                         f"on {backend!r}.")
     whole = dict(low=1, low_open=False, integer=True)
     checked = {"num_processes": validation.check_number("num_processes", config.num_processes, **whole),
                "coordinator_timeout": validation.check_number(
@@ -184,18 +208,39 @@ def settings(config: TrainConfig) -> dict:
     unused = {"model_dir", "overwrite", "download", "data_dir", "coordinator_address",
               "num_processes", "process_id", "coordinator_timeout"}
     if config.method not in ADVERSARIAL:
-        unused |= {"at_epsilon", "at_ramp_epochs"}
-    if config.method != "pgd_at":
-        unused.add("at_steps")
+        unused |= {"epsilon", "ramp_epochs"}
+    if config.method not in ATTACK_STEPS:
+        unused.add("attack_steps")
     if config.method != "free_at":
-        unused.add("free_replays")
+        unused.add("replays")
+    if config.method != "trades":
+        unused.add("trades_beta")
+    if config.method not in REGULARIZED:
+        unused |= {"regularizer", "regularizer_weight"}
+    if config.method == "plain":
+        unused.add("attack_norm")
     if config.method in ("plain",) + ADVERSARIAL:
-        unused |= {"penalty_weight", "h", "attack_norm", "difference", "penalty_every"}
-    if config.method in SINGLE_STEP and config.at_regularizer == "gradient_penalty":
+        unused |= {"penalty_weight", "h", "difference", "penalty_every"}
+    if config.regularizer == "gradient_penalty":
         unused.discard("h")
     stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
-    # Added in 0.4 with their old meaning as defaults: older runs' settings still match.
-    for field, old in (("at_norm", "linf"), ("at_regularizer", "none"), ("at_regularizer_weight", 0.0)):
-        if stored.get(field) == old:
+    if "attack_steps" in stored and stored["attack_steps"] is None:  # not validated yet
+        stored["attack_steps"] = ATTACK_STEPS[config.method]
+    # Fields of adversarial training added in 0.4 with their old meaning as defaults:
+    # left out at those, so that older runs' settings still match.
+    for field, old in (("attack_norm", "linf"), ("regularizer", "none"),
+                       ("regularizer_weight", 0.0)):
+        if config.method in ADVERSARIAL and stored.get(field) == old:
             del stored[field]
+    return stored
+
+
+def upgrade_settings(stored: dict) -> dict:
+    """A run's settings.json as `settings` would write it today: the names and values
+    renamed since it was written (deprecation.RENAMED, RENAMED_VALUES) replaced."""
+    stored = dict(stored)
+    if stored.get("method") not in ADVERSARIAL + ("fgsm_at",):
+        stored.pop("at_norm", None)  # unused before 0.7; its new name is the penalty's
+    stored = deprecation.upgrade_config("settings.json", stored)
+    stored["method"] = deprecation.renamed_value("method", stored.get("method"), warns=False)
     return stored

@@ -5,19 +5,19 @@ from typing import Optional
 
 import keras
 
-from keras_gradreg import adversarial_training
-from keras_gradreg import data as data_lib
-from keras_gradreg import model as model_lib
 from keras_gradreg import architectures
+from keras_gradreg import data as data_lib
+from keras_gradreg import models
+from keras_gradreg.regularizers import trades
 from keras_gradreg.training.config import PAPER_SCHEDULE
-from keras_gradreg.training.config import SINGLE_STEP
 from keras_gradreg.training.config import TrainConfig
+
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """The run's optimizer; the paper's schedule counts optimizer updates (free adversarial
-    training makes free_replays of them per batch)."""
+    training makes `replays` of them per batch)."""
     if config.method == "free_at":
-        steps_per_epoch *= config.free_replays
+        steps_per_epoch *= config.replays
     learning_rate = config.learning_rate
     if config.schedule == "paper":
         boundaries = [int(f * config.epochs * steps_per_epoch) for f, _ in PAPER_SCHEDULE]
@@ -30,29 +30,36 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         if config.weight_decay else keras.optimizers.Adam(learning_rate)
 
 
+def wrap(config: TrainConfig, base: keras.Model) -> keras.Model:
+    """`base` wrapped for the run's method, not yet compiled: the one place a method
+    becomes a model (training runs and the benchmark alike)."""
+    threat = dict(epsilon=config.epsilon, attack_norm=config.attack_norm, seed=config.seed)
+    if config.method == "plain":
+        return base
+    if config.method == "free_at":
+        return models.FreeAdversarialTrainingModel.from_model(base, replays=config.replays,
+                                                              **threat)
+    if config.method == "trades":
+        return models.AdversarialTrainingModel.from_model(
+            base, attack="pgd", steps=config.attack_steps, step_size=trades.STEP_SIZE,
+            start=trades.START, regularizer="trades", regularizer_weight=config.trades_beta,
+            **threat)
+    if config.method in ("pgd_at", "fgsm_rs", "n_fgsm"):
+        return models.AdversarialTrainingModel.from_model(
+            base, attack="pgd" if config.method == "pgd_at" else config.method,
+            steps=config.attack_steps, regularizer=config.regularizer,
+            regularizer_weight=config.regularizer_weight, h=config.h, **threat)
+    return models.GradRegModel.from_model(
+        base, penalty_weight=config.penalty_weight, h=config.h, attack_norm=config.attack_norm,
+        difference=config.difference, penalty_every=config.penalty_every,
+        estimator="double_backprop" if config.method == "double_backprop" else "finite_difference")
+
+
 def build(config: TrainConfig) -> keras.Model:
     """The model of a run, wrapped for its method, not yet compiled."""
     info = data_lib.DATASETS[config.dataset]
-    base = architectures.build_model(config.model, info.image_shape, info.num_classes, config.activation)
-    if config.method == "plain":
-        return base
-    if config.method == "pgd_at":
-        return adversarial_training.AdversarialTrainingModel.from_model(
-            base, epsilon=config.at_epsilon, steps=config.at_steps, seed=config.seed,
-            attack_norm=config.at_norm)
-    if config.method in SINGLE_STEP:
-        return adversarial_training.SingleStepAdversarialModel.from_model(
-            base, epsilon=config.at_epsilon, attack_norm=config.at_norm,
-            method="fgsm_rs" if config.method == "fgsm_at" else "n_fgsm",
-            regularizer=config.at_regularizer, regularizer_weight=config.at_regularizer_weight,
-            h=config.h, seed=config.seed)
-    if config.method == "free_at":
-        return adversarial_training.FreeAdversarialTrainingModel.from_model(
-            base, epsilon=config.at_epsilon, replays=config.free_replays, seed=config.seed)
-    method = "double_backprop" if config.method == "double_backprop" else "finite_difference"
-    return model_lib.GradRegModel.from_model(
-        base, penalty_weight=config.penalty_weight, h=config.h, attack_norm=config.attack_norm,
-        difference=config.difference, method=method, penalty_every=config.penalty_every)
+    return wrap(config, architectures.build_model(config.model, info.image_shape,
+                                                  info.num_classes, config.activation))
 
 
 def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None,

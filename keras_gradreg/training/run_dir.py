@@ -14,10 +14,10 @@ from typing import Optional
 
 import keras
 
-from keras_gradreg import deprecation
 from keras_gradreg import files
 from keras_gradreg.training.config import TrainConfig
 from keras_gradreg.training.config import settings
+from keras_gradreg.training.config import upgrade_settings
 
 MODEL_FILE, TIME_FILE, SETTINGS_FILE = "model.keras", "training_time.json", "settings.json"
 HISTORY_FILE, BACKUP_DIR, STATE_FILE = "history.csv", "backup", "state.json"
@@ -79,7 +79,8 @@ def check_settings(config: TrainConfig) -> None:
     """Raises ValueError if config.model_dir holds a run (finished or not) of other settings.
 
     A model of unknown settings (no settings file beside it) counts as different.
-    Settings files written before `norm` was renamed `attack_norm` are read correctly.
+    Settings files written before a setting was renamed are read with the new names
+    (`upgrade_settings`).
     """
     path = path_in(config.model_dir, SETTINGS_FILE)
     if not os.path.exists(path):
@@ -88,7 +89,7 @@ def check_settings(config: TrainConfig) -> None:
                              "settings are unknown; choose another model_dir or pass overwrite=True.")
         return
     stored = _read_json(path)
-    stored = deprecation.upgrade_config("settings.json", stored)
+    stored = upgrade_settings(stored)
     wanted = settings(config)
     differ = [f"{k}={stored.get(k)!r} there, {wanted.get(k)!r} asked"
               for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]

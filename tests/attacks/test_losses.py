@@ -1,0 +1,40 @@
+"""The attacks' losses: DLR's invariances, and what a saturated softmax does to each."""
+
+import numpy as np
+import tensorflow as tf
+
+from helpers import attack_fn
+from helpers import broken_by
+from helpers import linear_distance
+from helpers import linear_image_problem
+import keras_gradreg as kg
+
+
+def test_dlr_is_invariant_to_shifting_and_positive_scaling_of_the_logits():
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(32, 10)), tf.float32)
+    y = tf.constant(rng.integers(0, 10, 32))
+    targets = tf.constant((y.numpy() + rng.integers(1, 10, 32)) % 10)
+    shifted = 7.0 * logits - 3.0 + tf.constant(rng.normal(size=(32, 1)), tf.float32)
+    for t in (None, targets):
+        a, b = kg.dlr_loss(logits, y, t).numpy(), kg.dlr_loss(shifted, y, t).numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert np.ptp(a) > 0.1  # not a constant
+    # untargeted DLR is positive exactly when misclassified
+    wrong = logits.numpy().argmax(1) != y.numpy()
+    np.testing.assert_array_equal(kg.dlr_loss(logits, y).numpy() > 0, wrong)
+
+
+def test_saturated_softmax_defeats_cross_entropy_attacks_but_not_dlr_margin_or_square():
+    """Logits x 1e4: the cross-entropy's gradient underflows to zero, DLR's does not.
+    CleverHans' MIM ascends the cross-entropy too; our FGM/PGD ascend the logit margin."""
+    model, x, y, w, logits = linear_image_problem(5, seed=2, side=6, scale=1e4)
+    eps = 1.5 * linear_distance(w, logits, y, "linf")
+    ce, _ = broken_by(model, x, y, "apgd_ce", "linf", eps)
+    mim = attack_fn(model, x, "mim", "linf")(x, y, eps)
+    pgd = attack_fn(model, x, "pgd", "linf")(x, y, eps)
+    fooled = lambda x_adv: np.mean(np.argmax(model.predict(np.asarray(x_adv), verbose=0), 1) != y)
+    assert ce.mean() <= 0.25 and fooled(mim) <= 0.25
+    assert broken_by(model, x, y, "apgd_t", "linf", eps)[0].all()
+    assert broken_by(model, x, y, "square", "linf", eps)[0].mean() >= 0.75
+    assert fooled(pgd) >= 0.75

@@ -1,0 +1,127 @@
+"""make_attack: each attack compiled once per model and shape, FAB-T's memory, bad input."""
+
+from concurrent import futures
+import dataclasses
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import SMALL_BUDGET
+from helpers import judge_for
+from helpers import linear_distance
+from helpers import linear_image_problem
+import keras_gradreg as kg
+from keras_gradreg.attacks import registry
+
+
+def test_too_few_classes_and_bad_budgets_are_named():
+    model, x, y, _, _ = linear_image_problem(3)
+    with pytest.raises(ValueError, match="'apgd_t' needs at least 4 classes.*has 3"):
+        kg.evaluate_autoattack(model, x, y, epsilons=0.1, verbose=0)
+    with pytest.raises(ValueError, match="'square' needs images"):
+        flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+        kg.evaluate_robustness(flat, x.reshape(len(x), 4), y, attacks=("square",), verbose=0)
+    with pytest.raises(ValueError, match="apgd_steps=0"):
+        kg.AutoAttackBudget(apgd_steps=0)
+    with pytest.raises(ValueError, match="attacks='autoatack' is not a set"):
+        kg.evaluate_robustness(model, x, y, attacks="autoatack", verbose=0)
+    with pytest.raises(ValueError, match="protocol='robustbench' is not supported"):
+        kg.evaluation.check_attacks(None, "linf", "robustbench")
+    with pytest.raises(ValueError, match="'spsa' does not support attack_norm='l2'"):
+        kg.evaluation.check_attacks(("pgd", "spsa"), "l2")
+    with pytest.raises(ValueError, match="attack='cw' is not supported.*'apgd_ce'"):
+        kg.evaluation.check_attacks(("cw",), "l2", "autoattack")  # the cascade: AutoAttack's
+
+
+def test_the_table_says_what_each_attack_supports_and_every_set_holds_known_attacks():
+    attacks = registry.ATTACKS
+    assert {n for n, a in attacks.items() if a.gradient_free} == {"spsa", "square"}
+    assert {n for n, a in attacks.items() if a.minimises_distance} == {"cw", "fab_t"}
+    assert {n for n, a in attacks.items() if a.targeted} == {"apgd_t", "fab_t"}
+    assert attacks["cw"].norms == ("l2",) and attacks["spsa"].norms == ("linf",)
+    assert registry.SETS["standard"] == ("apgd_ce", "apgd_t", "fab_t", "square")  # RobustBench's
+    for names in registry.SETS.values():
+        assert set(names) <= set(attacks)
+
+
+def test_fab_t_at_a_larger_radius_reuses_its_runs_and_breaks_what_a_fresh_run_breaks():
+    """FAB-T neither draws nor depends on eps: a second call on the same images runs only
+    the target classes the first did not, and breaks within the new radius exactly the
+    images a fresh attack breaks (the cascade's radii, run from the smallest)."""
+    model, x, y, w, logits = linear_image_problem(5, seed=8, n=12)
+    true = linear_distance(w, logits, y, "linf")
+    small, large = (np.full(len(x), np.float32(np.quantile(true, q))) for q in (0.3, 0.8))
+    calls = []
+    judge = judge_for(model, x, "linf")
+
+    def model_fn(images):
+        calls.append(len(images))
+        return judge.model_fn(images)
+
+    counting = dataclasses.replace(judge, model_fn=model_fn, cache=None)
+    settings = kg.AttackSettings(autoattack=SMALL_BUDGET)
+
+    def broken(x_adv, eps):
+        return judge.verify(x_adv, x, y, eps)[0]
+
+    remembering = registry.make_attack("fab_t", counting, settings)
+    remembering(x, y, small)
+    first = len(calls)
+    again = remembering(x, y, large)
+    second = calls[first:]
+    fresh = registry.make_attack("fab_t", counting, settings)(x, y, large)
+    np.testing.assert_array_equal(broken(again, large), broken(fresh, large))
+    assert 0 < broken(fresh, large).sum() < len(x)  # the radius separates the images
+    # after the small radius every image ran all 4 targets or stopped once broken within
+    # it, which it then is within the large one too: the second call only predicts once
+    # (once for its runner-up classes; verifying its examples predicts too, none here)
+    assert second == [len(x)]
+    np.testing.assert_array_equal(remembering(x, y, large), again)  # the same answer again
+
+
+def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
+    """The first batch size gets a graph, every other size shares one: no retracing as a
+    radius search's or a cascade's batches shrink, and the same answers as eager code."""
+    traces = []
+
+    def shifted(x, y, eps, offset):
+        traces.append(x.shape[0])  # runs only while tracing
+        return x + eps[:, None] + tf.cast(y, tf.float32)[:, None] + offset
+
+    run = registry.traced_per_image_shape(shifted, tf.TensorSpec((), tf.float32))
+    rng = np.random.default_rng(0)
+    for n in (5, 3, 5, 2, 7, 3):
+        x = rng.uniform(size=(n, 4)).astype(np.float32)
+        y, eps = rng.integers(0, 3, n), rng.uniform(size=n).astype(np.float32)
+        np.testing.assert_allclose(run(x, y, eps, np.float32(0.5)),
+                                   x + eps[:, None] + y[:, None] + 0.5, rtol=1e-6)
+    assert traces == [5, None]
+
+
+def test_batches_attacked_at_the_same_time_trace_one_graph_at_a_time():
+    """Threads (evaluation.progress.in_batches) calling a new attack at once: each graph
+    traced once, and every trace under the lock that keeps traces one at a time."""
+    traces = []
+
+    def shifted(x, y, eps):
+        traces.append((x.shape[0], registry._NEW_GRAPH.locked()))  # runs only while tracing
+        return x + eps[:, None]
+
+    run = registry.traced_per_image_shape(shifted)
+    ready = threading.Barrier(4, timeout=20)
+
+    def call(n):
+        ready.wait()
+        return run(np.ones((n, 4), np.float32), np.zeros(n, np.int64),
+                   np.full(n, 0.5, np.float32))
+
+    sizes = [5, 3, 5, 3]
+    with futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, sizes))
+    assert len(traces) == 2 and traces[1][0] is None, traces
+    assert all(locked for _, locked in traces)
+    for n, result in zip(sizes, results):
+        np.testing.assert_array_equal(result, np.full((n, 4), 1.5, np.float32))

@@ -1,0 +1,46 @@
+"""TrainConfig: one word per setting, the old names still taken, and the settings of runs
+saved by 0.6.3 matched by today's configs."""
+
+import json
+import os
+
+import pytest
+
+from keras_gradreg import training
+
+SAVED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "saved_by_0.6.3")
+
+
+@pytest.mark.parametrize("method,config", [
+    ("fgsm_at", dict(method="fgsm_rs", attack_norm="l2", epsilon=1.0,
+                     regularizer="gradient_penalty", regularizer_weight=1.0, h=0.5)),
+    ("pgd_at", dict(method="pgd_at", attack_steps=3)),
+    ("free_at", dict(method="free_at", replays=2)),
+    ("gradreg", dict(method="gradreg", attack_norm="l2"))])
+def test_the_settings_of_a_run_of_0_6_3_match_todays_config_of_it(method, config):
+    """settings.json of 0.6.3 (at_epsilon, at_norm, fgsm_at, ...) read with today's names:
+    such a run is resumed or reused, not refused as one of other settings."""
+    with open(os.path.join(SAVED, f"settings_{method}.json")) as f:
+        stored = json.load(f)
+    today = training.settings(training.validate(training.TrainConfig(model_dir="", **config)))
+    assert training.upgrade_settings(stored) == today
+    assert (stored != today) == (method != "gradreg")  # renamed: the adversarial settings
+
+
+def test_old_field_names_and_the_old_method_name_warn_and_mean_the_new_ones():
+    with pytest.warns(DeprecationWarning, match="`at_epsilon` is renamed `epsilon`"):
+        old = training.TrainConfig(model_dir="", method="pgd_at", at_epsilon=0.2, at_steps=3)
+    assert (old.epsilon, old.attack_steps) == (0.2, 3)
+    with pytest.warns(DeprecationWarning, match="method='fgsm_at' is method='fgsm_rs'"):
+        assert training.TrainConfig(model_dir="", method="fgsm_at").method == "fgsm_rs"
+    with pytest.raises(TypeError, match="`epsilon` under its old name and its new one"):
+        training.TrainConfig(model_dir="", epsilon=0.2, at_epsilon=0.1, free_replays=None)
+
+
+def test_a_method_takes_its_default_steps_and_stores_only_what_it_uses():
+    pgd = training.validate(training.TrainConfig(model_dir="", method="pgd_at"))
+    trades = training.validate(training.TrainConfig(model_dir="", method="trades"))
+    assert (pgd.attack_steps, trades.attack_steps) == (7, 10)
+    assert "trades_beta" in training.settings(trades) and "trades_beta" not in training.settings(pgd)
+    plain = training.settings(training.TrainConfig(model_dir="", method="plain"))
+    assert not {"attack_norm", "epsilon", "penalty_weight", "regularizer"} & set(plain)
