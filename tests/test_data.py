@@ -1,4 +1,8 @@
-"""Data pipelines: the offline digits, augmentation, TFDS without the network."""
+"""Data pipelines: the offline digits, augmentation, TFDS without the network, idx files."""
+
+import dataclasses
+import gzip
+import os
 
 import numpy as np
 import pytest
@@ -124,3 +128,78 @@ def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
 def test_bad_dataset_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kg.load_dataset(**kwargs)
+
+
+def _write_idx(path, array):
+    """An idx file of uint8 data, as MNIST's (gzipped if the name ends in .gz)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + np.asarray(array, np.uint8).tobytes())
+
+
+def _idx_dataset(folder, n_train=12, n_test=7, gz=True):
+    """Fashion-MNIST-shaped idx files in folder; returns their arrays by split."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        image_file, label_file = kg.data.IDX_FILES[split]
+        suffix = ".gz" if gz else ""
+        _write_idx(folder / (image_file + suffix), images)
+        _write_idx(folder / (label_file + suffix), labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_are_read_back_exactly_and_a_bad_file_is_named(tmp_path, gz):
+    arrays = _idx_dataset(tmp_path, gz=gz)
+    path = tmp_path / (kg.data.IDX_FILES["train"][0] + (".gz" if gz else ""))
+    np.testing.assert_array_equal(kg.data.read_idx(str(path)), arrays["train"][0])
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(ValueError, match="bad is not an idx file"):
+        kg.data.read_idx(str(bad))
+
+
+def test_fashion_mnist_from_idx_files_matches_the_tfds_path(tmp_path):
+    """Without TFDS' copy, the idx files of --data_dir: the same splits, shapes, dtypes and
+    range as the TFDS path (here TFDS' mock data), and the files' own values."""
+    arrays = _idx_dataset(tmp_path)
+    for split in ("train", "test"):
+        data = kg.load_dataset("fashion_mnist", split, batch_size=5, data_dir=str(tmp_path))
+        images, labels = kg.data.dataset_arrays(data)
+        np.testing.assert_allclose(images[..., 0], arrays[split][0] / 255.0, rtol=1e-6)
+        np.testing.assert_array_equal(labels, arrays[split][1])
+    with tfds.testing.mock_data(num_examples=9):
+        mocked = kg.load_dataset("fashion_mnist", "test", batch_size=5,
+                                 data_dir=str(tmp_path / "elsewhere"))
+        mocked_images, mocked_labels = kg.data.dataset_arrays(mocked)
+    assert mocked.element_spec == data.element_spec
+    assert (mocked_images.shape[1:], mocked_images.dtype, mocked_labels.dtype) == (
+        images.shape[1:], images.dtype, labels.dtype)
+    # training reads them too, one epoch of 12 images
+    stream, steps = kg.data.training_epochs("fashion_mnist", "train", batch_size=4, seed=0,
+                                            first_epoch=0, epochs=1, data_dir=str(tmp_path))
+    assert steps == 3 and sum(len(y) for _, y in stream) == 12
+
+
+def test_missing_fashion_mnist_names_tfds_the_data_dir_and_the_debian_package(tmp_path,
+                                                                               monkeypatch):
+    info = kg.data.DATASETS["fashion_mnist"]
+    monkeypatch.setitem(kg.data.DATASETS, "fashion_mnist",
+                        dataclasses.replace(info, idx_folders=(str(tmp_path / "nowhere"),)))
+    with pytest.raises(RuntimeError) as error:
+        kg.load_dataset("fashion_mnist", "test", data_dir=str(tmp_path))
+    for way in ("--download", "--data_dir", "apt-get install dataset-fashion-mnist",
+                "t10k-images-idx3-ubyte"):
+        assert way in str(error.value)
+
+
+@pytest.mark.skipif(not os.path.isdir(kg.data.DEBIAN_FASHION_MNIST),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_debian_package_gives_the_whole_fashion_mnist():
+    images, labels = kg.data._idx_split(kg.data.DEBIAN_FASHION_MNIST, "test")
+    assert images.shape == (10000, 28, 28, 1) and np.bincount(labels).tolist() == [1000] * 10
