@@ -59,8 +59,21 @@ def test_every_regime_plans_valid_runs_with_its_trained_radius_among_its_radii(n
     for config in configs.values():  # every run trains, and is judged, in the regime's norm
         assert config.attack_norm == regime.attack_norm
         assert config.epsilon == regime.epsilon
-        assert config.activation == regime.settings["activation"]
+        assert config.dataset == regime.settings.get("dataset", "offline_mnist")
+    activations = {config.activation for config in configs.values()}
+    assert regime.settings["activation"] in activations <= {"relu", "smooth_relu"}
     assert not os.listdir(tmp_path)  # planning builds nothing
+
+
+def test_the_fashion_regime_runs_every_method_on_the_whole_fashion_mnist():
+    regime = regimes.REGIMES["fashion"]
+    entries = frontier.grid(regime.base(), regime.sizes, regime.cheap)
+    methods = {e.settings["method"] for e in entries}
+    assert methods == {"plain", "gradreg", "fgsm_rs", "n_fgsm", "trades", "pgd_at"}
+    smooth = [e for e in entries if e.settings.get("activation") == "smooth_relu"]
+    assert {e.settings["penalty_every"] for e in smooth} == {1, 4}  # lazy and not
+    assert regime.base().dataset == "fashion_mnist" and regime.num_images >= 500
+    assert len(regime.seeds) == 3 and regime.epsilons == (0.1, 0.2)
 
 
 def test_the_collapse_regime_runs_each_single_step_method_and_regulariser():
