@@ -16,7 +16,14 @@ of training, Pareto-optimal runs marked, and robust error against the radius.
 training flags (--epochs, --h, ...) any setting of the regime. Killed, it resumes:
 finished runs and evaluations of the same settings are reused; results are never
 replaced without --overwrite.
+
+    python examples/frontier.py --regime=l2 --redraw=docs/data/frontier_l2.json --output_dir=out
+
+draws OUTPUT_DIR/frontier.png again from a frontier.json (any version's), ringing the
+regime's recommendation, and prints its table: nothing is trained or attacked.
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -42,6 +49,8 @@ flags.DEFINE_list("penalty_every", None, "The penalty's k's, lazy regularisation
                   "the regime's).")
 flags.DEFINE_list("pgd_steps", None, "PGD adversarial training's step counts (default: the "
                   "regime's).")
+flags.DEFINE_string("redraw", None, "A frontier.json to draw OUTPUT_DIR/frontier.png from, "
+                    "and print the table of, instead of running the regime.")
 FLAGS = flags.FLAGS
 
 
@@ -79,8 +88,28 @@ def _checked_flags() -> dict:
                 budget=kg.attacks.BUDGETS[FLAGS.autoattack_budget])
 
 
+def redraw(path: str) -> None:
+    """The plot (OUTPUT_DIR/frontier.png) and the table of a frontier.json, again."""
+    regime = regimes.REGIMES[FLAGS.regime]
+    output_dir = FLAGS.output_dir or f"runs/frontier/{FLAGS.regime}"
+    with validation.exit_on_bad_value("frontier.py"):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--redraw {path} does not exist.")
+        plot = os.path.join(output_dir, kg.frontier.RESULT_FILES["plot"])
+        shared_flags.refuse_existing([plot] if os.path.exists(plot) else [])
+    points, epsilon, norm = kg.frontier.read_frontier(path)
+    os.makedirs(output_dir, exist_ok=True)
+    with kg.files.replaced_atomically(plot) as temporary:
+        kg.frontier.draw_frontier(points, epsilon, temporary, norm, regime.recommended)
+    print(kg.frontier.format_frontier(points, epsilon, regime.num_images, norm))
+    print("wrote", plot)
+
+
 def main(argv):
     del argv
+    if FLAGS.redraw:
+        redraw(FLAGS.redraw)
+        return
     with validation.exit_on_bad_value("frontier.py"):
         run = _checked_flags()
     logging.set_verbosity(logging.INFO)  # each run's start, and the attacks' stages
@@ -88,8 +117,9 @@ def main(argv):
     norm = run["base"].attack_norm
     print()
     print(kg.frontier.format_frontier(points, run["epsilon"], run["num_images"], norm))
-    paths = kg.frontier.write_frontier(points, run["output_dir"], run["epsilon"],
-                                       overwrite=bool(FLAGS.overwrite), attack_norm=norm)
+    paths = kg.frontier.write_frontier(
+        points, run["output_dir"], run["epsilon"], overwrite=bool(FLAGS.overwrite),
+        attack_norm=norm, recommended=regimes.REGIMES[FLAGS.regime].recommended)
     print("wrote", ", ".join(paths.values()))
 
 

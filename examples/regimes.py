@@ -6,6 +6,7 @@ h is the l_inf radius in l_inf regimes and half the l2 radius in l2 ones.
 """
 
 import dataclasses
+from typing import Optional
 
 from keras_gradreg import training
 from keras_gradreg.frontier import FAST_AND_FREE
@@ -27,6 +28,8 @@ class Regime:
       cheap: the single-step (and free) entries (see frontier.grid).
       seeds: the default seeds.
       num_images: the default number of AutoAttack images.
+      recommended: the configuration docs/frontier.md recommends in the regime, from its
+        measurements (ringed in the plot), or None before they exist.
     """
 
     description: str
@@ -36,6 +39,7 @@ class Regime:
     cheap: tuple
     seeds: tuple = (0, 1, 2)
     num_images: int = 500
+    recommended: Optional[str] = None
 
     @property
     def epsilon(self) -> float:
@@ -75,7 +79,7 @@ _L2_CHEAP = (FGSM_RS, regularised("gradient penalty", "gradient_penalty", 1.0))
 REGIMES = {
     "linf_small": Regime(
         "l_inf 0.1, ReLU, 10 epochs (the main job's setting)", _LINF, _LINF_EPSILONS,
-        SMALL_GRID, FAST_AND_FREE, seeds=(0, 1)),
+        SMALL_GRID, FAST_AND_FREE, seeds=(0, 1), recommended="fgsm_rs"),
     "collapse": Regime(
         "l_inf 0.3, ReLU, 20 epochs, a 2-epoch radius ramp: single-step training collapses",
         dict(_LINF, epsilon=0.3, h=0.3, epochs=20, ramp_epochs=2), (0.2, 0.3, 0.4),
@@ -86,14 +90,16 @@ REGIMES = {
          regularised("ELLE-A", "adaptive_local_linearity", 1000.0),
          regularised("gradient penalty", "gradient_penalty", 10.0),
          regularised("gradient penalty", "gradient_penalty", 100.0),
-         regularised("GradAlign", "grad_align", 1.0)), num_images=200),
+         regularised("GradAlign", "grad_align", 1.0)), num_images=200,
+        recommended="pgd_at 3 steps"),
     "l2": Regime("l2 2.0, ReLU, 10 epochs", _L2, (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP,
-                 num_images=200),
+                 num_images=200, recommended="fgsm_rs"),
     "smooth_linf": Regime("l_inf 0.1, smooth ReLU, 10 epochs",
                           dict(_LINF, activation="smooth_relu"), _LINF_EPSILONS, SMALL_GRID,
-                          FAST_AND_FREE, seeds=(0, 1), num_images=200),
+                          FAST_AND_FREE, seeds=(0, 1), num_images=200, recommended="fgsm_rs"),
     "smooth_l2": Regime("l2 2.0, smooth ReLU, 10 epochs", dict(_L2, activation="smooth_relu"),
-                        (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP, seeds=(0, 1), num_images=100),
+                        (1.0, 2.0, 3.0), _L2_GRID, _L2_CHEAP, seeds=(0, 1), num_images=100,
+                        recommended="fgsm_rs"),
     "fashion": Regime(
         "Fashion-MNIST, all 60,000 training images, l_inf 0.1, 10 epochs, a 3-epoch ramp",
         _FASHION, (0.1, 0.2),

@@ -340,25 +340,36 @@ def existing_results(output_dir: str) -> list:
 
 
 def write_frontier(points: Sequence[Point], output_dir: str, epsilon: float,
-                   overwrite: bool = False, attack_norm: str = "linf") -> dict:
+                   overwrite: bool = False, attack_norm: str = "linf",
+                   recommended: Optional[str] = None) -> dict:
     """frontier.json, frontier.csv and frontier.png, replaced as one set (see
-    evaluation.write_set); refuses to replace existing ones unless `overwrite`.
+    evaluation.write_set); refuses to replace existing ones unless `overwrite`. The plot
+    rings `recommended`, a configuration's name, if given.
 
     Returns:
       The paths written, by kind ("json", "csv", "plot").
     """
-    from keras_gradreg import plotting  # matplotlib is imported only when plotting
-
     rows = [dataclasses.asdict(p) for p in points]
     paths = evaluation.write_set(output_dir, {
         RESULT_FILES["json"]: evaluation.output.json_writer(
             {"epsilon": epsilon, "attack_norm": attack_norm, "points": rows}),
         RESULT_FILES["csv"]: evaluation.output.csv_writer(
             list(rows[0]), [list(row.values()) for row in rows]),
-        RESULT_FILES["plot"]: lambda path: plotting.plot_frontier(points, epsilon, path,
-                                                                  _norm_text(attack_norm)),
+        RESULT_FILES["plot"]: lambda path: draw_frontier(points, epsilon, path, attack_norm,
+                                                         recommended),
     }, overwrite)
     return {kind: paths[name] for kind, name in RESULT_FILES.items()}
+
+
+def draw_frontier(points: Sequence[Point], epsilon: float, path: str,
+                  attack_norm: str = "linf", recommended: Optional[str] = None) -> None:
+    """The frontier's plot (plotting.plot_frontier) at `path`; `recommended`, a
+    configuration's name, is ringed if it is one of the points."""
+    from keras_gradreg import plotting  # matplotlib is imported only when plotting
+
+    names = [p.name for p in points]
+    plotting.plot_frontier(points, epsilon, path, _norm_text(attack_norm),
+                           recommended if recommended in names else None)
 
 
 def read_frontier(path: str) -> tuple:

@@ -1,6 +1,6 @@
 """The paper's figure: % misclassified against adversarial distance, one curve per model."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -42,31 +42,37 @@ def plot_error_curves(reports: Sequence, path: str) -> None:
     plt.close(figure)
 
 
-_COLOURS = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_at": "tab:orange",
+_COLOURS = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_rs": "tab:orange", "fgsm_at": "tab:orange",
             "n_fgsm": "tab:brown", "free_at": "tab:green", "pgd_at": "tab:red",
-            "local_linearity": "tab:purple", "adaptive_local_linearity": "tab:pink",
-            "gradient_penalty": "tab:cyan", "grad_align": "tab:olive"}
-"""A colour per training method, and per regulariser of single-step training."""
+            "trades": "tab:gray", "local_linearity": "tab:purple",
+            "adaptive_local_linearity": "tab:pink", "gradient_penalty": "tab:cyan",
+            "grad_align": "tab:olive"}
+"""A colour per training method, and per regulariser of single-step training ("fgsm_at":
+FGSM-RS's name before 0.7, in frontier files of then)."""
+_MARKERS = "osD^v<>ph*"
+"""The markers of a method's variants (lambdas, steps, activations): one colour, one marker each."""
 
 
-def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_inf") -> None:
+def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_inf",
+                  recommended: Optional[str] = None) -> None:
     """Robust error at epsilon and clean error against training time, one marker per
     configuration (frontier.Point), error bars over the seeds; the Pareto-optimal ones
-    filled and joined by the frontier's staircase. Points attacked at several radii get
-    a third panel: robust error against the radius, one line per configuration."""
+    filled and joined by the frontier's staircase; a legend names every marker (no label
+    is printed over the points); `recommended`, a configuration's name, is ringed. Points
+    attacked at several radii get a third panel: robust error against the radius."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     several = len(points[0].epsilons) > 1
-    figure, axes = plt.subplots(1, 3 if several else 2, figsize=(16 if several else 11, 4.5))
+    figure, axes = plt.subplots(1, 3 if several else 2, figsize=(15 if several else 10.5, 5.2))
     colour = lambda p: _COLOURS.get(  # noqa: E731
         p.method if p.regularizer == "none" else p.regularizer, "k")
     markers, used = {}, {}  # variants of a method (lambdas, steps) share its colour, not its marker
     for p in points:
         used[colour(p)] = used.get(colour(p), -1) + 1
-        markers[p.name] = "osD^v"[used[colour(p)] % 5]
+        markers[p.name] = _MARKERS[used[colour(p)] % len(_MARKERS)]
     panels = ((axes[0], "robust_error", "robust_spread", f"% robust error at {norm} {epsilon:g}"),
               (axes[1], "clean_error", "clean_spread", "% clean error"))
     for axis, key, spread, label in panels:
@@ -74,9 +80,11 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
             value = 100 * getattr(p, key)
             axis.errorbar(p.train_seconds, value, yerr=50 * getattr(p, spread),
                           xerr=p.seconds_spread / 2, fmt=markers[p.name], color=colour(p),
-                          markerfacecolor=colour(p) if p.pareto else "white", capsize=2)
-            axis.annotate(p.name, (p.train_seconds, value), fontsize=6, xytext=(3, 3),
-                          textcoords="offset points")
+                          markerfacecolor=colour(p) if p.pareto else "white", capsize=2,
+                          markersize=7, label=p.name if axis is axes[0] else None)
+            if p.name == recommended:
+                axis.plot(p.train_seconds, value, "o", markersize=17, markerfacecolor="none",
+                          markeredgecolor="k", markeredgewidth=1.5, zorder=5)
         axis.set_xscale("log")
         for ticks in (axis.xaxis.set_major_formatter, axis.xaxis.set_minor_formatter):
             ticks(matplotlib.ticker.LogFormatter(labelOnlyBase=False))  # 4, 6, not 4 x 10^0
@@ -85,17 +93,20 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
     best = sorted((p for p in points if p.pareto), key=lambda p: p.train_seconds)
     axes[0].step([p.train_seconds for p in best], [100 * p.robust_error for p in best],
                  where="post", color="0.6", linewidth=1, zorder=0)
-    axes[0].set_title("filled: Pareto-optimal (no run both faster and more robust)", fontsize=8)
+    title = "filled: Pareto-optimal (no run both faster and more robust)"
+    axes[0].set_title(title + ("; ringed: recommended" if recommended else ""), fontsize=8)
     if several:
         for p in points:
             axes[2].plot(p.epsilons, [100 * e for e in p.robust_errors], marker=markers[p.name],
-                         color=colour(p),
-                         label=p.name, linestyle="--" if p.method == "gradreg" else "-")
+                         color=colour(p), linestyle="--" if p.method == "gradreg" else "-",
+                         markerfacecolor=colour(p) if p.pareto else "white")
         axes[2].axvline(epsilon, color="0.85", linewidth=0.8, zorder=0)
         axes[2].set_xlabel(f"radius ({norm}); grey: the trained one")
         axes[2].set_ylabel("% robust error")
         axes[2].set_ylim(0, 100)
-        axes[2].legend(fontsize=6)
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.06 + 0.045 * -(-len(labels) // 4), 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)

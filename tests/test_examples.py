@@ -324,3 +324,15 @@ def test_frontier_refuses_bad_grid_flags_before_any_training(tmp_path):
                          (["--regime=l2", "--epsilons=1,2,40"], "epsilon=40.0 must be")]:
         assert shown in _refused("frontier.py", f"--output_dir={tmp_path}/f", *flags)
     assert not os.path.exists(tmp_path / "f")
+
+
+def test_frontier_redraws_a_saved_frontier_without_training(tmp_path):
+    saved = os.path.join(ROOT, "docs", "data", "frontier_collapse.json")
+    out = tmp_path / "again"
+    printed = _main("frontier.py", "--regime=collapse", f"--redraw={saved}", f"--output_dir={out}")
+    assert "pgd_at 3 steps" in printed and f"wrote {out / 'frontier.png'}" in printed
+    assert sorted(os.listdir(out)) == ["frontier.png"]  # no run, no evaluation
+    before = (out / "frontier.png").read_bytes()
+    shown = _refused("frontier.py", "--regime=collapse", f"--redraw={saved}", f"--output_dir={out}")
+    assert "frontier.png" in shown and (out / "frontier.png").read_bytes() == before
+    assert "does not exist" in _refused("frontier.py", f"--redraw={tmp_path}/none.json")

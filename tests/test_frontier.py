@@ -222,3 +222,29 @@ def test_the_old_radii_argument_warns_and_means_epsilons(tiny_grid, tmp_path):
             pytest.raises(ValueError, match=r"epsilon=0.1 must be one of epsilons=\[0.3\]"):
         frontier.run_frontier(tiny_grid, str(tmp_path), epsilon=0.1, radii=(0.3,), num_images=8,
                               seeds=(0,), verbose=0)
+
+
+def test_the_plot_names_every_point_in_a_legend_and_rings_the_recommended(monkeypatch, tmp_path):
+    """No label is printed over the points (the 0.6 plots' overlap): each configuration
+    is named once, in the figure's legend; the recommended one is ringed in both panels."""
+    import matplotlib.figure
+
+    saved = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "data",
+                         "frontier_collapse.json")
+    points, epsilon, norm = frontier.read_frontier(saved)
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, path, **kwargs: drawn.append(figure))
+    frontier.draw_frontier(points, epsilon, str(tmp_path / "f.png"), norm, "pgd_at 3 steps")
+    (figure,) = drawn
+    assert all(not axis.texts for axis in figure.axes)
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [p.name for p in points]
+    recommended = next(p for p in points if p.name == "pgd_at 3 steps")
+    for axis, error in zip(figure.axes[:2], (recommended.robust_error, recommended.clean_error)):
+        rings = [line for line in axis.lines if line.get_markersize() > 15]
+        assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in rings] == [
+            (recommended.train_seconds, 100 * error)]
+    drawn.clear()
+    frontier.draw_frontier(points, epsilon, str(tmp_path / "f.png"), norm, "not a point")
+    assert not [line for axis in drawn[0].axes for line in axis.lines if line.get_markersize() > 15]
