@@ -37,7 +37,7 @@ flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}, or a se
 flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
 shared_flags.define_training_flags(only=("dataset", "attack_norm", "batch_size", "seed",
                                          "data_dir", "overwrite"))
-shared_flags.define_evaluation_flags()
+shared_flags.define_evaluation_flags(top_k=True)
 FLAGS = flags.FLAGS
 
 
@@ -61,7 +61,8 @@ def main(argv):
         attacks = FLAGS.attacks
         if attacks and len(attacks) == 1 and attacks[0] in kg.attacks.SETS:
             attacks = attacks[0]  # a set's name
-        attacks = kg.evaluation.check_attacks(attacks, FLAGS.attack_norm, FLAGS.protocol)
+        top_k = 1 if FLAGS.top_k is None else FLAGS.top_k
+        attacks = kg.evaluation.check_attacks(attacks, FLAGS.attack_norm, FLAGS.protocol, top_k)
         shared_flags.refuse_existing(kg.evaluation.existing_results(FLAGS.output_dir,
                                                                     FLAGS.protocol))
         models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack
@@ -79,7 +80,7 @@ def main(argv):
                                                               overwrite=FLAGS.overwrite))
         return
     reports = [kg.evaluate_robustness(model, x, y, epsilons=epsilons, name=name(path),
-                                      training_time=seconds, **common)
+                                      training_time=seconds, top_k=top_k, **common)
                for path, (model, seconds) in models.items()]
     print(kg.format_table(reports))
     paths = kg.write_results(reports, FLAGS.output_dir, overwrite=FLAGS.overwrite)

@@ -29,13 +29,15 @@ from keras_gradreg import training
 from keras_gradreg import validation
 
 flags.DEFINE_enum("experiment", "main", list(experiments.EXPERIMENTS), "What to reproduce.")
+flags.DEFINE_list("runs", None, "Which of the experiment's runs to train and attack (default: "
+                  "all), e.g. the ones one machine has the time for.")
 flags.DEFINE_string("output_dir", None, "Models go to OUTPUT_DIR/<name>, results to "
                     "OUTPUT_DIR/results (default: runs/reproduce for the main job, "
                     "runs/EXPERIMENT otherwise).")
 shared_flags.define_training_flags(
     exclude=("model_dir", "method", "coordinator_address", "num_processes", "process_id",
              "coordinator_timeout"), unset=True)
-shared_flags.define_evaluation_flags(num_images=None)
+shared_flags.define_evaluation_flags(num_images=None, top_k=True)
 flags.DEFINE_integer("autoattack_images", None, "AutoAttack runs on the first N of the "
                      "attacked images (0: not at all; default: the experiment's).",
                      lower_bound=0)
@@ -51,24 +53,33 @@ def _given(name: str, default):
     return default if FLAGS[name].value is None else FLAGS[name].value
 
 
-def _checked_flags() -> tuple:
-    """(experiment, epsilons, the runs' configs), every flag checked before any work."""
+def _checked_flags() -> dict:
+    """The experiment, the runs' configs, the tables' norm, radii and top-k, every flag
+    checked before any work."""
     shared_flags.renamed_flags()
     experiment = experiments.EXPERIMENTS[FLAGS.experiment]
     results_dir = os.path.join(_output_dir(), "results")
     shared_flags.refuse_existing(kg.evaluation.existing_results(results_dir)
                                  + kg.evaluation.existing_results(results_dir, "autoattack"))
+    names = [name for name, _ in experiment.runs]
+    for name in FLAGS.runs or ():
+        validation.check_choice("--runs", name, tuple(names))
     configs = {name: training.validate(shared_flags.training_config(
         dict(experiment.settings, **run), model_dir=os.path.join(_output_dir(), name),
-        method=run["method"])) for name, run in experiment.runs}  # all, before any work
+        method=run["method"])) for name, run in experiment.runs
+        if name in (FLAGS.runs or names)}  # all, before any work
     first = next(iter(configs.values()))
+    norm = experiment.table_norm or first.attack_norm
     epsilons = kg.attacks.ball.check_epsilons(
         FLAGS.epsilons or experiment.epsilons
-        or kg.data.DATASETS[first.dataset].epsilons[first.attack_norm], first.attack_norm)
+        or kg.data.DATASETS[first.dataset].epsilons[norm], norm)
+    top_k = _given("top_k", experiment.top_k)
+    kg.evaluation.check_attacks(None, norm, "minimum_distance", top_k)
     if not FLAGS.overwrite:  # finished runs are reused, runs of other settings refused
         for config in configs.values():
             training.check_settings(config)
-    return experiment, epsilons, configs
+    return dict(experiment=experiment, configs=configs, norm=norm, epsilons=epsilons,
+                top_k=top_k)
 
 
 METHOD_NAMES = {"pgd_at": "PGD", "trades": "TRADES", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM",
@@ -82,24 +93,44 @@ def describe(configs: dict) -> str:
     for name, c in configs.items():
         norm = NORM_NAMES[c.attack_norm]
         if c.method == "gradreg":
-            parts.append(f"{name}: lambda={c.penalty_weight}, h={c.h}, squared "
+            parts.append(f"{name}: lambda={c.penalty_weight:g}, h={c.h:g}, squared "
                          f"{kg.DUAL_NORMS[c.attack_norm]} norm (against {norm}), "
                          f"penalised every {c.penalty_every} step(s)")
         elif c.method in training.ADVERSARIAL:
             steps = f"{c.attack_steps}-step " if c.attack_steps else ""
+            ramp = (f"radius ramped linearly from 0 over the first {c.ramp_epochs} epochs"
+                    if c.ramp_epochs else "no radius ramp")
             parts.append(f"{name}: {steps}{METHOD_NAMES[c.method]} at {norm} {c.epsilon:g}, "
-                         f"radius ramped linearly from 0 over the first {c.ramp_epochs} epochs")
+                         f"{ramp}")
     c = next(iter(configs.values()))
-    optimizer = "Adam" if c.optimizer == "adam" else "SGD"
-    parts.append(f"{c.epochs} epochs, {optimizer} lr {c.learning_rate}, batch {c.batch_size} "
-                 "for all.")
+    optimizer = "Adam" if c.optimizer == "adam" else "SGD (momentum 0.9)"
+    extras = "".join([f", {c.schedule} schedule" if c.schedule != "constant" else "",
+                      f", L2 weight decay {c.l2:g}" if c.l2 else "",
+                      f", weight decay {c.weight_decay:g}" if c.weight_decay else "",
+                      ", cutout" if c.cutout else ""])
+    parts.append(f"{c.epochs} epochs, {optimizer} lr {c.learning_rate}{extras}, batch "
+                 f"{c.batch_size} for all.")
     return "; ".join(parts)
+
+
+def format_published(experiment: experiments.Experiment) -> str:
+    """The paper's own table for the experiment, as ours is printed."""
+    header = (["model", "% clean error"] + [f"% error at {e:.4g}" for e in experiment.epsilons]
+              + ["mean distance", "training time (h)"])
+    rows = [[name, f"{clean:.2f}"] + [f"{e:.2f}" for e in errors] + [f"{distance:.3e}",
+                                                                      f"{hours:.3g}"]
+            for name, clean, errors, distance, hours in experiment.published]
+    error = f"top-{experiment.top_k} error" if experiment.top_k > 1 else "top-1 error"
+    return kg.evaluation.render_table(
+        f"published (Finlay & Oberman 2019, Table 1: their attacks CW, Boundary, LogBarrier "
+        f"and PGD, best per image, 1000 images, {error}; hours on their GPUs)", header, rows)
 
 
 def main(argv):
     del argv
     with validation.exit_on_bad_value("reproduce.py"):
-        experiment, epsilons, configs = _checked_flags()
+        plan = _checked_flags()
+    experiment, configs, epsilons = plan["experiment"], plan["configs"], plan["epsilons"]
     runs = {}
     for name, config in configs.items():
         finished = None if config.overwrite else training.finished_run(config)
@@ -116,13 +147,17 @@ def main(argv):
     reports = []
     for name, (model, seconds) in runs.items():
         print(f"{name}: attacking {len(x)} test images")
-        reports.append(kg.evaluate_robustness(model, x, y, attack_norm=first.attack_norm,
+        reports.append(kg.evaluate_robustness(model, x, y, attack_norm=plan["norm"],
                                               epsilons=epsilons, num_images=num_images,
                                               seed=first.seed, name=name,
-                                              training_time=seconds, verbose=1))
+                                              training_time=seconds, top_k=plan["top_k"],
+                                              verbose=1))
     print()
     print(kg.format_table(reports))
     print(describe(configs))
+    if experiment.published:
+        print()
+        print(format_published(experiment))
     for report in reports:
         for check in report.checks:
             if not check.passed:
@@ -136,7 +171,7 @@ def main(argv):
             print(f"{name}: AutoAttack on {autoattack_images} images at "
                   f"{', '.join(map(str, epsilons))}")
             cascade += kg.evaluate_autoattack(
-                model, x[subset], y[subset], epsilons=epsilons, attack_norm=first.attack_norm,
+                model, x[subset], y[subset], epsilons=epsilons, attack_norm=plan["norm"],
                 num_images=autoattack_images, seed=first.seed, name=name,
                 budget=kg.attacks.BUDGETS[FLAGS.autoattack_budget],
                 adversarial=by_name[name].adversarial[subset], verbose=1)

@@ -54,8 +54,11 @@ TRAINING_HELP = {
     "batch_size": "Images per batch (in training, the global batch over every device).",
     "optimizer": "adam (AdamW with --weight_decay), or sgd with momentum 0.9.",
     "learning_rate": "Initial learning rate.",
-    "schedule": "constant, or the paper's x0.2 steps at 30/60/80% of the epochs.",
-    "weight_decay": "Decoupled weight decay.",
+    "schedule": "constant; paper: the paper's CIFAR-10 x0.2 steps at 30/60/80% of the epochs; "
+                "paper_imagenet: the authors' ImageNet ramps (training.PAPER_IMAGENET_SCHEDULE).",
+    "weight_decay": "Decoupled weight decay (Keras' and AdamW's kind).",
+    "l2": "SGD's L2 weight decay as PyTorch applies it (added to the gradient before the "
+          "momentum): the paper's 5e-4 (CIFAR-10) and 1e-4 (ImageNet).",
     "cutout": "Cutout 16 in the CIFAR augmentation.",
     "strategy": "default; mirrored (TensorFlow, one machine's GPUs); data_parallel (JAX: "
                 "KERAS_BACKEND=jax, every device of every process).",
@@ -163,8 +166,10 @@ def training_config(defaults: Optional[dict] = None, **fields) -> training.Train
     return training.TrainConfig(**dict(values, **fields))
 
 
-def define_evaluation_flags(num_images: int = 1000) -> None:
-    """The flags of the evaluations: their radii, images, batch and AutoAttack's budget."""
+def define_evaluation_flags(num_images: int = 1000, top_k: bool = False) -> None:
+    """The flags of the evaluations: their radii, images, batch and AutoAttack's budget,
+    and with `top_k` the error the minimum-distance protocol measures (--top_k, default:
+    the script's)."""
     flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
                       "AutoAttack runs; default: the dataset's for the attack norm "
                       "(keras_gradreg.data.DATASETS).")
@@ -172,6 +177,10 @@ def define_evaluation_flags(num_images: int = 1000) -> None:
     flags.DEFINE_enum("autoattack_budget", "standard", list(settings.BUDGETS),
                       "AutoAttack's own budgets (standard), or 20 iterations and 1,000 "
                       "queries (quick; not for reporting).")
+    if top_k:
+        flags.DEFINE_integer("top_k", None, "The minimum-distance protocol's error: an image "
+                             "is misclassified when its label is outside the top k classes (1: "
+                             "top-1; ImageNet's protocol: 5). Default: 1, or the experiment's.")
 
 
 def evaluation_epsilons(dataset: str, attack_norm: str) -> tuple:

@@ -6,8 +6,8 @@ paper's minimum-distance protocol in TensorFlow, and the paper's bounds as Keras
 
 Runs on the TensorFlow and JAX backends of Keras (KERAS_BACKEND); importing it under
 another backend raises ImportError naming them. What a saved model may name (the models,
-the smooth ReLU and, on TensorFlow, the bound metrics) is imported with the package;
-every other public name below is imported when first used.
+the smooth ReLU, the optimizers and, on TensorFlow, the bound metrics) is imported with
+the package; every other public name below is imported when first used.
 """
 
 import keras
@@ -22,6 +22,7 @@ from keras_gradreg import activations  # registers smooth_relu, which saved mode
 from keras_gradreg import deprecation
 from keras_gradreg import lazy
 from keras_gradreg import models  # registers the classes saved models name
+from keras_gradreg import optimizers  # registers the optimizer and schedule saved models name
 from keras_gradreg import penalty
 
 if keras.backend.backend() == "tensorflow":
@@ -30,6 +31,7 @@ if keras.backend.backend() == "tensorflow":
 __version__ = "0.7.0"
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
+"""The Keras backends keras_gradreg runs on: ("tensorflow", "jax")."""
 
 _EXPORTS = {
     # models: what trains
@@ -130,6 +132,7 @@ __all__ = (
     "misclassification_margin",
     "models",
     "NonFiniteGuard",
+    "optimizers",
     "penalty",
     "plotting",
     "regularizers",

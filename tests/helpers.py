@@ -192,26 +192,28 @@ def evaluation_problem(seed=0, n=24, classes=3):
     return linear_image_problem(classes, seed, n, spread=0.15)
 
 
-def judge_for(model, x, attack_norm, batch_size=128):
+def judge_for(model, x, attack_norm, batch_size=128, top_k=1):
     """The model as the evaluations' attacks see it (attacks.judge), on images like x."""
     from keras_gradreg.attacks import judge
 
     model_fn, _, _ = judge.class_scores(model, x, batch_size)
-    return judge.Judge(model_fn, 0.0, 1.0, batch_size, attack_norm, judge.compiled_for(model))
+    return judge.Judge(model_fn, 0.0, 1.0, batch_size, attack_norm, judge.compiled_for(model),
+                       top_k)
 
 
-def attack_fn(model, x, name, attack_norm, budget=None, seed=0, **settings):
+def attack_fn(model, x, name, attack_norm, budget=None, seed=0, top_k=1, **settings):
     """registry.make_attack's f(x, y, eps) for attack `name` on the model (SMALL_BUDGET)."""
     return kg.attacks.make_attack(
-        name, judge_for(model, x, attack_norm),
+        name, judge_for(model, x, attack_norm, top_k=top_k),
         kg.AttackSettings(autoattack=budget or SMALL_BUDGET, **settings), seed)
 
 
-def broken_by(model, x, y, attack, attack_norm, eps, budget=None, seed=0):
-    """(which images `attack` breaks at radii eps, verified: misclassified, in range and
-    in radius; the distances of its examples)."""
-    x_adv = attack_fn(model, x, attack, attack_norm, budget, seed)(x, y, np.asarray(eps, np.float32))
-    return judge_for(model, x, attack_norm).verify(x_adv, x, y, eps)
+def broken_by(model, x, y, attack, attack_norm, eps, budget=None, seed=0, top_k=1, **settings):
+    """(which images `attack` breaks at radii eps, verified: misclassified (the label
+    outside the top k), in range and in radius; the distances of its examples)."""
+    x_adv = attack_fn(model, x, attack, attack_norm, budget, seed, top_k, **settings)(
+        x, y, np.asarray(eps, np.float32))
+    return judge_for(model, x, attack_norm, top_k=top_k).verify(x_adv, x, y, eps)
 
 
 def quantised(model, levels):
@@ -223,3 +225,20 @@ def quantised(model, levels):
     rounded = keras.layers.Lambda(
         lambda t: 0.0 * t + tf.stop_gradient(tf.round(t * levels) / levels))(inputs)
     return keras.Model(inputs, model(rounded))
+
+
+def lowest_class_distance(w, logits, y):
+    """Each image's exact l2 distance to the points where its label scores below every
+    other class of a 3-class linear classifier (logits = x @ w + b): out of the top 2.
+    The nearest point of the intersection of two half-spaces a_j . d >= c_j: one
+    projection if it lies in the other half-space, else the point where both are tight."""
+    out = np.empty(len(y))
+    for i, label in enumerate(y):
+        others = [j for j in range(w.shape[1]) if j != label]
+        a = np.stack([w[:, j] - w[:, label] for j in others])
+        c = np.array([logits[i, label] - logits[i, j] for j in others])
+        single = [c[j] * a[j] / (a[j] @ a[j]) for j in range(2)]
+        feasible = [d for d in single if np.all(a @ d >= c - 1e-12)]
+        both = a.T @ np.linalg.solve(a @ a.T, c)
+        out[i] = min([np.linalg.norm(d) for d in feasible] + [np.linalg.norm(both)])
+    return out

@@ -1,7 +1,8 @@
 """GradRegModel and the penalty on the JAX backend, and across backends.
 
 Under the default (TensorFlow) run, `test_the_model_tests_pass_on_jax` runs every test
-marked `both_backends` (tests/test_model.py: one step equals the float64 reference for
+marked `both_backends` (tests/models/, tests/attacks/test_ball.py and test_pgd.py,
+tests/regularizers/test_local_linearity.py: one step equals the float64 reference for
 each variant, the lazy schedule, penalty_weight=0 equals keras.Model, save/load, ...)
 and this file's JAX-only tests in a process with KERAS_BACKEND=jax.
 """
@@ -33,7 +34,8 @@ def run_python(args, backend, timeout=600, **kwargs):
 
 
 JAX_PASS = ("tests/models", "tests/regularizers", "tests/attacks/test_ball.py",
-            "tests/attacks/test_pgd.py", "tests/test_penalty.py", "tests/test_backends.py")
+            "tests/attacks/test_pgd.py", "tests/test_penalty.py", "tests/test_optimizers.py",
+            "tests/test_backends.py")
 """Where the tests marked both_backends or jax_only are (the others import TensorFlow-only
 parts at collection)."""
 

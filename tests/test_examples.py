@@ -336,3 +336,96 @@ def test_frontier_redraws_a_saved_frontier_without_training(tmp_path):
     shown = _refused("frontier.py", "--regime=collapse", f"--redraw={saved}", f"--output_dir={out}")
     assert "frontier.png" in shown and (out / "frontier.png").read_bytes() == before
     assert "does not exist" in _refused("frontier.py", f"--redraw={tmp_path}/none.json")
+
+
+def test_the_paper_experiments_hold_the_papers_settings():
+    """examples/experiments.py against Finlay & Oberman (2019): its recipe and Table 1."""
+    import experiments
+    from keras_gradreg.attacks import pgd
+
+    cifar = experiments.PAPER_CIFAR10
+    assert {k: cifar.settings[k] for k in ("dataset", "model", "optimizer", "learning_rate",
+                                           "l2", "batch_size", "epochs", "schedule", "cutout",
+                                           "h", "attack_norm")} == dict(
+        dataset="cifar10", model="resnext34_2x32", optimizer="sgd", learning_rate=0.1, l2=5e-4,
+        batch_size=128, epochs=200, schedule="paper", cutout=True, h=0.01, attack_norm="linf")
+    assert kg.training.PAPER_SCHEDULE == ((0.3, 0.2), (0.6, 0.04), (0.8, 0.008))  # 60/120/160 of 200
+    runs = dict(cifar.runs)
+    assert [runs[n]["penalty_weight"] for n in ("gradreg_l1_0.1", "gradreg_l1_1")] == [0.1, 1.0]
+    assert runs["pgd_at"] == dict(method="pgd_at", attack_steps=7)
+    assert cifar.settings["epsilon"] == 8 / 255 and runs["fgsm_rs"]["method"] == "fgsm_rs"
+    step = cifar.settings["epsilon"] * pgd.step_for_reach(7, pgd.TRAINING_REACH)
+    assert step == pytest.approx(2 / 255)  # the paper's baseline: steps of about 2/255
+    assert cifar.epsilons == (2 / 255, 8 / 255) and cifar.num_images == 1000
+    assert cifar.top_k == 1 and cifar.table_norm is None
+    assert [row[:4] for row in cifar.published] == [
+        ("undefended", 4.36, (70.82, 98.94), 6.62e-3), ("gradreg_l1_0.1", 6.45, (24.92, 70.41), 2.35e-2),
+        ("gradreg_l1_1", 9.02, (18.47, 58.69), 3.34e-2), ("pgd_at", 16.33, (22.86, 46.02), 4.07e-2)]
+    assert [row[4] for row in cifar.published] == [2.06, 5.22, 5.15, 12.10]
+
+    imagenet = experiments.PAPER_IMAGENET
+    scale = experiments.IMAGENET_PIXEL_STD
+    assert scale == pytest.approx(np.mean([0.229, 0.224, 0.225]), abs=1e-3)
+    assert {k: imagenet.settings[k] for k in ("dataset", "model", "optimizer", "l2",
+                                              "attack_norm", "epochs")} == dict(
+        dataset="imagenet2012", model="resnet50", optimizer="sgd", l2=1e-4, attack_norm="l2",
+        epochs=29)
+    assert imagenet.settings["h"] / scale == pytest.approx(0.01)  # in normalised units
+    lambdas = [dict(imagenet.runs)[n]["penalty_weight"] / scale**2
+               for n in ("gradreg_l2_0.1", "gradreg_l2_1")]
+    assert lambdas == pytest.approx([0.1, 1.0])
+    assert (imagenet.top_k, imagenet.table_norm, imagenet.epsilons) == (5, "linf", (2 / 255, 8 / 255))
+    assert [row[:2] for row in imagenet.published] == [
+        ("undefended", 6.94), ("gradreg_l2_0.1", 7.66), ("gradreg_l2_1", 10.26)]
+    assert [row[2] for row in imagenet.published] == [(90.21, 98.94), (70.56, 97.53), (52.79, 95.93)]
+
+
+@pytest.mark.processes
+def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
+    """The paper's ResNeXt trained a few steps on TFDS' mock data with the paper's
+    optimizer, as the penalty and as PGD-AT, attacked by both protocols and printed beside
+    the published table; a flag given wins over the experiment's setting. (--runs: two of
+    the five, each a ResNeXt traced for training and for every attack.)"""
+    import tensorflow_datasets as tfds
+
+    tiny = (f"--output_dir={tmp_path}", "--experiment=paper_cifar10", "--epochs=1",
+            "--train_limit=8", "--batch_size=4", "--num_images=4", "--autoattack_images=2",
+            "--autoattack_budget=quick")
+    assert "--runs='gradreg' is not supported" in _refused("reproduce.py", *tiny, "--runs=gradreg")
+    names = ["gradreg_l1_0.1", "pgd_at"]
+    with tfds.testing.mock_data(num_examples=16):
+        printed = _main("reproduce.py", *tiny, f"--runs={','.join(names)}")
+    assert "published (Finlay & Oberman 2019" in printed and "70.82" in printed
+    assert "SGD (momentum 0.9) lr 0.1, paper schedule, L2 weight decay 0.0005, cutout" in printed
+    assert f"7-step PGD at l_inf {8 / 255:g}, no radius ramp" in printed
+    results = json.load(open(tmp_path / "results" / "results.json"))
+    assert [r["name"] for r in results] == names
+    assert list(results[0]["error_at"]) == [f"{2 / 255:g}", f"{8 / 255:g}"]
+    cascade = json.load(open(tmp_path / "results" / "autoattack.json"))
+    assert [r["name"] for r in cascade] == [n for n in names for _ in range(2)]
+    assert sorted(os.listdir(tmp_path)) == sorted(names + ["results"])
+    for name in names:
+        settings = json.load(open(tmp_path / name / kg.training.SETTINGS_FILE))
+        assert (settings["model"], settings["l2"], settings["epochs"]) == ("resnext34_2x32", 5e-4, 1)
+        assert keras.models.load_model(tmp_path / name / "model.keras").optimizer.l2 == 5e-4
+
+
+@pytest.mark.processes
+def test_the_paper_imagenet_experiment_runs_end_to_end_on_mock_data(tmp_path):
+    """ResNet-50 with the converted squared l2 penalty, the authors' schedule, top-5
+    error in l_inf: a few steps on TFDS' mock ImageNet."""
+    import tensorflow_datasets as tfds
+
+    tiny = (f"--output_dir={tmp_path}", "--experiment=paper_imagenet", "--epochs=1",
+            "--train_limit=2", "--batch_size=2", "--num_images=2", "--autoattack_images=0",
+            "--runs=gradreg_l2_0.1")
+    with tfds.testing.mock_data(num_examples=4):
+        printed = _main("reproduce.py", *tiny)
+    assert "linf attacks (apgd_ce, pgd), best attack per image, 2 images, top-5 error" in printed
+    assert "published (Finlay & Oberman 2019" in printed and "top-5 error" in printed
+    results = json.load(open(tmp_path / "results" / "results.json"))
+    assert [(r["name"], r["top_k"], r["attack_norm"]) for r in results] == [
+        ("gradreg_l2_0.1", 5, "linf")]
+    settings = json.load(open(tmp_path / "gradreg_l2_0.1" / kg.training.SETTINGS_FILE))
+    assert (settings["attack_norm"], settings["schedule"], settings["l2"]) == ("l2", "paper_imagenet", 1e-4)
+    assert settings["penalty_weight"] == pytest.approx(0.1 * 0.226**2)

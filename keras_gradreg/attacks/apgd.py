@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradreg.attacks import ball
+from keras_gradreg.attacks import judge
 from keras_gradreg.attacks import losses
 from keras_gradreg.attacks.ball import per_example
 from keras_gradreg.attacks.ball import project
@@ -53,18 +54,23 @@ def checkpoints(steps: int) -> np.ndarray:
 
 def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, attack_norm: str,
          loss: str, steps: int, clip_min: float, clip_max: float,
-         targets: Optional[tf.Tensor] = None, seed: int = 0) -> tf.Tensor:
+         targets: Optional[tf.Tensor] = None, seed: int = 0, top_k: int = 1) -> tf.Tensor:
     """APGD from a random point on the eps-sphere (Croce & Hein 2020, Algorithm 1).
 
     Args:
       model_fn: images -> logits.
-      x, y: images and integer labels; eps: (batch,) radii.
+      x: images.
+      y: their integer labels.
+      eps: (batch,) radii.
       attack_norm: "linf" or "l2".
       loss: "ce" or "dlr" (targeted when `targets` are given).
       steps: iterations.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       targets: target classes (batch,) for the targeted DLR loss.
       seed: seeds the random start, drawn with the stateless seed (seed, 0).
+      top_k: an image is misclassified once its label is outside the top k classes
+        (judge.fooled).
 
     Returns:
       Per image, a misclassified example within eps if one was met (the first one), else
@@ -84,8 +90,7 @@ def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, atta
             tape.watch(images)
             logits = model_fn(images)
             values = loss_of(logits, y, targets)
-        fooled = tf.not_equal(tf.argmax(logits, axis=-1, output_type=y.dtype), y)
-        return values, tape.gradient(values, images), fooled
+        return values, tape.gradient(values, images), judge.fooled(logits, y, top_k)
 
     radius = per_example(eps, x)
     targets = y if targets is None else targets

@@ -1,7 +1,9 @@
 """The model as the attacks see it (float32 logits, compiled once per model and image
-shape) and the judge that verifies every adversarial example they return: misclassified,
+shape) and the judge that verifies every adversarial example they return: misclassified
+(the label outside the top k classes: top-1 by default, top-5 for ImageNet's protocol),
 inside the data range and, where a radius is given, within it. Every protocol, search
-and attack counts an example as adversarial here, and nowhere else."""
+and attack counts an example as adversarial here (`fooled` inside the attacks' graphs,
+`Judge.verify` on what they return), and nowhere else."""
 
 import dataclasses
 import weakref
@@ -65,6 +67,17 @@ class _Logits:
         return self._logits(images) if tf.inside_function() else self._compiled(images)
 
 
+def fooled(logits: tf.Tensor, y: tf.Tensor, top_k: int = 1) -> tf.Tensor:
+    """Per image, whether the label is outside the `top_k` highest-scoring classes: for
+    top_k = 1, whether the argmax is another class; for k > 1, whether at least k other
+    classes score strictly higher than the label."""
+    if top_k == 1:
+        return tf.not_equal(tf.argmax(logits, axis=-1, output_type=y.dtype), y)
+    label = tf.gather(logits, y, axis=1, batch_dims=1)
+    higher = tf.reduce_sum(tf.cast(logits > label[:, None], tf.int32), axis=-1)
+    return higher >= top_k
+
+
 def batches(indices: np.ndarray, batch_size: int) -> list:
     """Consecutive slices of `indices`, batch_size at a time (the last one shorter)."""
     return [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -76,10 +89,12 @@ class Judge:
 
     Attributes:
       model_fn: images -> float32 logits (see `class_scores`).
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       batch_size: images per call of the model or an attack.
       attack_norm: the norm radii are measured in.
       cache: the functions compiled on the model (see `compiled_for`).
+      top_k: an image is misclassified when its label is outside the top k classes.
     """
 
     model_fn: Any
@@ -88,6 +103,7 @@ class Judge:
     batch_size: int
     attack_norm: str
     cache: Optional[dict] = None
+    top_k: int = 1
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The predicted class of each image."""
@@ -95,15 +111,24 @@ class Judge:
                                batches(np.arange(len(images)), self.batch_size)]
                               or [np.zeros(0, np.int64)])
 
+    def misclassified(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Per image, whether its label is outside the model's top `top_k` classes."""
+        if self.top_k == 1:
+            return self.predict(images) != labels
+        return np.concatenate([np.asarray(fooled(self.model_fn(images[idx]),
+                                                 tf.constant(labels[idx], tf.int64), self.top_k))
+                               for idx in batches(np.arange(len(images)), self.batch_size)]
+                              or [np.zeros(0, bool)])
+
     def verify(self, x_adv: np.ndarray, x: np.ndarray, labels: np.ndarray,
                eps: Any = None) -> tuple:
-        """(whether each x_adv is adversarial, its distance to x): misclassified, inside
-        the data range and, with `eps` (one radius or one per image), within it up to
-        float32 rounding (ball.within_radius)."""
+        """(whether each x_adv is adversarial, its distance to x): misclassified (see
+        `misclassified`), inside the data range and, with `eps` (one radius or one per
+        image), within it up to float32 rounding (ball.within_radius)."""
         size = ball.perturbation_size(x_adv, x, self.attack_norm)
         in_range = np.all((x_adv >= self.clip_min) & (x_adv <= self.clip_max),
                           axis=tuple(range(1, x_adv.ndim)))
-        ok = in_range & (self.predict(x_adv) != labels)
+        ok = in_range & self.misclassified(x_adv, labels)
         if eps is not None:
             ok &= ball.within_radius(size, eps, self.attack_norm, x.shape[1:], self.clip_min,
                                      self.clip_max)

@@ -12,6 +12,7 @@ from keras import ops
 from keras_gradreg import validation
 
 MARGINS = ("probability", "logit")
+"""The margins of the bounds: the paper's on softmax probabilities, or on logits."""
 
 
 def _integer_labels(y: Any, scores: Any) -> Any:
@@ -51,11 +52,19 @@ def misclassification_margin(outputs: Any, y: Any, *, from_logits: bool = True,
     return best_other - true_score
 
 
-def margin(logits: Any, y: Any) -> Any:
+def margin(logits: Any, y: Any, top_k: int = 1) -> Any:
     """max_{j != y} z_j - z_y, positive exactly when misclassified (the CW loss). Its
     maximiser in a ball crosses the nearest decision boundary, which is what a minimum
-    distance needs."""
-    return misclassification_margin(logits, y, margin="logit")
+    distance needs. With `top_k` = k > 1, the k-th largest z_j (j != y) instead of the
+    largest: positive exactly when y is outside the top k (the ImageNet protocol's top-5
+    error)."""
+    if top_k == 1:
+        return misclassification_margin(logits, y, margin="logit")
+    logits = ops.cast(logits, "float32")
+    true_class = ops.equal(ops.arange(ops.shape(logits)[-1], dtype="int32")[None, :],
+                           ops.cast(ops.reshape(_integer_labels(y, logits), (-1, 1)), "int32"))
+    others, _ = ops.top_k(ops.where(true_class, float("-inf"), logits), top_k)
+    return others[:, top_k - 1] - ops.sum(ops.where(true_class, logits, 0.0), axis=-1)
 
 
 def cross_entropy(logits: Any, y: Any) -> Any:

@@ -80,13 +80,15 @@ def pgd(model: Callable, loss_fn: Callable, x: Any, y: Any, epsilon: Any, *, ste
     Args:
       model: called as `model(x, training=False)`; a Keras model, or logits of images.
       loss_fn: (y, outputs) -> per-example loss, which the steps ascend.
-      x, y: a batch (one input tensor) and its targets (whatever loss_fn takes).
+      x: a batch (one input tensor).
+      y: its targets (whatever loss_fn takes).
       epsilon: the radius: a number, or one per example (shape (batch,)).
       steps: gradient steps.
       step_size: each step, a multiple of epsilon (see `step_for_reach`).
       seed: a stateless seed, shape (2,), for the random start.
       attack_norm: "linf" or "l2".
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       start: the random start's radius, a multiple of epsilon (0: start at x).
       projected: project each step back onto the epsilon-ball (else only into the range).
 

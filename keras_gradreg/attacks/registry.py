@@ -13,6 +13,7 @@ from keras_gradreg import validation
 from keras_gradreg.attacks import apgd
 from keras_gradreg.attacks import ball
 from keras_gradreg.attacks import fab
+from keras_gradreg.attacks import judge as judge_lib
 from keras_gradreg.attacks import losses
 from keras_gradreg.attacks import pgd
 from keras_gradreg.attacks import square
@@ -36,6 +37,8 @@ class AttackSpec:
         runs it once, without a search over radii.
       min_classes: the fewest classes of a model it can attack.
       images_only: needs (batch, height, width, channels) inputs.
+      any_top_k: can push the label out of the top k classes for any k (top-5 error);
+        the others aim at top-1 misclassification only (a DLR ratio, a target class).
     """
 
     description: str
@@ -47,10 +50,12 @@ class AttackSpec:
     minimises_distance: bool = False
     min_classes: int = 2
     images_only: bool = False
+    any_top_k: bool = False
 
 
 ATTACKS = {
-    "pgd": AttackSpec("PGD on the margin loss from a random start (Madry et al. 2018)"),
+    "pgd": AttackSpec("PGD on the margin loss from a random start (Madry et al. 2018)",
+                      any_top_k=True),
     "fgm": AttackSpec("CleverHans' fast gradient method on the margin loss", cleverhans=True),
     "bim": AttackSpec("CleverHans' basic iterative method on the margin loss", cleverhans=True),
     "mim": AttackSpec("CleverHans' momentum iterative method (cross-entropy)", cleverhans=True),
@@ -58,14 +63,14 @@ ATTACKS = {
                      cleverhans=True, minimises_distance=True),
     "spsa": AttackSpec("CleverHans' SPSA, mended for Keras 3", norms=("linf",), cleverhans=True,
                        gradient_free=True),
-    "apgd_ce": AttackSpec("APGD on the cross-entropy", autoattack=True),
+    "apgd_ce": AttackSpec("APGD on the cross-entropy", autoattack=True, any_top_k=True),
     "apgd_dlr": AttackSpec("APGD on the untargeted DLR loss", autoattack=True, min_classes=3),
     "apgd_t": AttackSpec("APGD on the targeted DLR loss", autoattack=True, targeted=True,
                          min_classes=4),
     "fab_t": AttackSpec("FAB, targeted", autoattack=True, targeted=True,
                         minimises_distance=True),
     "square": AttackSpec("the Square Attack (Andriushchenko et al. 2020)", autoattack=True,
-                         gradient_free=True, images_only=True),
+                         gradient_free=True, images_only=True, any_top_k=True),
 }
 """Every attack the evaluations run, by name."""
 
@@ -73,27 +78,33 @@ SETS = {
     "minimum_distance": ("apgd_ce", "apgd_dlr", "fab_t"),
     "autoattack": ("apgd_ce", "apgd_dlr", "fab_t", "square"),
     "standard": ("apgd_ce", "apgd_t", "fab_t", "square"),
+    "top_k": ("apgd_ce", "pgd"),
 }
 """Named sets of attacks, in the order they run. "minimum_distance": the paper's protocol's
 default (AutoAttack's gradient attacks in a search over radii: on the main job's models
-as cheap as CleverHans' FGM, PGD and MIM and stronger, docs/evaluation.md);
-"autoattack": those and Square; "standard": AutoAttack's standard cascade (RobustBench)."""
+as cheap as CleverHans' FGM, PGD and MIM and stronger, docs/guides/evaluation.md);
+"autoattack": those and Square; "standard": AutoAttack's standard cascade (RobustBench);
+"top_k": the minimum-distance protocol's default for top-k error, k > 1 (ImageNet's
+top-5): the gradient attacks whose loss and success test take any k."""
 
 
-def check_attacks(attacks: Any, attack_norm: str, default: str, autoattack_only: bool = False
-                  ) -> tuple:
+def check_attacks(attacks: Any, attack_norm: str, default: str, autoattack_only: bool = False,
+                  top_k: int = 1) -> tuple:
     """The attacks to run, by name, or a ValueError naming a bad one.
 
     Args:
-      attacks: names, a key of SETS, or None for SETS[default].
+      attacks: names, a key of SETS, or None for SETS[default] (SETS["top_k"] when
+        top_k > 1).
       attack_norm: "linf" or "l2".
       default: the key of SETS that None stands for.
       autoattack_only: allow AutoAttack's attacks only (the cascade).
+      top_k: the error measured: top-1, or the label outside the top k (only the attacks
+        with `any_top_k` then).
     """
     ball.check_norm(attack_norm)
     known = tuple(n for n, spec in ATTACKS.items() if spec.autoattack or not autoattack_only)
     if attacks is None:
-        names = SETS[default]
+        names = SETS["top_k" if top_k > 1 else default]
     elif isinstance(attacks, str):
         if attacks not in SETS:
             raise ValueError(f"attacks={attacks!r} is not a set of attacks; use one of "
@@ -108,6 +119,10 @@ def check_attacks(attacks: Any, attack_norm: str, default: str, autoattack_only:
         if attack_norm not in ATTACKS[name].norms:
             raise ValueError(f"Attack {name!r} does not support attack_norm={attack_norm!r} (it "
                              f"supports {ATTACKS[name].norms}).")
+        if top_k > 1 and not ATTACKS[name].any_top_k:
+            raise ValueError(
+                f"Attack {name!r} aims at top-1 misclassification; with top_k={top_k} use "
+                f"{tuple(n for n, spec in ATTACKS.items() if spec.any_top_k and n in known)}.")
     return tuple(names)
 
 
@@ -177,7 +192,7 @@ def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
 
 
 def _graph(name: str, model_fn: Callable, attack_norm: str, settings: AttackSettings,
-           clip_min: float, clip_max: float) -> Callable:
+           clip_min: float, clip_max: float, top_k: int) -> Callable:
     """Attack `name` as a TensorFlow function f(x, y, eps, targets, seed)."""
     budget = settings.autoattack
     common = dict(attack_norm=attack_norm, clip_min=clip_min, clip_max=clip_max)
@@ -185,22 +200,22 @@ def _graph(name: str, model_fn: Callable, attack_norm: str, settings: AttackSett
         return lambda x, y, eps, targets, seed: apgd.apgd(
             model_fn, x, y, eps, loss="ce" if name == "apgd_ce" else "dlr",
             targets=targets if name == "apgd_t" else None, steps=budget.apgd_steps, seed=seed,
-            **common)
+            top_k=top_k, **common)
     if name == "fab_t":
         return lambda x, y, eps, targets, seed: fab.fab(
             model_fn, x, y, targets=targets, steps=budget.fab_steps, **common)
     if name == "square":
         return lambda x, y, eps, targets, seed: square.square(
-            model_fn, x, y, eps, queries=budget.square_queries, seed=seed, **common)
+            model_fn, x, y, eps, queries=budget.square_queries, seed=seed, top_k=top_k, **common)
     if name == "pgd":
         def restarted(x, y, eps, targets, seed):
             best = x
             for restart in range(settings.restarts):
                 candidate = pgd.pgd(
-                    model_fn, lambda labels, logits: losses.margin(logits, labels), x, y, eps,
-                    steps=settings.steps, step_size=settings.pgd_step,
+                    model_fn, lambda labels, logits: losses.margin(logits, labels, top_k), x, y,
+                    eps, steps=settings.steps, step_size=settings.pgd_step,
                     seed=ball.seed_stream(tf.stack([seed, 0]), restart), **common)
-                fooled = tf.not_equal(tf.argmax(model_fn(candidate), axis=1), y)
+                fooled = judge_lib.fooled(model_fn(candidate), y, top_k)
                 best = tf.where(ball.per_example(fooled, x), candidate, best)
             return best
 
@@ -243,10 +258,11 @@ def make_attack(name: str, judge: Judge, settings: AttackSettings = AttackSettin
         return cleverhans.untraced_attack(name, judge.model_fn, settings, clip_min, clip_max)
     budget = settings.autoattack if spec.autoattack else settings
     run = traced_per_image_shape(
-        _graph(name, judge.model_fn, attack_norm, settings, clip_min, clip_max),
+        _graph(name, judge.model_fn, attack_norm, settings, clip_min, clip_max, judge.top_k),
         tf.TensorSpec((None,), tf.int64),  # targets
         tf.TensorSpec((), tf.int32),  # seed
-        cache=judge.cache, key=(name, judge.model_fn, attack_norm, budget, clip_min, clip_max))
+        cache=judge.cache,
+        key=(name, judge.model_fn, attack_norm, budget, clip_min, clip_max, judge.top_k))
 
     def untargeted(x, y, eps):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)

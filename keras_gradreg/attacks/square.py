@@ -50,7 +50,8 @@ def _bump(i: tf.Tensor, j: tf.Tensor, side: tf.Tensor, transposed: tf.Tensor) ->
 
 
 def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, attack_norm: str,
-           queries: int, clip_min: float, clip_max: float, seed: int = 0) -> tf.Tensor:
+           queries: int, clip_min: float, clip_max: float, seed: int = 0,
+           top_k: int = 1) -> tf.Tensor:
     """The Square Attack (Andriushchenko et al., ECCV 2020), untargeted, gradient-free.
 
     A random search on the logit margin z_y - max_{i != y} z_i: each query changes one
@@ -67,8 +68,11 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
       y: integer labels; eps: (batch,) radii.
       attack_norm: "linf" or "l2".
       queries: model queries per image, the start included.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       seed: seeds the random search.
+      top_k: misclassified means the label outside the top k classes: the margin is
+        losses.margin's with top_k.
 
     Returns:
       Per image, the point of smallest margin found.
@@ -161,7 +165,7 @@ def square(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, *, at
         1.0-1.2 ms a query on 128 digits as TensorFlow ops, 0.17-0.19 ms as XLA, beside
         1.4 ms for the small CNN's forward pass; this CPU); the model and the random
         draws stay outside it, TensorFlow's on every device."""
-        value = -losses.margin(logits, y)
+        value = -losses.margin(logits, y, top_k)
         better = (value < best) & (best > 0)
         x_best = tf.where(per_example(better, x), candidate, x_best)
         best = tf.where(better, value, best)

@@ -48,7 +48,8 @@ def evaluate_autoattack(
 
     Args:
       model: a Keras classifier (logits or softmax outputs).
-      x, y: images and labels, or a dataset, as for `evaluate_robustness`.
+      x: images, or a dataset of (images, labels), as for `evaluate_robustness`.
+      y: their labels (None with a dataset).
       epsilons: the radius, or several, for one report each (in the order given). They
         run from the smallest, each attack built once, and an image broken within a
         smaller radius counts as broken within the larger ones by the same example
@@ -59,7 +60,8 @@ def evaluate_autoattack(
       budget: the attacks' budgets (an AutoAttackBudget; default "standard").
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       seed: seeds the choice of images and the attacks.
       name: the model's name (default: model.name).
       adversarial: optionally, adversarial examples found earlier, one per image of x
@@ -99,7 +101,7 @@ def evaluate_autoattack(
            for attack_name, attack in stages.items()}
     if images.given is not None:  # looked up by position, before the cascade
         run = {GIVEN: lambda idx, eps: images.given[idx], **run}
-    broken_by = np.where(judge.predict(x) == y, "none", "clean").astype(object)
+    broken_by = np.where(judge.misclassified(x, y), "clean", "none").astype(object)
     examples = x.copy()
     reports = {}
     for eps in sorted(set(radii)):

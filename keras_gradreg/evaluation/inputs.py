@@ -23,7 +23,8 @@ minimum_distance, each image's smallest adversarial distance (the paper's table,
 (`evaluate_autoattack`, the protocol of RobustBench)."""
 
 
-def check_attacks(attacks: Any, attack_norm: str, protocol: str = "minimum_distance") -> tuple:
+def check_attacks(attacks: Any, attack_norm: str, protocol: str = "minimum_distance",
+                  top_k: int = 1) -> tuple:
     """The attacks a protocol is to run, or a ValueError naming a bad one.
 
     Args:
@@ -31,10 +32,15 @@ def check_attacks(attacks: Any, attack_norm: str, protocol: str = "minimum_dista
         default; the cascade runs AutoAttack's attacks only.
       attack_norm: "linf" or "l2".
       protocol: a key of PROTOCOLS.
+      top_k: the error measured (top-k; the cascade measures top-1 only).
     """
     validation.check_choice("protocol", protocol, tuple(PROTOCOLS))
+    top_k = validation.check_number("top_k", top_k, low=1, low_open=False, integer=True)
+    if protocol == "autoattack" and top_k != 1:
+        raise ValueError(f"top_k={top_k!r}: AutoAttack's cascade measures top-1 error; the "
+                         "minimum-distance protocol (evaluate_robustness) measures top-k.")
     return registry.check_attacks(attacks, attack_norm, PROTOCOLS[protocol],
-                                  autoattack_only=protocol == "autoattack")
+                                  autoattack_only=protocol == "autoattack", top_k=top_k)
 
 
 def as_arrays(x: Any, y: Any, num_images: int) -> tuple:
@@ -128,13 +134,16 @@ class CheckedInputs:
 def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: Any,
             attack_norm: str, epsilons: Optional[Sequence[Any]], num_images: Any,
             batch_size: Any, clip_min: float, clip_max: float, seed: int,
-            workers: Optional[int] = None, given: Optional[np.ndarray] = None) -> CheckedInputs:
+            workers: Optional[int] = None, given: Optional[np.ndarray] = None,
+            top_k: int = 1) -> CheckedInputs:
     """Checks every argument and the data, then chooses the images: the first step of
     both protocols, so that a bad value is named before any attack runs.
 
     Args:
       caller: the public function, named in the backend's error.
-      model, x, y: as for `evaluate_robustness`.
+      model: as for `evaluate_robustness`.
+      x: as for `evaluate_robustness`.
+      y: as for `evaluate_robustness`.
       protocol: a key of PROTOCOLS.
       attacks: as for `check_attacks`.
       attack_norm: "linf" or "l2".
@@ -142,10 +151,12 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
         within its largest distance).
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       seed: chooses the images.
       workers: batches attacked at the same time (progress.workers).
       given: optionally, one earlier adversarial example per image of x.
+      top_k: misclassified means the label outside the top k classes (1 <= k < classes).
 
     Returns:
       The CheckedInputs.
@@ -156,10 +167,12 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
     batch_size = validation.check_number("batch_size", batch_size, low=1, low_open=False,
                                          integer=True)
     workers = progress.workers(workers)
-    attacks = check_attacks(attacks, attack_norm, protocol)
+    attacks = check_attacks(attacks, attack_norm, protocol, top_k)
     x, y = as_arrays(x, y, num_images)
     check_shape(model, x)
     model_fn, probabilities, num_classes = class_scores(model, x, batch_size)
+    if top_k >= num_classes:
+        raise ValueError(f"top_k={top_k} must be below the model's {num_classes} classes.")
     y = integer_labels(y, num_classes)
     dims = int(np.prod(x.shape[1:]))
     largest = ball.max_radius(attack_norm, clip_min, clip_max, dims)
@@ -176,7 +189,8 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
                                                          replace=False))
     return CheckedInputs(
         x=x[indices].astype(np.float32), y=y[indices].astype(np.int64), indices=indices,
-        judge=Judge(model_fn, clip_min, clip_max, batch_size, attack_norm, compiled_for(model)),
+        judge=Judge(model_fn, clip_min, clip_max, batch_size, attack_norm, compiled_for(model),
+                    top_k),
         attacks=attacks, epsilons=epsilons, max_eps=largest, probabilities=probabilities,
         num_classes=num_classes, workers=workers,
         given=None if given is None else np.asarray(given, np.float32)[indices])

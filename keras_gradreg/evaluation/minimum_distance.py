@@ -89,6 +89,7 @@ def evaluate_robustness(
     name: Optional[str] = None,
     training_time: Optional[float] = None,
     workers: Optional[int] = None,
+    top_k: int = 1,
     verbose: int = 1,
 ) -> RobustnessReport:
     """Attacks a classifier with every given attack and keeps each image's best one.
@@ -101,10 +102,12 @@ def evaluate_robustness(
       attack_norm: "linf" or "l2".
       epsilons: radii for "% error at eps"; default data.DEFAULT_EPSILONS scaled to the range.
       attacks: names from attacks.ATTACKS, or the name of a set of attacks.SETS; default
-        SETS["minimum_distance"] (AutoAttack's gradient attacks).
+        SETS["minimum_distance"] (AutoAttack's gradient attacks), SETS["top_k"] with
+        top_k > 1.
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
-      clip_min, clip_max: the data range; adversarial examples stay in it.
+      clip_min: the data range's lowest value; adversarial examples stay in the range.
+      clip_max: the data range's highest value.
       seed: seeds the choice of images and the attacks' randomness.
       settings: attack budgets (attacks.AttackSettings).
       sanity_checks: run the checks (on CHECK_IMAGES images: 3 PGD runs per radius and
@@ -114,6 +117,10 @@ def evaluate_robustness(
       training_time: seconds, for the table.
       workers: batches attacked at the same time, each in a thread (None: 2 without a
         GPU, 1 with one; see evaluation.progress.workers). The results do not depend on it.
+      top_k: the error measured: an image is misclassified when its label is outside the
+        top k classes (1: top-1 error; 5: ImageNet's top-5 error, the paper's). With k > 1
+        only the attacks that take any k run (attacks.ATTACKS' any_top_k), and the L-bound
+        is that of top-1 misclassification, a lower bound on the top-k distance too.
       verbose: 1 shows a progress bar.
 
     Returns:
@@ -126,12 +133,12 @@ def evaluate_robustness(
         "evaluate_robustness", model, x, y, protocol="minimum_distance",
         attacks=attacks, attack_norm=attack_norm, epsilons=epsilons, num_images=num_images,
         batch_size=batch_size, clip_min=clip_min, clip_max=clip_max, seed=seed,
-        workers=workers)
+        workers=workers, top_k=top_k)
     x, y, judge, attacks, epsilons = (images.x, images.y, images.judge, images.attacks,
                                       images.epsilons)
     batch_size = judge.batch_size
     tf.random.set_seed(seed)  # SPSA draws from TensorFlow's global generator
-    correct = judge.predict(x) == y
+    correct = ~judge.misclassified(x, y)
     batches = -(-int(correct.sum()) // batch_size)
     square_batches = -(-int(correct[:sanity.CHECK_IMAGES].sum()) // batch_size) if (
         x.ndim == 4 and not any(registry.ATTACKS[a].gradient_free for a in attacks)) else 0
@@ -169,5 +176,5 @@ def evaluate_robustness(
         epsilons=epsilons, distances=best, best_attack=best_attack,
         attack_distances=attack_distances, adversarial=best_examples, indices=images.indices,
         search_tolerance=tolerance, checks=checks, lower_bounds=lower,
-        training_time=training_time, seconds=seconds,
+        training_time=training_time, seconds=seconds, top_k=judge.top_k,
     )

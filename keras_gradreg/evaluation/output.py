@@ -11,7 +11,9 @@ from keras_gradreg.evaluation.reports import RobustnessReport
 
 
 RESULT_FILES = {"json": "results.json", "csv": "results.csv", "plot": "error_vs_distance.png"}
+"""The minimum-distance protocol's result files (write_results), by kind."""
 AUTOATTACK_FILE = "autoattack.json"
+"""The AutoAttack protocol's result file."""
 
 
 def existing_results(output_dir: str, protocol: str = "minimum_distance") -> list:

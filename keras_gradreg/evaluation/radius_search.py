@@ -31,7 +31,8 @@ def search(attack: Callable, judge: Judge, x: np.ndarray, y: np.ndarray, max_eps
     Args:
       attack: f(x, y, eps) -> x_adv, one radius per image.
       judge: verifies the examples and measures their distance.
-      x, y: images and integer labels.
+      x: images.
+      y: their integer labels.
       max_eps: the largest radius tried.
       steps: radii tried per image after the first, at most.
       tolerance: relative bracket width at which an image's search stops.

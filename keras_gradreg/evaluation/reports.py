@@ -22,6 +22,7 @@ class SanityCheck:
 
 
 MASKING_CHECK = "gradient-free attack does not beat gradient attacks"
+"""The name of the gradient-masking sanity check, whose share is the table's last column."""
 GIVEN = "given"
 """The stage of `evaluate_autoattack` that counts adversarial examples found earlier."""
 
@@ -47,6 +48,8 @@ class RobustnessReport:
       lower_bounds: the L-bound per image, if computed (see metrics.LipschitzBound).
       training_time: seconds, if known.
       seconds: wall time of each attack, of the sanity checks and of the lower bound.
+      top_k: the error measured: an image counts as misclassified when its label is
+        outside the top k classes (1: top-1 error; ImageNet's protocol: 5).
     """
 
     name: str
@@ -62,6 +65,7 @@ class RobustnessReport:
     lower_bounds: Optional[np.ndarray] = None
     training_time: Optional[float] = None
     seconds: dict = dataclasses.field(default_factory=dict)
+    top_k: int = 1
 
     def error_at(self, eps: float, images: Optional[Sequence[int]] = None) -> float:
         """Fraction of images whose best adversarial distance is <= eps.
@@ -114,6 +118,7 @@ class RobustnessReport:
         return {
             "name": self.name,
             "attack_norm": self.attack_norm,
+            "top_k": self.top_k,
             "num_images": int(len(self.distances)),
             "clean_error": self.clean_error,
             "error_at": {f"{eps:g}": self.error_at(eps) for eps in self.epsilons},

@@ -1,4 +1,4 @@
-"""Reports as the plain-text tables the scripts print and the README shows."""
+"""Reports as the plain-text tables the scripts print and the documentation shows."""
 
 from typing import Optional, Sequence
 
@@ -38,8 +38,10 @@ def format_table(reports: Sequence[RobustnessReport]) -> str:
                _masking_cell(r)]
             for r in reports]
     first = reports[0]
+    measured = f", top-{first.top_k} error" if first.top_k > 1 else ""
     return render_table(f"{first.attack_norm} attacks ({', '.join(first.attack_distances)}), "
-                        f"best attack per image, {len(first.distances)} images", header, rows)
+                        f"best attack per image, {len(first.distances)} images{measured}",
+                        header, rows)
 
 
 def format_autoattack_table(reports: Sequence[AutoAttackReport],

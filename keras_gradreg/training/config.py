@@ -1,3 +1,7 @@
+"""TrainConfig: every setting of a training run in one dataclass, checked before any work
+(validate), saved with the run (settings.json) and read back by any later version, and the
+tables of values each setting takes."""
+
 import dataclasses
 import math
 from typing import Optional
@@ -39,9 +43,19 @@ DEFAULT_COORDINATOR_TIMEOUT = 120
 """Seconds a process waits for the coordinator (and the others) before giving up."""
 OPTIMIZERS = ("adam", "sgd")
 """Adam (AdamW with weight decay), or SGD with momentum 0.9 (the paper's)."""
-SCHEDULES = ("constant", "paper")
+SCHEDULES = ("constant", "paper", "paper_imagenet")
+"""Learning-rate schedules: constant; "paper", PAPER_SCHEDULE's steps (CIFAR-10);
+"paper_imagenet", PAPER_IMAGENET_SCHEDULE's ramps."""
 PAPER_SCHEDULE = ((0.3, 0.2), (0.6, 0.04), (0.8, 0.008))
 """The paper's CIFAR schedule (x0.2 at epochs 60, 120, 160 of 200), as fractions of the run."""
+PAPER_IMAGENET_SCHEDULE = ((0, 0.5), (8, 1.0), (15, 0.125), (15, 0.5333), (25, 0.05333),
+                           (28, 0.005333), (28, 0.005), (29, 0.0005))
+"""The authors' ImageNet schedule (cfinlay/tulip imagenet/example.sh, after fast.ai's
+DAWNBench run) as (epoch of 29, multiple of the learning rate), linear between the
+points: their per-image learning rates (lr / global batch) of each phase, the 128-, 224-
+and 288-pixel phases' batches (512, 192, 128 on four GPUs) folded into one, so that with
+--learning_rate 0.25 at --batch_size 256 the rate per image is theirs at every epoch. The
+epochs scale with --epochs."""
 RENAMED_FIELDS = ("at_epsilon", "at_norm", "at_ramp_epochs", "at_regularizer",
                   "at_regularizer_weight", "at_steps", "free_replays")
 """Fields' names before 0.7 (see deprecation.RENAMED): TrainConfig still takes them."""
@@ -78,6 +92,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     schedule: str = "constant"
     weight_decay: float = 0.0
+    l2: float = 0.0
     cutout: bool = False
     strategy: str = "default"
     mixed_precision: bool = False
@@ -144,7 +159,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         validation.check_choice(field, getattr(config, field), allowed)
     whole = dict(low=1, low_open=False, integer=True)
     numbers = {"epochs": whole, "batch_size": whole, "learning_rate": {}, "h": {},
-               "weight_decay": dict(low_open=False), "seed": dict(low_open=False, integer=True)}
+               "weight_decay": dict(low_open=False), "l2": dict(low_open=False),
+               "seed": dict(low_open=False, integer=True)}
     checked = {}
     if config.method in ADVERSARIAL:
         checked["epsilon"] = ball.check_epsilon(
@@ -158,6 +174,10 @@ def validate(config: TrainConfig) -> TrainConfig:
                 else config.attack_steps, **whole)
     checked.update({field: validation.check_number(field, getattr(config, field), **rules)
                     for field, rules in numbers.items()})
+    if config.l2 and (config.optimizer != "sgd" or config.weight_decay):
+        raise ValueError(f"l2={config.l2!r} is SGD's L2 weight decay (PyTorch's kind, with "
+                         f"optimizer='sgd' and no weight_decay); optimizer is "
+                         f"{config.optimizer!r}, weight_decay {config.weight_decay!r}.")
     checked["regularizer_weight"] = _check_regularizer(config)
     checked["penalty_weight"] = models.validate_penalty_weight(config.penalty_weight)
     checked["penalty_every"] = models.validate_penalty_every(config.penalty_every)
@@ -204,9 +224,10 @@ def check_processes(config: TrainConfig) -> dict:
 
 
 def settings(config: TrainConfig) -> dict:
-    """The settings a trained model depends on: not where files go, nor the unused ones."""
+    """The settings a trained model depends on: not where files go, nor the devices it
+    trains on (every strategy gives one device's weights, tested), nor the unused ones."""
     unused = {"model_dir", "overwrite", "download", "data_dir", "coordinator_address",
-              "num_processes", "process_id", "coordinator_timeout"}
+              "num_processes", "process_id", "coordinator_timeout", "strategy"}
     if config.method not in ADVERSARIAL:
         unused |= {"epsilon", "ramp_epochs"}
     if config.method not in ATTACK_STEPS:
@@ -232,6 +253,8 @@ def settings(config: TrainConfig) -> dict:
                        ("regularizer_weight", 0.0)):
         if config.method in ADVERSARIAL and stored.get(field) == old:
             del stored[field]
+    if not stored["l2"]:  # added in 0.7: left out at its default, as above
+        del stored["l2"]
     return stored
 
 
@@ -239,6 +262,7 @@ def upgrade_settings(stored: dict) -> dict:
     """A run's settings.json as `settings` would write it today: the names and values
     renamed since it was written (deprecation.RENAMED, RENAMED_VALUES) replaced."""
     stored = dict(stored)
+    stored.pop("strategy", None)  # stored before 0.7: a run may resume on other devices
     if stored.get("method") not in ADVERSARIAL + ("fgsm_at",):
         stored.pop("at_norm", None)  # unused before 0.7; its new name is the penalty's
     stored = deprecation.upgrade_config("settings.json", stored)

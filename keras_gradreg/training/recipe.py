@@ -8,7 +8,9 @@ import keras
 from keras_gradreg import architectures
 from keras_gradreg import data as data_lib
 from keras_gradreg import models
+from keras_gradreg import optimizers
 from keras_gradreg.regularizers import trades
+from keras_gradreg.training.config import PAPER_IMAGENET_SCHEDULE
 from keras_gradreg.training.config import PAPER_SCHEDULE
 from keras_gradreg.training.config import TrainConfig
 
@@ -23,6 +25,13 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         boundaries = [int(f * config.epochs * steps_per_epoch) for f, _ in PAPER_SCHEDULE]
         values = [config.learning_rate] + [config.learning_rate * m for _, m in PAPER_SCHEDULE]
         learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if config.schedule == "paper_imagenet":
+        last = PAPER_IMAGENET_SCHEDULE[-1][0]
+        learning_rate = optimizers.PiecewiseLinear(
+            [e / last * config.epochs * steps_per_epoch for e, _ in PAPER_IMAGENET_SCHEDULE],
+            [config.learning_rate * m for _, m in PAPER_IMAGENET_SCHEDULE])
+    if config.optimizer == "sgd" and config.l2:
+        return optimizers.CoupledWeightDecaySGD(learning_rate, momentum=0.9, l2=config.l2)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=False,
                                     weight_decay=config.weight_decay or None)

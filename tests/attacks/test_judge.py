@@ -4,6 +4,7 @@ import gc
 import weakref
 
 import numpy as np
+import tensorflow as tf
 
 from helpers import FAST
 from helpers import evaluation_problem
@@ -59,3 +60,19 @@ def test_an_example_counts_when_misclassified_in_range_and_within_its_radius():
     ok, size = verify(moved, x, other, eps=np.full(8, 0.01))
     np.testing.assert_allclose(size, 0.02, rtol=1e-5)
     assert not ok.any() and verify(moved, x, other, eps=0.03)[0].all()
+
+
+def test_top_k_misclassification_counts_the_classes_scoring_strictly_higher():
+    fooled = judge.fooled
+    logits = tf.constant([[3.0, 2.0, 1.0, 0.0], [0.0, 3.0, 2.0, 1.0], [1.0, 1.0, 0.0, 5.0]])
+    y = tf.constant([0, 0, 1], tf.int64)
+    assert fooled(logits, y, 1).numpy().tolist() == [False, True, True]
+    assert fooled(logits, y, 2).numpy().tolist() == [False, True, False]  # a tie is no higher
+    assert fooled(logits, y, 3).numpy().tolist() == [False, True, False]
+    model, x, labels, _, scores = evaluation_problem(seed=2, n=16)
+    for k in (1, 2):
+        verifier = judge_for(model, x, "l2", batch_size=5)
+        verifier.top_k = k
+        higher = (scores > scores[np.arange(16), labels][:, None]).sum(1)
+        np.testing.assert_array_equal(verifier.misclassified(x, labels), higher >= k)
+        np.testing.assert_array_equal(verifier.verify(x, x, labels)[0], higher >= k)

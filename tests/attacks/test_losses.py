@@ -38,3 +38,18 @@ def test_saturated_softmax_defeats_cross_entropy_attacks_but_not_dlr_margin_or_s
     assert broken_by(model, x, y, "apgd_t", "linf", eps)[0].all()
     assert broken_by(model, x, y, "square", "linf", eps)[0].mean() >= 0.75
     assert fooled(pgd) >= 0.75
+
+
+def test_the_top_k_margin_is_the_kth_other_logit_above_the_label():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(64, 6)).astype(np.float32)
+    y = rng.integers(0, 6, 64)
+    np.testing.assert_allclose(kg.attacks.losses.margin(logits, y, 1),
+                               kg.attacks.losses.margin(logits, y), rtol=0)
+    for k in (1, 2, 5):
+        others = np.where(np.arange(6) == y[:, None], -np.inf, logits)
+        expected = -np.sort(-others, axis=1)[:, k - 1] - logits[np.arange(64), y]
+        margin = np.asarray(kg.attacks.losses.margin(logits, y, k))
+        np.testing.assert_allclose(margin, expected, rtol=1e-6)
+        fooled = kg.attacks.judge.fooled(tf.constant(logits), tf.constant(y), k).numpy()
+        np.testing.assert_array_equal(margin > 0, fooled)

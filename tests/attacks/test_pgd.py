@@ -58,3 +58,4 @@ def test_the_step_for_a_reach_is_the_reach_over_the_steps():
     assert pgd.step_for_reach(7, pgd.TRAINING_REACH) == pytest.approx(0.25)  # 2/255 at 8/255
     assert pgd.step_for_reach(10, pgd.MADRY_REACH) == pytest.approx(0.25)
     assert pgd.VARIANTS["fgsm_rs"].step_size == 1.25 and pgd.VARIANTS["n_fgsm"].start == 2.0
+

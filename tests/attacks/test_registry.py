@@ -1,4 +1,5 @@
-"""make_attack: each attack compiled once per model and shape, FAB-T's memory, bad input."""
+"""make_attack: each attack compiled once per model and shape, FAB-T's memory, top-k
+error, bad input."""
 
 from concurrent import futures
 import dataclasses
@@ -10,9 +11,11 @@ import pytest
 import tensorflow as tf
 
 from helpers import SMALL_BUDGET
+from helpers import broken_by
 from helpers import judge_for
 from helpers import linear_distance
 from helpers import linear_image_problem
+from helpers import lowest_class_distance
 import keras_gradreg as kg
 from keras_gradreg.attacks import registry
 
@@ -125,3 +128,31 @@ def test_batches_attacked_at_the_same_time_trace_one_graph_at_a_time():
     assert all(locked for _, locked in traces)
     for n, result in zip(sizes, results):
         np.testing.assert_array_equal(result, np.full((n, 4), 1.5, np.float32))
+
+
+@pytest.mark.parametrize("attack,factor", [("pgd", 1.1), ("apgd_ce", 1.5)])
+def test_top_2_attacks_push_the_label_below_both_other_classes_near_the_exact_distance(
+        attack, factor):
+    """Three classes, l2: out of the top 2 means the label scores lowest, the nearest
+    point of two half-spaces (helpers.lowest_class_distance, checked against a solver).
+    PGD ascends the top-2 margin, a minimum of two linear functions whose kink its fixed
+    steps circle (all broken at 1.1x, 88 % at 1.02x); APGD-CE the cross-entropy, whose
+    maximiser need not leave the label lowest (all at 1.5x, half at 1.1x)."""
+    model, x, y, w, logits = linear_image_problem(3, seed=4, n=16, spread=0.05)
+    true = lowest_class_distance(w, logits, y)
+    top_1 = linear_distance(w, logits, y, "l2")
+    assert np.all(true > top_1 * 1.05) and np.all(true < 0.45)  # a real difference; inside [0, 1]
+    above, _ = broken_by(model, x, y, attack, "l2", true * factor, top_k=2)
+    below, _ = broken_by(model, x, y, attack, "l2", true * 0.98, top_k=2)
+    top_1_only, _ = broken_by(model, x, y, attack, "l2", top_1 * factor, top_k=1)
+    assert above.all() and not below.any() and top_1_only.all()
+
+
+def test_attacks_of_top_1_error_only_are_refused_with_top_k_and_the_default_is_named():
+    assert registry.check_attacks(None, "linf", "minimum_distance", top_k=5) == registry.SETS["top_k"]
+    with pytest.raises(ValueError, match=r"'fab_t' aims at top-1.*top_k=5.*'apgd_ce'"):
+        registry.check_attacks(["apgd_ce", "fab_t"], "linf", "minimum_distance", top_k=5)
+    with pytest.raises(ValueError, match="top_k=5: AutoAttack's cascade measures top-1"):
+        kg.evaluation.check_attacks(None, "linf", "autoattack", top_k=5)
+    with pytest.raises(ValueError, match="top_k=0"):
+        kg.evaluation.check_attacks(None, "linf", "minimum_distance", top_k=0)

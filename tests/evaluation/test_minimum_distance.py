@@ -1,5 +1,5 @@
 """The paper's protocol: closed-form distances, verified examples, clean errors, softmax
-outputs, label shapes, a trained CNN, and bad input refused before any attack."""
+outputs, label shapes, top-k error, a trained CNN, and bad input refused before any attack."""
 
 import dataclasses
 import json
@@ -12,6 +12,8 @@ import tensorflow as tf
 from helpers import FAST
 from helpers import evaluation_problem
 from helpers import linear_distance
+from helpers import linear_image_problem
+from helpers import lowest_class_distance
 import keras_gradreg as kg
 from keras_gradreg.evaluation import radius_search
 
@@ -206,3 +208,23 @@ def test_error_at_counts_only_the_images_asked_for_and_refuses_unevaluated_ones(
         report.error_at(0.1, images=[3, 7])
     with pytest.raises(ValueError, match="no image"):
         report.error_at(0.1, images=[])
+
+
+def test_top_2_error_is_measured_to_where_the_label_scores_lowest():
+    """Three classes, l2, top_k=2: each image's distance is that of the nearest point
+    where both other classes outscore its label (the closed form), never below it and
+    within 10 % above;
+    only the attacks that take any k run; the table and the file say top-2."""
+    model, x, y, w, logits = linear_image_problem(3, seed=4, n=16, spread=0.05)
+    report = kg.evaluate_robustness(model, x, y, attack_norm="l2", epsilons=(0.05,),
+                                    num_images=16, settings=FAST, top_k=2,
+                                    sanity_checks=False, verbose=0)
+    true = lowest_class_distance(w, logits, y)[report.indices]
+    assert np.all(report.distances >= true * (1 - 1e-4))
+    assert np.all(report.distances <= true * 1.1)  # FAST: 10 steps a radius
+    assert np.mean(true * 1.1 <= 0.05) <= report.error_at(0.05) <= np.mean(true <= 0.05)
+    assert report.clean_error == 0.0
+    assert tuple(report.attack_distances) == kg.attacks.SETS["top_k"]
+    assert "top-2 error" in kg.format_table([report]) and report.to_dict()["top_k"] == 2
+    with pytest.raises(ValueError, match="top_k=3 must be below the model's 3 classes"):
+        kg.evaluate_robustness(model, x, y, top_k=3, verbose=0)

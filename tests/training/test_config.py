@@ -24,7 +24,8 @@ def test_the_settings_of_a_run_of_0_6_3_match_todays_config_of_it(method, config
         stored = json.load(f)
     today = training.settings(training.validate(training.TrainConfig(model_dir="", **config)))
     assert training.upgrade_settings(stored) == today
-    assert (stored != today) == (method != "gradreg")  # renamed: the adversarial settings
+    unrenamed = {k: v for k, v in stored.items() if k != "strategy"}  # no longer a setting
+    assert (unrenamed != today) == (method != "gradreg")  # renamed: the adversarial settings
 
 
 def test_old_field_names_and_the_old_method_name_warn_and_mean_the_new_ones():
@@ -44,3 +45,12 @@ def test_a_method_takes_its_default_steps_and_stores_only_what_it_uses():
     assert "trades_beta" in training.settings(trades) and "trades_beta" not in training.settings(pgd)
     plain = training.settings(training.TrainConfig(model_dir="", method="plain"))
     assert not {"attack_norm", "epsilon", "penalty_weight", "regularizer"} & set(plain)
+
+
+def test_the_devices_a_run_trains_on_are_not_among_its_settings():
+    """Every strategy gives one device's weights (tests/distribution), so a run trained on
+    several GPUs, or JAX processes, resumes or is reused on one, and the other way."""
+    one = training.settings(training.TrainConfig(model_dir=""))
+    assert training.settings(training.TrainConfig(model_dir="", strategy="mirrored")) == one
+    assert "strategy" not in one
+    assert training.upgrade_settings(dict(one, strategy="data_parallel")) == one  # before 0.7
