@@ -108,7 +108,8 @@ REGIMES = {
                  dict(method="gradreg", activation="smooth_relu", penalty_weight=FASHION_LAMBDA,
                       penalty_every=k)) for k in (1, 4)),
          FGSM_RS, N_FGSM, regularised("ELLE", "local_linearity", 1000.0),
-         Entry("trades beta=6", dict(method="trades"))), num_images=500),
+         Entry("trades beta=6", dict(method="trades"))), num_images=500,
+        recommended="n_fgsm"),
 }
 """The regimes of docs/frontier.md. The fashion regime runs every method on the same small
 CNN on the whole Fashion-MNIST (the penalty with ReLU and with the smooth ReLU, lazy and
