@@ -30,14 +30,10 @@ flags.DEFINE_multi_string("model_path", None, "A saved .keras model (repeat the 
 flags.DEFINE_enum("protocol", "minimum_distance", list(kg.evaluation.PROTOCOLS),
                   "minimum_distance: each image's smallest adversarial distance, the paper's "
                   "table; autoattack: robust error at each radius under AutoAttack's cascade.")
-flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(kg.ATTACKS)}, or a set of them "
-                  f"({', '.join(kg.attacks.SETS)}); default: the protocol's "
-                  "(minimum_distance: AutoAttack's gradient attacks; autoattack: its standard "
-                  "cascade).")
 flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
 shared_flags.define_training_flags(only=("dataset", "attack_norm", "batch_size", "seed",
                                          "data_dir", "overwrite"))
-shared_flags.define_evaluation_flags(top_k=True)
+shared_flags.define_evaluation_flags(top_k=True, attacks=True)
 FLAGS = flags.FLAGS
 
 
@@ -58,11 +54,9 @@ def main(argv):
     with validation.exit_on_bad_value("evaluate.py"):
         kg.attacks.ball.check_norm(FLAGS.attack_norm)
         epsilons = shared_flags.evaluation_epsilons(FLAGS.dataset, FLAGS.attack_norm)
-        attacks = FLAGS.attacks
-        if attacks and len(attacks) == 1 and attacks[0] in kg.attacks.SETS:
-            attacks = attacks[0]  # a set's name
         top_k = 1 if FLAGS.top_k is None else FLAGS.top_k
-        attacks = kg.evaluation.check_attacks(attacks, FLAGS.attack_norm, FLAGS.protocol, top_k)
+        attacks = kg.evaluation.check_attacks(shared_flags.given_attacks(), FLAGS.attack_norm,
+                                               FLAGS.protocol, top_k)
         shared_flags.refuse_existing(kg.evaluation.existing_results(FLAGS.output_dir,
                                                                     FLAGS.protocol))
         models = {path: _load(path) for path in FLAGS.model_path}  # every one, before any attack

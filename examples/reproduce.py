@@ -37,7 +37,7 @@ flags.DEFINE_string("output_dir", None, "Models go to OUTPUT_DIR/<name>, results
 shared_flags.define_training_flags(
     exclude=("model_dir", "method", "coordinator_address", "num_processes", "process_id",
              "coordinator_timeout"), unset=True)
-shared_flags.define_evaluation_flags(num_images=None, top_k=True)
+shared_flags.define_evaluation_flags(num_images=None, top_k=True, attacks=True)
 flags.DEFINE_integer("autoattack_images", None, "AutoAttack runs on the first N of the "
                      "attacked images (0: not at all; default: the experiment's).",
                      lower_bound=0)
@@ -74,12 +74,13 @@ def _checked_flags() -> dict:
         FLAGS.epsilons or experiment.epsilons
         or kg.data.DATASETS[first.dataset].epsilons[norm], norm)
     top_k = _given("top_k", experiment.top_k)
-    kg.evaluation.check_attacks(None, norm, "minimum_distance", top_k)
+    attacks = kg.evaluation.check_attacks(shared_flags.given_attacks(), norm,
+                                          "minimum_distance", top_k)
     if not FLAGS.overwrite:  # finished runs are reused, runs of other settings refused
         for config in configs.values():
             training.check_settings(config)
     return dict(experiment=experiment, configs=configs, norm=norm, epsilons=epsilons,
-                top_k=top_k)
+                top_k=top_k, attacks=attacks)
 
 
 METHOD_NAMES = {"pgd_at": "PGD", "trades": "TRADES", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM",
@@ -148,7 +149,8 @@ def main(argv):
     for name, (model, seconds) in runs.items():
         print(f"{name}: attacking {len(x)} test images")
         reports.append(kg.evaluate_robustness(model, x, y, attack_norm=plan["norm"],
-                                              epsilons=epsilons, num_images=num_images,
+                                              attacks=plan["attacks"], epsilons=epsilons,
+                                              num_images=num_images,
                                               seed=first.seed, name=name,
                                               training_time=seconds, top_k=plan["top_k"],
                                               verbose=1))

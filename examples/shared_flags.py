@@ -166,10 +166,17 @@ def training_config(defaults: Optional[dict] = None, **fields) -> training.Train
     return training.TrainConfig(**dict(values, **fields))
 
 
-def define_evaluation_flags(num_images: int = 1000, top_k: bool = False) -> None:
-    """The flags of the evaluations: their radii, images, batch and AutoAttack's budget,
-    and with `top_k` the error the minimum-distance protocol measures (--top_k, default:
-    the script's)."""
+def define_evaluation_flags(num_images: int = 1000, top_k: bool = False,
+                            attacks: bool = False) -> None:
+    """The flags of the evaluations: their radii, images, batch and AutoAttack's budget;
+    with `top_k` the error the minimum-distance protocol measures (--top_k, default: the
+    script's); with `attacks` the attacks it runs (--attacks, read by given_attacks)."""
+    if attacks:
+        from keras_gradreg.attacks import registry  # TensorFlow: evaluate.py, reproduce.py
+        flags.DEFINE_list("attacks", None, f"Attacks, from {sorted(registry.ATTACKS)}, "
+                          f"or a set of them ({', '.join(registry.SETS)}); default: the "
+                          "protocol's (minimum_distance: AutoAttack's gradient attacks, APGD-CE "
+                          "and PGD for top-k error; autoattack: its standard cascade).")
     flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
                       "AutoAttack runs; default: the dataset's for the attack norm "
                       "(keras_gradreg.data.DATASETS).")
@@ -181,6 +188,13 @@ def define_evaluation_flags(num_images: int = 1000, top_k: bool = False) -> None
         flags.DEFINE_integer("top_k", None, "The minimum-distance protocol's error: an image "
                              "is misclassified when its label is outside the top k classes (1: "
                              "top-1; ImageNet's protocol: 5). Default: 1, or the experiment's.")
+
+
+def given_attacks():
+    """--attacks as evaluate_robustness takes it: None, a set's name, or names."""
+    from keras_gradreg.attacks import registry
+    names = FLAGS.attacks
+    return names[0] if names and len(names) == 1 and names[0] in registry.SETS else names
 
 
 def evaluation_epsilons(dataset: str, attack_norm: str) -> tuple:
