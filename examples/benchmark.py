@@ -211,8 +211,8 @@ def fit_overhead(model_name: str, variant: str, batches: int = 20, repeats: int 
 
     Two instances, each timed on its own (switching one model between train_on_batch
     and fit retraces it), after a warm-up of 3 epochs. The ratio compares the fastest
-    of `repeats` epochs with the fastest of `repeats` step rounds: on the 2-core machine
-    of the README, single epochs of plain Model.fit and GradRegModel.fit alike sometimes
+    of `repeats` epochs with the fastest of `repeats` step rounds: on a 2-core virtual
+    machine (docs/cost.md), single epochs of plain Model.fit and GradRegModel.fit alike sometimes
     took exactly twice as long with the process idle half the time, which a median of a
     few epochs does not filter out (median_ratio shows it).
     """

@@ -13,6 +13,7 @@ from keras_gradreg import activations
 from keras_gradreg import validation
 
 ACTIVATIONS = ("relu", "softplus", "smooth_relu")
+"""The zoo's activations (smooth_relu: the paper's C^1 ReLU, keras_gradreg.activations)."""
 _ACTIVATION_FUNCTIONS = {"relu": "relu", "softplus": "softplus",
                          "smooth_relu": activations.smooth_relu}
 
@@ -92,6 +93,7 @@ MODELS: dict = {
     "resnext34_2x32": resnext34_2x32,
     "resnet50": resnet50,
 }
+"""Every zoo model's builder by name (--model): (input_shape, num_classes, activation)."""
 
 
 def build_model(name: str, input_shape: tuple, num_classes: int,

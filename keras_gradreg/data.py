@@ -30,6 +30,7 @@ CIFAR_PAD = 4
 CUTOUT_SIZE = 16
 """Side of the cutout square of the paper's CIFAR recipe."""
 IMAGENET_SIZE = 224
+"""ImageNet images' side after the crop (ResNet-50's input)."""
 
 
 DIGIT_EPSILONS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)}

@@ -40,7 +40,9 @@ SMALL_GRID = {"penalty_weight": (10.0, 30.0), "penalty_every": (1, 4), "pgd_step
 """The default grid: 24 minutes for two seeds on 2 CPU cores with 500 images (measured)."""
 FULL_GRID = {"penalty_weight": (1.0, 3.0, 10.0, 30.0), "penalty_every": (1, 2, 4),
              "pgd_steps": (3, 7)}
+"""The grid of `--full_grid`: every lambda and k of the penalty, PGD-AT's step counts."""
 RESULT_FILES = {"json": "frontier.json", "csv": "frontier.csv", "plot": "frontier.png"}
+"""The files write_frontier writes, by kind."""
 NEVER_LEARNED = 0.5
 """A seed whose clean error on the evaluation images is above this never learned the task
 (the other failure of single-step training at large radii, beside a collapse)."""

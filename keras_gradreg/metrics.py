@@ -341,11 +341,10 @@ class LipschitzBound(_DistanceBound):
     Args:
       attack_norm: "linf" or "l2" (the gradient is measured in its dual).
       epsilon: None for the mean bound, or a distance for the fraction bounded above it.
-      from_logits: whether the model outputs logits.
-      margin: "probability" (the paper's) or "logit".
-      max_images: how many images one evaluation may hold; past that the result is
-        NaN and `per_image_bounds` raises.
-      name, dtype: as for any Keras metric.
+      **kwargs: `from_logits` (whether the model outputs logits, default True),
+        `margin` ("probability", the paper's, or "logit"), `max_images` (how many images
+        one evaluation may hold; past that the result is NaN and `per_image_bounds`
+        raises), `name` and `dtype` (as for any Keras metric).
     """
 
     _kind = "lipschitz"
@@ -367,8 +366,10 @@ class CurvatureBound(_DistanceBound):
     (softplus, `smooth_relu`).
 
     Args:
-      epsilon, from_logits, margin, max_images, name, dtype: as for LipschitzBound.
+      epsilon: as for LipschitzBound.
       curvature_iterations: Lanczos steps, > 0.
+      **kwargs: `from_logits`, `margin`, `max_images`, `name` and `dtype`, as for
+        LipschitzBound.
     """
 
     _kind = "curvature"

@@ -58,6 +58,7 @@ ESTIMATORS = ("finite_difference", "double_backprop")
 method), or exactly by double backpropagation (the baseline it replaces)."""
 
 LossFn = Callable[[Any, Any], Any]
+"""A per-example loss: (y_true, y_pred) -> values of shape (batch,)."""
 
 
 def at_least_float32(t: Any) -> Any:
@@ -386,14 +387,16 @@ def stateless_input_gradient_penalty(
 
     The counterpart of `keras.Model.stateless_call`: nothing is read from or written to
     the model's variables, so it can be differentiated with `jax.grad` and compiled
-    with `jax.jit` in your own loop (see the README). It also runs on TensorFlow.
+    with `jax.jit` in your own loop (docs/guides/distributed.md). It also runs on TensorFlow.
 
     Args:
       model: a built Keras model.
       trainable_variables: values of `model.trainable_variables`, in that order.
       non_trainable_variables: values of `model.non_trainable_variables` (BatchNorm
         statistics, dropout seeds), in that order.
-      x, y, loss_fn: as for `input_gradient_penalty`.
+      x: as for `input_gradient_penalty`.
+      y: as for `input_gradient_penalty`.
+      loss_fn: as for `input_gradient_penalty`.
       **options: `h`, `attack_norm`, `difference`, `estimator`, `training`,
         `sample_weight`, as for `input_gradient_penalty`.
 

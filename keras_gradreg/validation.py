@@ -39,8 +39,10 @@ def check_number(
     Args:
       name: the argument's name, for the message.
       value: what the user passed.
-      low, high: the allowed range (high may be inf: unbounded, but still finite).
-      low_open, high_open: whether each end is excluded.
+      low: the allowed range's lower end.
+      high: its upper end (may be inf: unbounded, but the value must still be finite).
+      low_open: whether low is excluded.
+      high_open: whether high is excluded.
       integer: whether only whole numbers are allowed.
       hint: appended to the message (e.g. the paper's values).
 

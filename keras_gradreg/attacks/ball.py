@@ -4,6 +4,7 @@ Everything that perturbs an input (the attacks, adversarial training, the sample
 the regularisers, the held-out monitor) builds on these, on both Keras backends.
 
 Conventions, each written once here:
+
 - a norm is per example, over every axis but the first (the batch);
 - a step is `step_size * epsilon` along the ascent direction, so `step_size` is always a
   multiple of the radius (FGSM-RS: 1.25, N-FGSM: 1.0, a PGD step: reach / steps);

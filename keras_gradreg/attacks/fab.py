@@ -28,8 +28,10 @@ def _boundary_step(w: tf.Tensor, c: tf.Tensor, lower: tf.Tensor, upper: tf.Tenso
     c, the farthest one is returned; where c <= 0, zero.
 
     Args:
-      w: (batch, dims) normals; c: (batch,) levels.
-      lower, upper: (batch, dims) box, lower <= 0 <= upper.
+      w: (batch, dims) normals.
+      c: (batch,) levels.
+      lower: (batch, dims) lower corner of the box, <= 0.
+      upper: (batch, dims) upper corner of the box, >= 0.
       attack_norm: "linf" or "l2".
       iterations: bisection steps.
 
@@ -77,11 +79,13 @@ def fab(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, *, targets: tf.Tensor, a
 
     Args:
       model_fn: images -> logits.
-      x, y: images and integer labels.
+      x: images.
+      y: their integer labels.
       targets: (batch,) target classes.
       attack_norm: "linf" or "l2".
       steps: iterations.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
 
     Returns:
       The closest misclassified point met per image, or x where none.

@@ -34,10 +34,11 @@ class AutoAttackBudget:
 
 
 STANDARD_BUDGET = AutoAttackBudget()
+"""AutoAttack's standard version's budgets (Croce & Hein 2020): what evaluate_autoattack runs."""
 SEARCH_BUDGET = AutoAttackBudget(apgd_steps=20, fab_steps=20, square_queries=1000)
 """The budgets inside evaluate_robustness's radius search (about 13 radii per image):
 measured on the main job's three models at about the cost of CleverHans' FGM, PGD and
-MIM with 20 steps, and stronger on each (docs/evaluation.md)."""
+MIM with 20 steps, and stronger on each (docs/guides/evaluation.md)."""
 BUDGETS = {"standard": STANDARD_BUDGET, "quick": SEARCH_BUDGET}
 """Named budgets for the scripts' --autoattack_budget: "standard" is AutoAttack's (what
 to report); "quick" is SEARCH_BUDGET, for a first look at a model or for tests."""
@@ -65,9 +66,12 @@ class AttackSettings:
         ones). FAB-T and CW, which minimise the distance themselves, need no start and
         always record their own. Put the attack you trust most first: it searches every
         image from the data range's width. False: every attack does.
-      cw_binary_steps, cw_iterations, cw_learning_rate: Carlini-Wagner's search over its
-        constant, its Adam steps per constant and their size.
-      spsa_samples, spsa_learning_rate, spsa_delta: SPSA's gradient estimate.
+      cw_binary_steps: Carlini-Wagner's binary search steps over its constant.
+      cw_iterations: its Adam steps per constant.
+      cw_learning_rate: their size.
+      spsa_samples: SPSA's samples per gradient estimate.
+      spsa_learning_rate: its Adam step size.
+      spsa_delta: its finite-difference step.
       autoattack: the budgets of AutoAttack's attacks inside the radius search, which
         runs each at about search_steps radii: SEARCH_BUDGET by default, 20 iterations
         like PGD's rather than the fixed-radius protocol's 100; Square's queries also

@@ -14,22 +14,23 @@ import types
 import keras
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
+"""The Keras backends with a module here; importing keras_gradreg under another raises."""
 
 KERAS_VERSIONS_CHECKED = ("3.15.1",)
 """Keras releases the private APIs below were checked on (the whole suite passes)."""
 PRIVATE_KERAS_APIS = (
     # (owner, attribute, where keras_gradreg uses it)
     ("keras.Model", "_make_function", "backend/*.lazy_train_function: fit's step function"),
-    ("keras.Model", "_compile_config", "model.compiled_loss_fn: compile's loss_weights"),
-    ("keras.Model", "_losses_override", "GradRegModel._objective: add_loss losses on JAX"),
+    ("keras.Model", "_compile_config", "models/stepped.compiled_loss_fn: compile's loss_weights"),
+    ("keras.Model", "_losses_override", "models/gradreg.GradRegModel: add_loss losses on JAX"),
     ("keras.Model", "_call_has_training_arg", "backend/jax.clean_pass"),
     ("keras.Model", "_get_state_sharding_spec", "backend/jax.lazy_train_function (JAX)"),
     ("keras.Variable", "_value", "backend/jax.keeps_variables (JAX)"),
-    ("keras.utils.Progbar", "_dynamic_display", "evaluation.progress_bar: a line per update in a log"),
+    ("keras.utils.Progbar", "_dynamic_display", "evaluation/progress.progress_bar: a line per update in a log"),
     ("tensorflow", "__internal__.distribute.strategy_supports_no_merge_call",
      "backend/tensorflow._apply_if (TensorFlow)"),
     ("tf.function", "_omit_frequent_tracing_warning",
-     "autoattack.traced_per_image_shape: no false retracing warning (TensorFlow)"),
+     "attacks/registry.traced_per_image_shape: no false retracing warning (TensorFlow)"),
 )
 """Every private Keras (or TensorFlow) API keras_gradreg uses; tests/test_backends.py fails
 naming the one a Keras upgrade removed."""

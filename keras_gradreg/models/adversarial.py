@@ -93,9 +93,11 @@ class AdversarialTrainingModel(Threat, SteppedModel):
       regularizer: one of regularizers.NAMES.
       regularizer_weight: its weight (TRADES' beta), > 0 with a regulariser, 0 without.
       h: the finite difference's step of the "gradient_penalty" regulariser.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       seed: seeds the random draws (with the optimizer step).
-      *args, **kwargs: as for `keras.Model`.
+      *args: as for `keras.Model`.
+      **kwargs: as for `keras.Model`.
     """
 
     STEP_LOGS = ("regularizer", "regularizer_weight")

@@ -50,9 +50,11 @@ class RobustnessMonitor(keras.callbacks.Callback):
     fast adversarial training), with a warning naming the epoch.
 
     Args:
-      x, y: held-out images and integer labels (a batch or two is enough).
+      x: held-out images (a batch or two is enough).
+      y: their integer labels.
       epsilon: the radius.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       attack_norm: "linf" or "l2", the ball's norm.
     """
 

@@ -33,7 +33,8 @@ class FreeAdversarialTrainingModel(Threat, SteppedModel):
       epsilon: the radius at full strength.
       replays: m, the updates per batch.
       attack_norm: "linf" (Shafahi et al.'s sign steps) or "l2".
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
       seed: kept for the monitor and the config (free training draws nothing).
     """
 

@@ -45,6 +45,7 @@ class GradRegModel(SteppedModel):
     (`LipschitzBound`, `CurvatureBound`) are computed in `evaluate` and validation only.
 
     Details, all following the authors' reference code unless stated:
+
     - the perturbed pass runs in the same mode as the clean one (training mode in
       `fit`, with batch statistics), uses the same dropout masks, and does not update
       BatchNorm moving averages (those track clean data only, as in plain training;
@@ -76,7 +77,8 @@ class GradRegModel(SteppedModel):
       estimator: "finite_difference" or "double_backprop" (the exact, slower baseline).
       penalty_every: k >= 1; penalise every k-th step only, with weight k * lambda
         (a step then costs about (k + 1.2) / k plain steps on average).
-      *args, **kwargs: as for `keras.Model` (e.g. `inputs`, `outputs`, `name`).
+      *args: as for `keras.Model` (`inputs`, `outputs`).
+      **kwargs: as for `keras.Model` (`inputs`, `outputs`, `name`).
     """
 
     def __init__(

@@ -23,6 +23,7 @@ REGULARIZERS = {
 library's finite-difference penalty (Finlay & Oberman 2019), GradAlign (Andriushchenko
 & Flammarion, NeurIPS 2020) and TRADES (Zhang et al., ICML 2019)."""
 NAMES = ("none",) + tuple(REGULARIZERS)
+"""Every value of `regularizer=` (and --regularizer): "none" and the regularisers."""
 
 
 def check(regularizer: str, weight: float) -> float:

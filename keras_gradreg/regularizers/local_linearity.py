@@ -38,7 +38,8 @@ def local_linearity_error(model: Any, x_a: Any, x_b: Any, alpha: Any, y: Any, lo
 
     Args:
       model: a Keras model (or layer), called as `model(x, training=training)`.
-      x_a, x_b: two batches of points, same shape (one input tensor).
+      x_a: a batch of points (one input tensor).
+      x_b: a second batch, of x_a's shape.
       alpha: per-example interpolation weights, shape (batch,).
       y: the targets, as the loss expects them.
       loss_fn: a Keras loss (name or object) or a callable returning per-example values.
@@ -71,7 +72,8 @@ def sample_local_linearity_triplet(x: Any, epsilon: Any, seed: Any, attack_norm:
       epsilon: the radius.
       seed: shape (2,) integers.
       attack_norm: "linf" or "l2", the ball's norm.
-      clip_min, clip_max: the data range.
+      clip_min: the data range's lowest value.
+      clip_max: the data range's highest value.
 
     Returns:
       (x_a, x_b, alpha), shaped like x, x and (batch,).

@@ -7,6 +7,7 @@ time in `config.model_dir`, and resumes from the last completed epoch if a previ
 with the same directory was interrupted.
 
 What a run guarantees:
+
 - every file it writes (model, settings, time, checkpoints) is written whole or not at
   all, so a kill -9 at any moment loses at most the epoch in progress;
 - the checkpoint of the last completed epoch (`backup/`) is kept until `model.keras` is

@@ -70,6 +70,7 @@ def _wait_for(address: str, timeout: float, where: str) -> None:
 
 
 def is_chief(config: TrainConfig) -> bool:
+    """Whether this process writes the run's files (process 0)."""
     return config.process_id == 0
 
 

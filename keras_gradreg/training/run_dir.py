@@ -30,6 +30,7 @@ class RunFileError(ValueError):
 
 
 def path_in(model_dir: str, *names: str) -> str:
+    """A file of the run directory."""
     return os.path.join(model_dir, *names)
 
 

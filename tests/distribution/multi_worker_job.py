@@ -2,7 +2,7 @@
 
 Keras 3's own `fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585:
 it reduces scalar logs over axis 0), so this drives GradRegModel.train_step from a
-distributed loop, the recipe the README gives.
+distributed loop, the recipe docs/guides/distributed.md gives.
 
 Usage: python multi_worker_job.py OUTPUT.npz  (with TF_CONFIG set, or without for
 the single-device reference run).
