@@ -233,7 +233,7 @@ def fit_overhead(model_name: str, variant: str, batches: int = 20, repeats: int 
 
 def evaluation_costs(path: str, x: np.ndarray, y: np.ndarray) -> dict:
     """Seconds and strength of each evaluation of one saved model (l_inf)."""
-    model = keras.models.load_model(path)
+    model = kg.layers.load_model(path)
     result = {}
     for suite in (s for s in SUITES if s in FLAGS.evaluations):
         start = time.perf_counter()

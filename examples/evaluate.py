@@ -18,7 +18,6 @@ import os
 
 from absl import app
 from absl import flags
-import keras
 
 import keras_gradreg as kg
 import shared_flags
@@ -42,7 +41,7 @@ def _load(path: str) -> tuple:
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model_path {path} does not exist.")
     try:
-        model = keras.models.load_model(path)
+        model = kg.layers.load_model(path)
     except Exception as error:  # Keras raises many kinds for a damaged file
         raise ValueError(f"--model_path {path} cannot be loaded ({type(error).__name__}: "
                          f"{error}); no model was attacked.") from error

@@ -6,8 +6,9 @@ paper's minimum-distance protocol in TensorFlow, and the paper's bounds as Keras
 
 Runs on the TensorFlow and JAX backends of Keras (KERAS_BACKEND); importing it under
 another backend raises ImportError naming them. What a saved model may name (the models,
-the smooth ReLU, the optimizers and, on TensorFlow, the bound metrics) is imported with
-the package; every other public name below is imported when first used.
+the smooth ReLU, the grouped Conv2D, the optimizers and, on TensorFlow, the bound
+metrics) is imported with the package; every other public name below is imported when
+first used.
 """
 
 import keras
@@ -20,6 +21,7 @@ backend.current()  # the backend's module, before any traced function asks for i
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from keras_gradreg import activations  # registers smooth_relu, which saved models name
 from keras_gradreg import deprecation
+from keras_gradreg import layers  # registers the Conv2D saved ResNeXts name
 from keras_gradreg import lazy
 from keras_gradreg import models  # registers the classes saved models name
 from keras_gradreg import optimizers  # registers the optimizer and schedule saved models name
@@ -85,7 +87,7 @@ _EXPORTS = {
     "smooth_relu": "activations",
 }
 _SUBMODULES = ("activations", "architectures", "attacks", "backend", "data", "deprecation",
-               "evaluation", "files", "frontier", "metrics", "models", "penalty", "plotting",
+               "evaluation", "files", "frontier", "layers", "metrics", "models", "penalty", "plotting",
                "regularizers", "training", "validation")
 
 __all__ = (
@@ -123,6 +125,7 @@ __all__ = (
     "frontier",
     "GradRegModel",
     "input_gradient_penalty",
+    "layers",
     "lipschitz_bound",
     "LipschitzBound",
     "load_dataset",

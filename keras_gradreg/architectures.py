@@ -10,6 +10,7 @@ from typing import Callable
 import keras
 
 from keras_gradreg import activations
+from keras_gradreg import layers
 from keras_gradreg import validation
 
 ACTIVATIONS = ("relu", "softplus", "smooth_relu")
@@ -37,8 +38,8 @@ def _residual_block(x, filters: int, stride: int, activation: str, groups: int, 
     if bottleneck:  # ResNeXt: 1x1, grouped 3x3, 1x1 (x4 channels)
         y = keras.layers.Conv2D(filters, 1, use_bias=False)(x)
         y = keras.layers.Activation(activation)(keras.layers.BatchNormalization()(y))
-        y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", groups=groups,
-                                use_bias=False)(y)
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", groups=groups,
+                          use_bias=False)(y)  # keras.layers.Conv2D would compile it with XLA
         y = keras.layers.Activation(activation)(keras.layers.BatchNormalization()(y))
         y = keras.layers.Conv2D(filters * 4, 1, use_bias=False)(y)
     else:

@@ -15,6 +15,7 @@ from typing import Optional
 import keras
 
 from keras_gradreg import files
+from keras_gradreg import layers
 from keras_gradreg.training.config import TrainConfig
 from keras_gradreg.training.config import settings
 from keras_gradreg.training.config import upgrade_settings
@@ -142,7 +143,7 @@ def finished_run(config: TrainConfig) -> Optional[tuple]:
     """
     if not is_finished(config):
         return None
-    model = keras.models.load_model(path_in(config.model_dir, MODEL_FILE))
+    model = layers.load_model(path_in(config.model_dir, MODEL_FILE))
     return model, training_seconds(config.model_dir)
 
 
