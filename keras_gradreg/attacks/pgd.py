@@ -101,9 +101,12 @@ def pgd(model: Callable, loss_fn: Callable, x: Any, y: Any, epsilon: Any, *, ste
     if start:
         x_adv = ball.clip_to_range(x + ball.uniform_in_ball(
             ops.shape(x), start * epsilon, attack_norm, seed, x.dtype), clip_min, clip_max)
-    for _ in range(steps):
+
+    def step(_, x_adv):
         x_adv = ball.ascend(x_adv, input_gradient(model, x_adv, y, loss_fn), epsilon, step_size,
                             attack_norm)
-        x_adv = (ball.project(x_adv, x, epsilon, attack_norm, clip_min, clip_max) if projected
-                 else ball.clip_to_range(x_adv, clip_min, clip_max))
-    return ops.stop_gradient(x_adv)
+        return (ball.project(x_adv, x, epsilon, attack_norm, clip_min, clip_max) if projected
+                else ball.clip_to_range(x_adv, clip_min, clip_max))
+
+    # A loop in the graph, not `steps` copies of the model's gradient: traced once.
+    return ops.stop_gradient(ops.fori_loop(0, steps, step, x_adv))

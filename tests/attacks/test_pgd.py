@@ -59,3 +59,21 @@ def test_the_step_for_a_reach_is_the_reach_over_the_steps():
     assert pgd.step_for_reach(10, pgd.MADRY_REACH) == pytest.approx(0.25)
     assert pgd.VARIANTS["fgsm_rs"].step_size == 1.25 and pgd.VARIANTS["n_fgsm"].start == 2.0
 
+
+
+def test_its_graph_holds_the_model_once_whatever_the_steps():
+    """The steps are a loop in the graph: 40 steps trace the model's gradient once, as 2
+    do (unrolled, a ResNeXt's 40-step graph took 48 s to trace and compile on 2 cores)."""
+    import tensorflow as tf
+
+    model = linear_classifier(num_classes=2)
+    x, y = batch(n=4, num_classes=2)
+
+    def ops_in_graph(steps):
+        attack = tf.function(lambda x, y: pgd.pgd(model, CE.call, x, y, 0.1, steps=steps,
+                                                  step_size=0.25, seed=tf.constant([0, 0])))
+        graph = attack.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+        return len(graph.as_graph_def().node) + sum(
+            len(f.node_def) for f in graph.as_graph_def().library.function)
+
+    assert ops_in_graph(40) == ops_in_graph(2)
