@@ -51,6 +51,8 @@ def trained_cnn():
 
 
 LONGEST_FIRST = (
+    "tests/test_examples.py::test_the_paper_imagenet_",  # 6-7 minutes each (ResNet-50,
+    "tests/test_examples.py::test_the_paper_cifar10_",  # the ResNeXt): one per worker
     "tests/test_backends.py::test_the_model_tests_pass_on_jax",  # a pytest process on JAX
     "tests/distribution/test_multi_host.py::test_two_",  # two or three JAX processes each
     "tests/distribution/test_multi_worker.py::",
@@ -58,7 +60,7 @@ LONGEST_FIRST = (
     "tests/test_frontier.py::test_a_tiny_frontier",
     "tests/test_frontier.py::test_an_l2_frontier",
 )
-"""Tests of a minute or so (most start processes): started first, so that no worker
+"""Tests of a minute or more (most start processes): started first, so that no worker
 starts one when the other is nearly done (pyproject.toml: xdist's worksteal schedule)."""
 
 

@@ -384,15 +384,13 @@ def test_the_paper_experiments_hold_the_papers_settings():
 def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     """The experiment trained a few steps on TFDS' mock data with the paper's optimizer,
     schedule and augmentation, as the penalty and as PGD-AT, attacked by both protocols
-    and printed beside the published table; a flag given wins over the experiment's
-    setting. The network is the CIFAR ResNet (--model): the paper's ResNeXt's grouped
-    convolutions go through XLA per graph in Keras' TensorFlow backend, and its
-    evaluation graphs take minutes each to compile on a CPU (docs/paper-experiments.md)."""
+    and printed beside the published table, on the paper's ResNeXt34-2x32; a flag given
+    wins over the experiment's setting."""
     import tensorflow_datasets as tfds
 
     tiny = (f"--output_dir={tmp_path}", "--experiment=paper_cifar10", "--epochs=1",
             "--train_limit=8", "--batch_size=4", "--num_images=4", "--autoattack_images=2",
-            "--autoattack_budget=quick", "--attacks=pgd", "--model=cifar_resnet")
+            "--autoattack_budget=quick", "--attacks=pgd")
     assert "--runs='gradreg' is not supported" in _refused("reproduce.py", *tiny, "--runs=gradreg")
     assert "'nosuch'" in _refused("reproduce.py", *tiny, "--attacks=nosuch")
     names = ["gradreg_l1_0.1", "pgd_at"]
@@ -410,7 +408,7 @@ def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(names + ["results"])
     for name in names:
         settings = json.load(open(tmp_path / name / kg.training.SETTINGS_FILE))
-        assert (settings["model"], settings["l2"], settings["epochs"]) == ("cifar_resnet", 5e-4, 1)
+        assert (settings["model"], settings["l2"], settings["epochs"]) == ("resnext34_2x32", 5e-4, 1)
         assert (settings["schedule"], settings["cutout"]) == ("paper", True)
         assert keras.models.load_model(tmp_path / name / "model.keras").optimizer.l2 == 5e-4
 
