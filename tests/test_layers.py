@@ -130,6 +130,28 @@ def test_weights_saved_with_either_class_load_into_the_other(tmp_path):
     _assert_same_outputs(ours, keras_model, x)
 
 
+def test_a_checkpoint_of_a_run_with_keras_layer_resumes_with_ours(tmp_path):
+    """What a 0.7.0 ResNeXt run interrupted and resumed with 0.7.1 does: the Checkpoint
+    callback's save_weights, weights and optimizer state, loaded into the new model."""
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 4)).astype("float32")
+    y = np.array([0, 1, 2, 0])
+    trained = []
+    for model in _models():
+        model = kg.GradRegModel.from_model(model, attack_norm="linf")
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trained.append(model)
+    old, new = trained
+    old.fit(x, y, batch_size=4, verbose=0)
+    old.save_weights(str(tmp_path / "epoch-1.weights.h5"))
+    new.optimizer.build(new.trainable_variables)
+    new.load_weights(str(tmp_path / "epoch-1.weights.h5"))
+    for a, b in zip(old.get_weights() + [v.numpy() for v in old.optimizer.variables],
+                    new.get_weights() + [v.numpy() for v in new.optimizer.variables]):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.any(v.numpy()) for v in new.optimizer.variables[2:])  # momentum carried
+
+
 def test_a_saved_model_keeps_the_class_and_load_model_swaps_keras_grouped_layers(tmp_path):
     """As runs save them, in a GradRegModel (0.7.0 saved the ResNeXt with Keras' layer)."""
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 4)).astype("float32")
