@@ -29,7 +29,8 @@ TRAINING_HELP = {
                "fashion_mnist (TFDS, or the idx files of --data_dir or Debian's "
                "dataset-fashion-mnist), or TFDS' mnist, cifar10, cifar100, imagenet2012.",
     "model": "Architecture (keras_gradreg.architectures).",
-    "activation": "Activation of the zoo model (smooth_relu: the paper's C^1 ReLU).",
+    "activation": "Activation of the zoo model: relu, softplus, smooth_relu (the paper's C^1 "
+                  "ReLU), gelu, silu, or any other name Keras knows.",
     "method": "Training method: plain; gradreg (the finite-difference penalty) or "
               "double_backprop (its exact twin); adversarial training pgd_at, fgsm_rs, "
               "n_fgsm, free_at, trades.",
@@ -41,7 +42,13 @@ TRAINING_HELP = {
     "difference": "Finite difference: forward or central.",
     "penalty_every": "Penalise every k-th step only, with k x penalty_weight (lazy "
                      "regularisation).",
-    "epsilon": "Adversarial training's radius, in --attack_norm, for [0, 1] pixels.",
+    "penalty_power": "The penalty's power of the dual norm: 2, the paper's (penalty_weight / "
+                     "2) ||grad||^2; 1, penalty_weight x epsilon x ||grad|| (Rodriguez-Munoz et "
+                     "al. 2024), its step h along the attack norm's unit step.",
+    "clean_weight": "The penalty's runs: weight of the loss itself, in (0, 1] (Rodriguez-Munoz "
+                    "et al. 2024: 0.8).",
+    "epsilon": "Adversarial training's radius, and the unsquared penalty's "
+               "(--penalty_power=1), in --attack_norm, for [0, 1] pixels.",
     "ramp_epochs": "Epochs over which adversarial training's radius ramps up from 0 (0: none).",
     "regularizer": "Regulariser of pgd_at, fgsm_rs and n_fgsm: local_linearity (ELLE), "
                    "adaptive_local_linearity (ELLE-A), gradient_penalty (the finite "
@@ -79,7 +86,6 @@ TRAINING_HELP = {
 """Every TrainConfig field's help text."""
 CHOICES = {
     "dataset": tuple(data.DATASETS), "model": tuple(architectures.MODELS),
-    "activation": architectures.ACTIVATIONS,
     "method": training.TRAINING_METHODS + tuple(old for setting, old in deprecation.RENAMED_VALUES
                                                  if setting == "method"),
     "attack_norm": penalty.ATTACK_NORMS, "difference": penalty.DIFFERENCES,

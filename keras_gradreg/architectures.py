@@ -1,8 +1,9 @@
 """The model zoo: a small CNN for digits, CIFAR ResNe(X)ts, ResNet-50 for ImageNet.
 
 Each builder returns a plain functional `keras.Model` that outputs logits; wrap it with
-`GradRegModel.from_model` to regularise it. The activation is selectable ("relu",
-"softplus" or the paper's "smooth_relu", needed for curvature bounds).
+`GradRegModel.from_model` to regularise it. The activation is selectable: any name
+Keras knows ("relu", "gelu", "silu", ...) or the paper's "smooth_relu", needed for
+curvature bounds.
 """
 
 from typing import Callable
@@ -13,10 +14,30 @@ from keras_gradreg import activations
 from keras_gradreg import layers
 from keras_gradreg import validation
 
-ACTIVATIONS = ("relu", "softplus", "smooth_relu")
-"""The zoo's activations (smooth_relu: the paper's C^1 ReLU, keras_gradreg.activations)."""
-_ACTIVATION_FUNCTIONS = {"relu": "relu", "softplus": "softplus",
-                         "smooth_relu": activations.smooth_relu}
+ACTIVATIONS = ("relu", "softplus", "smooth_relu", "gelu", "silu")
+"""The zoo's activations as measured in docs/frontier.md: ReLU, softplus, the paper's C^1
+smooth ReLU (keras_gradreg.activations), GELU (exact, with erf) and SiLU (swish). Any other
+name `keras.activations.get` knows is accepted too."""
+
+
+def check_activation(name: str) -> str:
+    """Returns the activation's name if the zoo can build with it, else a ValueError
+    naming it: one of ACTIVATIONS, or any name Keras knows ("elu", "mish", ...)."""
+    if name in ACTIVATIONS:
+        return name
+    try:
+        if isinstance(name, str) and name != "smooth_relu":
+            keras.activations.get(name)
+            return name
+    except ValueError:
+        pass
+    raise ValueError(f"activation={name!r} is not an activation Keras knows; use one of "
+                     f"{ACTIVATIONS} or another name of keras.activations.")
+
+
+def _activation(name: str):
+    """What a Keras layer takes for the activation: its name, or the smooth ReLU itself."""
+    return activations.smooth_relu if name == "smooth_relu" else name
 
 
 def small_cnn(input_shape: tuple, num_classes: int, activation: str = "relu") -> keras.Model:
@@ -101,6 +122,5 @@ def build_model(name: str, input_shape: tuple, num_classes: int,
                 activation: str = "relu") -> keras.Model:
     """Builds a zoo model by name (a key of MODELS)."""
     validation.check_choice("model", name, tuple(MODELS))
-    validation.check_choice("activation", activation, ACTIVATIONS)
     builder: Callable = MODELS[name]
-    return builder(tuple(input_shape), num_classes, _ACTIVATION_FUNCTIONS[activation])
+    return builder(tuple(input_shape), num_classes, _activation(check_activation(activation)))

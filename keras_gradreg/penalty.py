@@ -17,6 +17,15 @@ Both are estimates of ``(g . d) ** 2`` with ``g = grad_x loss``; that quantity i
 ``estimator="double_backprop"`` computes exactly. The weights receive gradients through
 ``loss(x)`` and ``loss(x + h d)`` alike, as in the authors' reference code.
 
+The penalty also comes unsquared (``penalty_power=1``), as Rodriguez-Munoz, Wang &
+Torralba (ECCV 2024, "Characterizing model robustness via natural input gradients") train
+with it: ``penalty_weight * epsilon * ||grad_x loss||_*``, the dual norm scaled by the
+attack's radius. Its direction is a unit step in the attack's own norm (against l_inf
+attacks ``sign(g)``), so ``x + h d`` is an attacker's step of length h; with ``h =
+epsilon``, weight 1 and the forward difference, ``loss(x) + epsilon * (loss(x + h d) -
+loss(x)) / h`` is ``loss(x + epsilon d)``, FGSM training without a random start. The
+step h dials the penalty between the gradient norm (h -> 0) and FGSM (h = epsilon).
+
 The perturbed passes see the model's state (BatchNorm moving statistics, dropout seeds)
 as it was before the clean pass and leave no trace: they use the same dropout masks as
 the clean pass (so the difference measures the input, not the noise) and never update
@@ -50,6 +59,14 @@ DEFAULT_ATTACK_NORM = "linf"
 """The attack norm when none is given, everywhere (GradRegModel, the penalty functions,
 adversarial training, the bounds, the scripts): the paper's squared l1 penalty."""
 
+PENALTY_POWERS = (2, 1)
+"""The power of the dual norm the penalty is: 2, the paper's `(penalty_weight / 2) *
+||g||_*^2`, along a direction of unit l2 length; 1, `penalty_weight * epsilon * ||g||_*`
+(Rodriguez-Munoz et al. 2024), along a unit step in the attack norm."""
+PENALTY_FACTORS = {2: 0.5, 1: 1.0}
+"""The factor of penalty_weight in the objective, by power: lambda / 2 (the paper's), and
+lambda (Rodriguez-Munoz et al. 2024, whose per-example penalty holds epsilon)."""
+
 DIFFERENCES = ("forward", "central")
 """Finite differences: "forward", (loss(x + h d) - loss(x)) / h, error O(h), two forward
 passes; "central", (loss(x + h d) - loss(x - h d)) / 2h, error O(h^2), three."""
@@ -80,16 +97,29 @@ def default_attack_norm(where: str, attack_norm: Optional[str]) -> str:
     return DEFAULT_ATTACK_NORM
 
 
-def validate_options(h: float, attack_norm: str, difference: str, estimator: str) -> float:
+def validate_options(h: float, attack_norm: str, difference: str, estimator: str,
+                     penalty_power: int = 2, epsilon: Optional[float] = None) -> tuple:
     """Raises ValueError naming the first bad option, before any work is done.
 
     Returns:
-      h as a Python float.
+      (h, epsilon) as Python floats (epsilon None for the squared penalty).
     """
     validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)
     validation.check_choice("difference", difference, DIFFERENCES)
     validation.check_choice("estimator", estimator, ESTIMATORS)
-    return validation.check_number("h", h, hint=f"(the paper uses {DEFAULT_H})")
+    if penalty_power not in PENALTY_POWERS or isinstance(penalty_power, bool):
+        raise ValueError(f"penalty_power={penalty_power!r} is not supported; use 2 (the "
+                         "paper's squared dual norm) or 1 (the dual norm times epsilon).")
+    h = validation.check_number("h", h, hint=f"(the paper uses {DEFAULT_H})")
+    if penalty_power == 2:
+        if epsilon is not None:
+            raise ValueError(f"epsilon={epsilon!r} scales the unsquared penalty "
+                             "(penalty_power=1) only; the squared one takes no radius.")
+        return h, None
+    if epsilon is None:
+        raise ValueError("penalty_power=1 is penalty_weight * epsilon * ||grad_x loss||_*: "
+                         "pass epsilon, the attack's radius (e.g. 8/255).")
+    return h, validation.check_number("epsilon", epsilon, hint="(the attack's radius)")
 
 
 def attack_norm_of_dual(dual: str) -> str:
@@ -192,23 +222,28 @@ def unflatten_like(flat: Any, like: Sequence[Any]) -> list:
     return [ops.reshape(p, ops.shape(t)) for p, t in zip(parts, like)]
 
 
-def direction(g: Any, attack_norm: str) -> Any:
-    """The unit step d whose directional derivative g . d is the penalised dual norm.
+def direction(g: Any, attack_norm: str, penalty_power: int = 2) -> Any:
+    """The step d whose directional derivative g . d is the penalised dual norm.
 
     Args:
       g: per-example input gradients, shape (batch, N).
       attack_norm: one of ATTACK_NORMS.
+      penalty_power: 2, the paper's penalty: d has unit l2 length; 1: d has unit length
+        in the attack norm. They differ against l_inf attacks only.
 
     Returns:
-      d of shape (batch, N), with ||d||_2 = 1 (0 where g = 0):
+      d of shape (batch, N) (0 where g = 0):
       "l2": g / ||g||_2, so g . d = ||g||_2;
       "linf": sign(g) / sqrt(N), so g . d = ||g||_1 / sqrt(N) (the reference code's
-        scaling of the squared l1 penalty);
+        scaling of the squared l1 penalty); with penalty_power 1, sign(g), so
+        g . d = ||g||_1;
       "l1": sign(g_j) at j = argmax |g_j|, so g . d = ||g||_inf.
     """
     dual = DUAL_NORMS[validation.check_choice("attack_norm", attack_norm, ATTACK_NORMS)]
     if dual == "l2":
         return ops.divide_no_nan(g, ops.sqrt(ops.sum(ops.square(g), axis=1, keepdims=True)))
+    if dual == "l1" and penalty_power == 1:
+        return ops.sign(g)
     if dual == "l1":
         return ops.sign(g) * ops.rsqrt(ops.cast(ops.shape(g)[1], g.dtype))
     return ops.one_hot(ops.argmax(ops.abs(g), axis=1), ops.shape(g)[1], dtype=g.dtype) * ops.sign(g)
@@ -295,22 +330,28 @@ def penalty_from_clean_pass(
     difference: str,
     estimator: str,
     training: bool,
+    penalty_power: int = 2,
+    epsilon: Optional[float] = None,
 ) -> Any:
-    """The per-example penalty (g . d)^2, estimated or exact, from a clean pass.
+    """The per-example penalty, estimated or exact, from a clean pass: (g . d)^2, or
+    epsilon * (g . d) with penalty_power 1.
 
     The direction d is a constant (stop-gradient). The finite difference and its
-    subtraction are computed in float32 whatever the model's compute dtype.
+    subtraction are computed in float32 whatever the model's compute dtype. The
+    unsquared penalty takes the difference as it is, not its absolute value (it
+    estimates g . d = ||g||_* >= 0), so that with h = epsilon it is FGSM's loss exactly.
     """
-    d = ops.stop_gradient(direction(clean.gradient, attack_norm))
+    d = ops.stop_gradient(direction(clean.gradient, attack_norm, penalty_power))
     if estimator == "double_backprop":
-        return ops.square(ops.sum(clean.gradient * d, axis=1))
-    ahead = _perturbed_loss(model, clean, h * d, y, loss_fn, training)
-    if difference == "forward":
-        slope = (ahead - clean.loss) / h
+        slope = ops.sum(clean.gradient * d, axis=1)
     else:
-        behind = _perturbed_loss(model, clean, -h * d, y, loss_fn, training)
-        slope = (ahead - behind) / (2.0 * h)
-    return ops.square(slope)
+        ahead = _perturbed_loss(model, clean, h * d, y, loss_fn, training)
+        if difference == "forward":
+            slope = (ahead - clean.loss) / h
+        else:
+            behind = _perturbed_loss(model, clean, -h * d, y, loss_fn, training)
+            slope = (ahead - behind) / (2.0 * h)
+    return ops.square(slope) if penalty_power == 2 else epsilon * slope
 
 
 def input_gradient_penalty(
@@ -323,6 +364,8 @@ def input_gradient_penalty(
     attack_norm: Optional[str] = None,
     difference: str = "forward",
     estimator: str = "finite_difference",
+    penalty_power: int = 2,
+    epsilon: Optional[float] = None,
     training: bool = True,
     sample_weight: Any = None,
     **renamed: Any,
@@ -332,7 +375,9 @@ def input_gradient_penalty(
     With TensorFlow, call it inside your own `tf.GradientTape` (and `tf.function`,
     with or without `jit_compile`): both outputs are differentiable with respect to the
     weights. With JAX, differentiate `stateless_input_gradient_penalty` instead. The
-    paper's objective is `mean(loss) + penalty_weight / 2 * mean(penalty)`.
+    paper's objective is `mean(loss) + penalty_weight / 2 * mean(penalty)`; with
+    `penalty_power=1`, Rodriguez-Munoz et al.'s is `clean_weight * mean(loss) +
+    penalty_weight * mean(penalty)` (PENALTY_FACTORS).
 
     Args:
       model: a Keras model or layer, called as `model(x, training=training)`.
@@ -348,24 +393,29 @@ def input_gradient_penalty(
       difference: "forward" (2 forward passes) or "central" (3, error O(h^2)).
       estimator: "finite_difference", or "double_backprop" for the exact
         (g . d)^2 = ||g||_*^2 (divided by N against "linf"), which ignores h and difference.
+      penalty_power: 2 (the paper's squared dual norm) or 1 (the dual norm times
+        epsilon), PENALTY_POWERS.
+      epsilon: the attack's radius, which scales the unsquared penalty (needed with
+        penalty_power 1, refused with 2).
       training: passed to the model in every pass.
       sample_weight: optional per-example weights, (batch,), multiplying both outputs.
       **renamed: `method`, the old name of `estimator` (a DeprecationWarning).
 
     Returns:
       `(loss, penalty)`, tensors of shape (batch,) in float32 (float64 for a float64
-      model): the per-example loss at x
-      and the squared directional derivative ((loss(x + h d) - loss(x)) / h)^2.
+      model): the per-example loss at x and the squared directional derivative
+      ((loss(x + h d) - loss(x)) / h)^2, or with penalty_power 1 epsilon times the
+      directional derivative itself.
     """
     estimator = deprecation.renamed_keyword("input_gradient_penalty", renamed, "estimator",
                                             estimator, "finite_difference")
     attack_norm = default_attack_norm("input_gradient_penalty", attack_norm)
-    h = validate_options(h, attack_norm, difference, estimator)
+    h, epsilon = validate_options(h, attack_norm, difference, estimator, penalty_power, epsilon)
     loss_fn = per_example_loss_fn(loss_fn)
     clean = clean_pass(model, x, y, loss_fn, training)
     penalty = penalty_from_clean_pass(
         model, clean, y, loss_fn, h=h, attack_norm=attack_norm, difference=difference,
-        estimator=estimator, training=training,
+        estimator=estimator, training=training, penalty_power=penalty_power, epsilon=epsilon,
     )
     loss = clean.loss
     if sample_weight is not None:
@@ -397,8 +447,8 @@ def stateless_input_gradient_penalty(
       x: as for `input_gradient_penalty`.
       y: as for `input_gradient_penalty`.
       loss_fn: as for `input_gradient_penalty`.
-      **options: `h`, `attack_norm`, `difference`, `estimator`, `training`,
-        `sample_weight`, as for `input_gradient_penalty`.
+      **options: `h`, `attack_norm`, `difference`, `estimator`, `penalty_power`,
+        `epsilon`, `training`, `sample_weight`, as for `input_gradient_penalty`.
 
     Returns:
       `((loss, penalty), non_trainable_variables)`: the per-example loss and penalty,

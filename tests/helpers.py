@@ -53,18 +53,25 @@ def linear_input_gradient(model, x, y):
     return gradient
 
 
-def numpy_direction(g, attack_norm):
-    """The direction of penalty.direction, written independently, by attack norm."""
+def numpy_direction(g, attack_norm, penalty_power=2):
+    """The direction of penalty.direction, written independently, by attack norm: unit
+    l2 length for the squared penalty, unit length in the attack norm for power 1."""
     norm = {"l2": "l2", "linf": "l1", "l1": "linf"}[attack_norm]  # the penalised dual norm
     if norm == "l2":
         n = np.linalg.norm(g, axis=1, keepdims=True)
         return np.divide(g, n, out=np.zeros_like(g), where=n > 0)
     if norm == "l1":
-        return np.sign(g) / np.sqrt(g.shape[1])
+        return np.sign(g) / (1.0 if penalty_power == 1 else np.sqrt(g.shape[1]))
     d = np.zeros_like(g)
     j = np.argmax(np.abs(g), axis=1)
     d[np.arange(len(g)), j] = np.sign(g[np.arange(len(g)), j])
     return d
+
+
+def numpy_dual_norm(g, attack_norm):
+    """||g||_*, the dual of the attack norm, per row, written independently."""
+    order = {"l2": 2, "linf": 1, "l1": np.inf}[attack_norm]
+    return np.linalg.norm(g, ord=order, axis=1)
 
 
 def batch(n=8, shape=(5,), num_classes=3, seed=1, dtype="float32"):

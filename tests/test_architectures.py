@@ -47,8 +47,23 @@ def test_resnet50_takes_the_chosen_activation():
     assert model.output_shape == (None, 7)
 
 
+@pytest.mark.parametrize("activation,expected", [("gelu", keras.activations.gelu),
+                                                 ("silu", keras.activations.silu),
+                                                 ("elu", keras.activations.elu),
+                                                 ("smooth_relu", kg.smooth_relu)])
+def test_any_activation_keras_knows_is_taken(activation, expected):
+    """The zoo's listed activations and any other name of keras.activations."""
+    model = kg.architectures.build_model("small_cnn", (8, 8, 1), 3, activation)
+    hidden = [l for l in model.layers if l.get_config().get("activation") not in (None, "linear")]
+    assert len(hidden) == 3
+    assert all(l.activation is expected for l in hidden)
+    x = np.linspace(-2.0, 2.0, 7, dtype="float32")
+    np.testing.assert_allclose(np.asarray(hidden[0].activation(x)), np.asarray(expected(x)))
+
+
 @pytest.mark.parametrize("kwargs,match", [(dict(name="vgg"), "model='vgg'"),
-                                          (dict(activation="gelu"), "activation='gelu'")])
+                                          (dict(activation="gelu2"), "activation='gelu2'"),
+                                          (dict(activation=None), "activation=None")])
 def test_bad_model_arguments(kwargs, match):
     args = {"name": "small_cnn", "input_shape": (28, 28, 1), "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):

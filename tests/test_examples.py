@@ -112,6 +112,26 @@ def test_train_then_evaluate(tmp_path):
     assert not os.path.exists(late)
 
 
+def test_train_takes_the_unsquared_penalty_and_any_keras_activation(tmp_path):
+    """--penalty_power=1 with its radius and clean weight, --activation=gelu: the model
+    and the run's settings hold them; bad values are refused in one line, no files."""
+    model_dir = str(tmp_path / "run")
+    flags = [f"--model_dir={model_dir}", "--epochs=1", "--train_limit=128", "--batch_size=64",
+             "--method=gradreg", "--penalty_power=1", "--epsilon=0.1", "--clean_weight=0.8",
+             "--h=0.05", "--activation=gelu"]
+    assert "trained in" in _main("train.py", *flags)
+    model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+    assert (model.penalty_power, model.epsilon, model.clean_weight, model.h) == (1, 0.1, 0.8, 0.05)
+    assert {l.get_config().get("activation") for l in model.layers} >= {"gelu"}
+    stored = json.load(open(os.path.join(model_dir, "settings.json")))
+    assert (stored["penalty_power"], stored["epsilon"], stored["activation"]) == (1, 0.1, "gelu")
+    for bad, match in (("--penalty_power=3", "penalty_power=3"),
+                       ("--clean_weight=1.5", "clean_weight=1.5"),
+                       ("--activation=gelu2", "activation='gelu2'")):
+        assert match in _refused("train.py", f"--model_dir={tmp_path}/bad", bad)
+    assert not os.path.exists(tmp_path / "bad")
+
+
 def test_the_datasets_radii_and_flag_radii_are_checked():
     assert kg.data.DATASETS["cifar10"].epsilons["linf"] == (2 / 255, 8 / 255)
     assert kg.data.DATASETS["offline_mnist"].epsilons["linf"] == (0.1, 0.2, 0.3)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import keras_gradreg as kg
 from helpers import batch, linear_classifier, linear_input_gradient, numpy_direction, small_cnn
+from helpers import numpy_dual_norm
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -25,6 +26,17 @@ def test_direction_is_unit_and_gives_the_dual_norm(attack_norm):
                 "linf": np.abs(g).max(1)}[kg.DUAL_NORMS[attack_norm]]
     np.testing.assert_allclose((g * d).sum(1), expected, rtol=1e-12)
     np.testing.assert_allclose(d, numpy_direction(g, attack_norm), rtol=1e-12)
+
+
+@pytest.mark.parametrize("attack_norm", kg.ATTACK_NORMS)
+def test_unsquared_direction_is_a_unit_step_in_the_attack_norm(attack_norm):
+    """penalty_power 1: ||d||_attack = 1 and g . d = ||g||_* (against l_inf: sign(g))."""
+    g = np.random.default_rng(0).normal(size=(4, 10))
+    d = kg.direction(tf.constant(g), attack_norm, penalty_power=1).numpy()
+    order = {"linf": np.inf, "l2": 2, "l1": 1}[attack_norm]
+    np.testing.assert_allclose(np.linalg.norm(d, ord=order, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose((g * d).sum(1), numpy_dual_norm(g, attack_norm), rtol=1e-12)
+    np.testing.assert_allclose(d, numpy_direction(g, attack_norm, penalty_power=1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("attack_norm", kg.ATTACK_NORMS)
@@ -48,14 +60,33 @@ def test_double_backprop_matches_closed_form_on_linear_model(attack_norm):
 
 
 @pytest.mark.parametrize("attack_norm", kg.ATTACK_NORMS)
+def test_unsquared_double_backprop_is_epsilon_times_the_dual_norm(attack_norm):
+    model = linear_classifier(dtype="float64")
+    x, y = batch(dtype="float64")
+    _, penalty = _penalty(model, x, y, attack_norm=attack_norm, estimator="double_backprop",
+                          penalty_power=1, epsilon=0.25)
+    g = linear_input_gradient(model, x, y)
+    np.testing.assert_allclose(penalty, 0.25 * numpy_dual_norm(g, attack_norm), rtol=1e-10)
+
+
+def _exact(g, attack_norm, penalty_power, epsilon):
+    """The penalty in closed form: (g . d)^2, or epsilon (g . d) with power 1."""
+    slope = (g * numpy_direction(g, attack_norm, penalty_power)).sum(1)
+    return slope**2 if penalty_power == 2 else epsilon * slope
+
+
+@pytest.mark.parametrize("attack_norm", kg.ATTACK_NORMS)
 @pytest.mark.parametrize("difference,order", [("forward", 1), ("central", 2)])
-def test_finite_difference_error_has_the_expected_order(attack_norm, difference, order):
+@pytest.mark.parametrize("penalty_power,epsilon", [(2, None), (1, 0.1)])
+def test_finite_difference_error_has_the_expected_order(attack_norm, difference, order,
+                                                        penalty_power, epsilon):
     model = linear_classifier(dtype="float64")
     x, y = batch(dtype="float64")
     g = linear_input_gradient(model, x, y)
-    exact = ((g * numpy_direction(g, attack_norm)).sum(1)) ** 2
+    exact = _exact(g, attack_norm, penalty_power, epsilon)
     errors = [
-        np.abs(_penalty(model, x, y, h=h, attack_norm=attack_norm, difference=difference)[1] - exact)
+        np.abs(_penalty(model, x, y, h=h, attack_norm=attack_norm, difference=difference,
+                        penalty_power=penalty_power, epsilon=epsilon)[1] - exact)
         for h in (1e-2, 5e-3)
     ]
     assert np.all(errors[0] < 0.05 * exact)
@@ -218,6 +249,10 @@ def test_works_inside_tf_function_with_xla():
         (dict(attack_norm="l3"), "attack_norm='l3'.*'linf', 'l2', 'l1'"),
         (dict(difference="backward"), "difference='backward'.*'forward', 'central'"),
         (dict(estimator="adversarial"), "estimator='adversarial'"),
+        (dict(penalty_power=0.5), "penalty_power=0.5.*use 2.*or 1"),
+        (dict(penalty_power=1), "penalty_power=1 .*pass epsilon"),
+        (dict(penalty_power=1, epsilon=float("inf")), "epsilon=inf"),
+        (dict(epsilon=0.1), "epsilon=0.1 scales the unsquared penalty"),
     ],
 )
 def test_bad_options_are_named_in_the_error(kwargs, match):

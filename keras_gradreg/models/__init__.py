@@ -11,6 +11,7 @@ from keras_gradreg.models.callbacks import RobustnessMonitor
 from keras_gradreg.models.free import REPLAYS
 from keras_gradreg.models.free import FreeAdversarialTrainingModel
 from keras_gradreg.models.gradreg import GradRegModel
+from keras_gradreg.models.gradreg import validate_clean_weight
 from keras_gradreg.models.gradreg import validate_penalty_every
 from keras_gradreg.models.gradreg import validate_penalty_weight
 from keras_gradreg.models.stepped import NonFiniteGuard
@@ -32,6 +33,7 @@ __all__ = (
     "SingleStepAdversarialModel",
     "SteppedModel",
     "Threat",
+    "validate_clean_weight",
     "validate_penalty_every",
     "validate_penalty_weight",
     "WrapsModel",

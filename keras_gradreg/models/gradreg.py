@@ -19,6 +19,12 @@ def validate_penalty_weight(penalty_weight: float) -> float:
                                    hint="(the paper uses 0.1 and 1)")
 
 
+def validate_clean_weight(clean_weight: float) -> float:
+    """Returns the clean loss's weight as a float; raises ValueError unless in (0, 1]."""
+    return validation.check_number("clean_weight", clean_weight, high=1.0,
+                                   hint="(1: the paper's; Rodriguez-Munoz et al. 2024 use 0.8)")
+
+
 def validate_penalty_every(penalty_every: int) -> int:
     """Returns k as an int; raises ValueError unless it is an integer >= 1."""
     return validation.check_number(
@@ -29,6 +35,10 @@ def validate_penalty_every(penalty_every: int) -> int:
 @keras.saving.register_keras_serializable(package="keras_gradreg")
 class GradRegModel(SteppedModel):
     """A Keras model whose `fit` minimises `loss + penalty_weight / 2 * ||grad_x loss||_*^2`.
+
+    Or, with `penalty_power=1`, `clean_weight * loss + penalty_weight * epsilon *
+    ||grad_x loss||_*` (Rodriguez-Munoz, Wang & Torralba, ECCV 2024: clean_weight 0.8,
+    penalty_weight 1.2 and a smooth activation such as GELU).
 
     Build it like a functional model, `GradRegModel(inputs, outputs, penalty_weight=0.1,
     attack_norm="linf")`, wrap an existing model with `GradRegModel.from_model(model,
@@ -77,6 +87,12 @@ class GradRegModel(SteppedModel):
       estimator: "finite_difference" or "double_backprop" (the exact, slower baseline).
       penalty_every: k >= 1; penalise every k-th step only, with weight k * lambda
         (a step then costs about (k + 1.2) / k plain steps on average).
+      penalty_power: 2, the paper's squared dual norm, or 1, the dual norm itself times
+        epsilon, its finite difference along a unit step in the attack norm
+        (penalty.PENALTY_POWERS).
+      epsilon: the attack's radius, in input units, scaling the unsquared penalty
+        (needed with penalty_power 1, refused with 2).
+      clean_weight: the compiled loss's weight, in (0, 1], on every step.
       *args: as for `keras.Model` (`inputs`, `outputs`).
       **kwargs: as for `keras.Model` (`inputs`, `outputs`, `name`).
     """
@@ -90,6 +106,9 @@ class GradRegModel(SteppedModel):
         difference: str = "forward",
         estimator: str = "finite_difference",
         penalty_every: int = 1,
+        penalty_power: int = 2,
+        epsilon: Optional[float] = None,
+        clean_weight: float = 1.0,
         **kwargs,
     ):
         kwargs = deprecation.renamed_arguments("GradRegModel", kwargs)
@@ -97,7 +116,9 @@ class GradRegModel(SteppedModel):
         attack_norm = penalty_lib.default_attack_norm("GradRegModel", attack_norm)
         penalty_weight = validate_penalty_weight(penalty_weight)
         penalty_every = validate_penalty_every(penalty_every)
-        h = penalty_lib.validate_options(h, attack_norm, difference, estimator)
+        clean_weight = validate_clean_weight(clean_weight)
+        h, epsilon = penalty_lib.validate_options(h, attack_norm, difference, estimator,
+                                                  penalty_power, epsilon)
         super().__init__(*args, **kwargs)
         self.penalty_weight = penalty_weight
         self.h = h
@@ -105,6 +126,9 @@ class GradRegModel(SteppedModel):
         self.difference = difference
         self.estimator = estimator
         self.penalty_every = penalty_every
+        self.penalty_power = penalty_power
+        self.epsilon = epsilon
+        self.clean_weight = clean_weight
 
     @property
     def dual_norm(self) -> str:
@@ -120,6 +144,9 @@ class GradRegModel(SteppedModel):
             difference=self.difference,
             estimator=self.estimator,
             penalty_every=self.penalty_every,
+            penalty_power=self.penalty_power,
+            epsilon=self.epsilon,
+            clean_weight=self.clean_weight,
         )
         return config
 
@@ -158,12 +185,15 @@ class GradRegModel(SteppedModel):
             )
         finally:
             self._losses_override = []
+        if self.clean_weight != 1.0:
+            loss = self.clean_weight * loss
         if penalty_weight is None:
             return y_pred, loss, ops.zeros((), loss.dtype), ops.zeros((), loss.dtype)
         penalty, grad_norm = self._penalty(clean, y, loss_fn, sample_weight, training)
         # Like Keras' compiled loss: mean over the local batch, divided by the number
         # of replicas, so that the gradients summed over replicas are the global mean's.
-        loss = loss + ops.cast(penalty_weight / 2.0 / replicas * penalty, loss.dtype)
+        factor = penalty_lib.PENALTY_FACTORS[self.penalty_power] * penalty_weight / replicas
+        loss = loss + ops.cast(factor * penalty, loss.dtype)
         return y_pred, loss, ops.cast(penalty, loss.dtype), ops.cast(grad_norm, loss.dtype)
 
     def _penalty(self, clean, y, loss_fn, sample_weight, training: bool) -> tuple:
@@ -171,6 +201,7 @@ class GradRegModel(SteppedModel):
         penalty = penalty_lib.penalty_from_clean_pass(
             self, clean, y, loss_fn, h=self.h, attack_norm=self.attack_norm,
             difference=self.difference, estimator=self.estimator, training=training,
+            penalty_power=self.penalty_power, epsilon=self.epsilon,
         )
         grad_norm = ops.cast(penalty_lib.dual_norm(clean.gradient, self.attack_norm), penalty.dtype)
         if sample_weight is not None:

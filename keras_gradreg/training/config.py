@@ -25,6 +25,8 @@ TRAINING_METHODS = ("plain", "gradreg", "double_backprop", "pgd_at", "fgsm_rs", 
 double-backprop twin; adversarial training: PGD (Madry et al. 2018), FGSM from a random
 start (Wong et al. 2020), N-FGSM (de Jorge et al. 2022), free (Shafahi et al. 2019) and
 TRADES (Zhang et al. 2019)."""
+PENALISED = ("gradreg", "double_backprop")
+"""The methods that train with the input-gradient penalty (GradRegModel)."""
 ADVERSARIAL = ("pgd_at", "fgsm_rs", "n_fgsm", "free_at", "trades")
 """The adversarial-training methods: trained at `epsilon`, its radius ramped, monitored."""
 REGULARIZED = ("pgd_at", "fgsm_rs", "n_fgsm")
@@ -79,6 +81,8 @@ class TrainConfig:
     attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM
     difference: str = "forward"
     penalty_every: int = 1
+    penalty_power: int = 2
+    clean_weight: float = 1.0
     epsilon: float = 0.3
     ramp_epochs: int = 5
     regularizer: str = "none"
@@ -149,7 +153,7 @@ def validate(config: TrainConfig) -> TrainConfig:
       attack_steps as the method's default where it was None.
     """
     choices = {"dataset": tuple(data_lib.DATASETS), "model": tuple(architectures.MODELS),
-               "activation": architectures.ACTIVATIONS, "method": TRAINING_METHODS,
+               "method": TRAINING_METHODS,
                "attack_norm": penalty_lib.ATTACK_NORMS if config.method not in ADVERSARIAL
                else ball.NORMS,
                "regularizer": regularizers.NAMES, "strategy": STRATEGIES,
@@ -157,6 +161,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                "difference": penalty_lib.DIFFERENCES}
     for field, allowed in choices.items():
         validation.check_choice(field, getattr(config, field), allowed)
+    architectures.check_activation(config.activation)
     whole = dict(low=1, low_open=False, integer=True)
     numbers = {"epochs": whole, "batch_size": whole, "learning_rate": {}, "h": {},
                "weight_decay": dict(low_open=False), "l2": dict(low_open=False),
@@ -181,12 +186,23 @@ def validate(config: TrainConfig) -> TrainConfig:
     checked["regularizer_weight"] = _check_regularizer(config)
     checked["penalty_weight"] = models.validate_penalty_weight(config.penalty_weight)
     checked["penalty_every"] = models.validate_penalty_every(config.penalty_every)
+    checked["clean_weight"] = models.validate_clean_weight(config.clean_weight)
+    _, epsilon = penalty_lib.validate_options(
+        config.h, config.attack_norm, config.difference, "finite_difference",
+        config.penalty_power, config.epsilon if config.penalty_power == 1 else None)
+    if _radius_scaled(config):
+        checked["epsilon"] = epsilon
     checked.update(check_processes(config))
     if config.train_limit is not None:
         checked["train_limit"] = validation.check_number(
             "train_limit", config.train_limit, low=checked["batch_size"], low_open=False,
             integer=True, hint="(at least batch_size)")
     return dataclasses.replace(config, **checked)
+
+
+def _radius_scaled(config: TrainConfig) -> bool:
+    """Whether the run trains with the unsquared penalty, which the radius scales."""
+    return config.method in PENALISED and config.penalty_power == 1
 
 
 def _check_regularizer(config: TrainConfig) -> float:
@@ -229,7 +245,9 @@ def settings(config: TrainConfig) -> dict:
     unused = {"model_dir", "overwrite", "download", "data_dir", "coordinator_address",
               "num_processes", "process_id", "coordinator_timeout", "strategy"}
     if config.method not in ADVERSARIAL:
-        unused |= {"epsilon", "ramp_epochs"}
+        unused.add("ramp_epochs")
+        if not _radius_scaled(config):
+            unused.add("epsilon")
     if config.method not in ATTACK_STEPS:
         unused.add("attack_steps")
     if config.method != "free_at":
@@ -241,7 +259,8 @@ def settings(config: TrainConfig) -> dict:
     if config.method == "plain":
         unused.add("attack_norm")
     if config.method in ("plain",) + ADVERSARIAL:
-        unused |= {"penalty_weight", "h", "difference", "penalty_every"}
+        unused |= {"penalty_weight", "h", "difference", "penalty_every", "penalty_power",
+                   "clean_weight"}
     if config.regularizer == "gradient_penalty":
         unused.discard("h")
     stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
@@ -253,8 +272,9 @@ def settings(config: TrainConfig) -> dict:
                        ("regularizer_weight", 0.0)):
         if config.method in ADVERSARIAL and stored.get(field) == old:
             del stored[field]
-    if not stored["l2"]:  # added in 0.7: left out at its default, as above
-        del stored["l2"]
+    for field, old in (("l2", 0.0), ("penalty_power", 2), ("clean_weight", 1.0)):
+        if stored.get(field, old) == old:  # added in 0.7 and 0.8: left out at their defaults
+            stored.pop(field, None)
     return stored
 
 

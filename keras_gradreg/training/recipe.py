@@ -61,6 +61,8 @@ def wrap(config: TrainConfig, base: keras.Model) -> keras.Model:
     return models.GradRegModel.from_model(
         base, penalty_weight=config.penalty_weight, h=config.h, attack_norm=config.attack_norm,
         difference=config.difference, penalty_every=config.penalty_every,
+        penalty_power=config.penalty_power, clean_weight=config.clean_weight,
+        epsilon=config.epsilon if config.penalty_power == 1 else None,
         estimator="double_backprop" if config.method == "double_backprop" else "finite_difference")
 
 

@@ -22,6 +22,10 @@ VARIANTS = [
     for d, m in [("forward", "finite_difference"), ("central", "finite_difference"),
                  ("forward", "double_backprop")]
 ]
+UNSQUARED = [dict(variant, penalty_power=1, epsilon=0.1, clean_weight=0.75) for variant in VARIANTS]
+"""The unsquared penalty, with a clean-loss weight, in every variant. The weight is one
+float32 holds exactly: Keras' compiled loss is float32 even for a float64 model, so its
+gradient carries the weight rounded to float32 (0.8 moves the weights by 2e-8)."""
 
 
 def _compile(model, lr=0.1, loss=CE, **kwargs):
@@ -34,8 +38,10 @@ def _weights_close(a, b, rtol=1e-6, atol=1e-7):
         np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
 
 
-def _reference_step(w, b, x, y, *, lam, h, attack_norm, difference, estimator, lr):
-    """One SGD step on the paper's objective, written out independently for logits = xW+b."""
+def _reference_step(w, b, x, y, *, lam, h, attack_norm, difference, estimator, lr,
+                    penalty_power=2, epsilon=None, clean_weight=1.0):
+    """One SGD step on the paper's objective, or with penalty_power 1 on clean_weight *
+    loss + lam * epsilon * ||grad_x loss||_*, written out independently for logits = xW+b."""
     w, b = tf.Variable(w), tf.Variable(b)
     onehot = tf.one_hot(y, w.shape[1], dtype=w.dtype)
 
@@ -45,21 +51,24 @@ def _reference_step(w, b, x, y, *, lam, h, attack_norm, difference, estimator, l
     with tf.GradientTape() as tape:
         g = (tf.nn.softmax(x @ w + b) - onehot) @ tf.transpose(w)  # closed-form grad_x
         if estimator == "double_backprop":
-            penalty = {"l2": tf.reduce_sum(g**2, 1),
-                       "l1": tf.reduce_sum(tf.abs(g), 1) ** 2 / x.shape[1],
-                       "linf": tf.reduce_max(tf.abs(g), 1) ** 2}[kg.DUAL_NORMS[attack_norm]]
+            slope = {"l2": tf.norm(g, axis=1), "l1": tf.reduce_sum(tf.abs(g), 1),
+                     "linf": tf.reduce_max(tf.abs(g), 1)}[kg.DUAL_NORMS[attack_norm]]
+            if penalty_power == 2 and attack_norm == "linf":
+                slope = slope / np.sqrt(x.shape[1])  # the paper's scaling of the l1 norm
         else:
-            d = numpy_direction(g.numpy(), attack_norm)
+            d = numpy_direction(g.numpy(), attack_norm, penalty_power)
             behind = loss_at(x - h * d) if difference == "central" else loss_at(x)
             step = 2 * h if difference == "central" else h
-            penalty = ((loss_at(x + h * d) - behind) / step) ** 2
-        objective = tf.reduce_mean(loss_at(x)) + lam / 2 * tf.reduce_mean(penalty)
+            slope = (loss_at(x + h * d) - behind) / step
+        penalty = slope**2 / 2 if penalty_power == 2 else epsilon * slope
+        objective = clean_weight * tf.reduce_mean(loss_at(x)) + lam * tf.reduce_mean(penalty)
     gw, gb = tape.gradient(objective, [w, b])
     return [w.numpy() - lr * gw.numpy(), b.numpy() - lr * gb.numpy()]
 
 
 @pytest.mark.both_backends
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
+@pytest.mark.parametrize("variant", VARIANTS + UNSQUARED,
+                         ids=lambda v: "-".join(map(str, list(v.values())[:4])))
 def test_one_step_equals_an_independent_computation(variant):
     base = linear_classifier(dtype="float64")
     x, y = batch(dtype="float64")
@@ -69,6 +78,27 @@ def test_one_step_equals_an_independent_computation(variant):
     model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
     for got, want in zip(model.get_weights(), expected):
         np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.both_backends
+def test_unsquared_penalty_at_h_epsilon_is_fgsm_training_without_a_random_start():
+    """loss(x) + epsilon * (loss(x + h d) - loss(x)) / h with h = epsilon and d = sign(g)
+    is loss(x + epsilon sign(g)): two steps give FGSM training's weights (one step of
+    epsilon from x, no random start; the images stay inside the data range)."""
+    x, y = batch(n=16, shape=(6, 6, 2), seed=3)
+    x = 0.3 + 0.4 * x
+    models = [
+        kg.GradRegModel.from_model(small_cnn("gelu"), penalty_weight=1.0, h=0.1,
+                                   attack_norm="linf", penalty_power=1, epsilon=0.1),
+        kg.AdversarialTrainingModel.from_model(small_cnn("gelu"), epsilon=0.1, attack="pgd",
+                                               steps=1, step_size=1.0, start=0.0),
+    ]
+    for model in models:
+        _compile(model, lr=0.5).fit(x, y, batch_size=8, shuffle=False, verbose=0)
+    for fd, fgsm in zip(*[m.trainable_weights for m in models]):
+        np.testing.assert_allclose(np.asarray(fd), np.asarray(fgsm), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(models[0].trainable_weights[0]),
+                           small_cnn("gelu").get_weights()[0])
 
 
 @pytest.mark.both_backends
@@ -211,7 +241,8 @@ def test_from_model_needs_input_shape_for_an_unbuilt_subclassed_model():
         kg.GradRegModel.from_model(_subclassed(), attack_norm="l2")
 
 
-@pytest.mark.parametrize("variant", VARIANTS + [dict(penalty_every=2), dict(penalty_weight=0.0)],
+@pytest.mark.parametrize("variant", VARIANTS + [dict(penalty_every=2), dict(penalty_weight=0.0),
+                                                dict(UNSQUARED[0], difference="central")],
                          ids=lambda v: "-".join(map(str, v.values())))
 def test_model_round_trips_and_trains_with_and_without_xla(variant, tmp_path):
     settings = dict(penalty_weight=0.3, h=0.02)
@@ -220,7 +251,8 @@ def test_model_round_trips_and_trains_with_and_without_xla(variant, tmp_path):
     with_xla = variant.get("difference") == "central" or "penalty_every" in variant
     run_model_test(lambda: kg.GradRegModel.from_model(small_cnn(), **settings),
                    *batch(n=8, shape=(6, 6, 2)), tmp_path,
-                   ("penalty_weight", "h", "attack_norm", "difference", "estimator", "penalty_every"),
+                   ("penalty_weight", "h", "attack_norm", "difference", "estimator", "penalty_every",
+                    "penalty_power", "epsilon", "clean_weight"),
                    jit_compile=(False, True) if with_xla else (False,))
 
 
@@ -279,6 +311,13 @@ def test_mixed_precision_computes_the_difference_in_float32(policy, rtol):
         (dict(penalty_every=0), "penalty_every=0"),
         (dict(penalty_every=2.0), "penalty_every=2.0"),
         (dict(penalty_every=True), "penalty_every=True"),
+        (dict(penalty_power=3), "penalty_power=3"),
+        (dict(penalty_power="1"), "penalty_power='1'"),
+        (dict(penalty_power=1), "penalty_power=1 .*pass epsilon"),
+        (dict(penalty_power=1, epsilon=-0.1), "epsilon=-0.1"),
+        (dict(epsilon=0.1), "epsilon=0.1 scales the unsquared penalty"),
+        (dict(clean_weight=0.0), "clean_weight=0.0"),
+        (dict(clean_weight=1.5), r"clean_weight=1.5 must be a finite number in \(0, 1\]"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, match):

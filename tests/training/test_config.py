@@ -54,3 +54,38 @@ def test_the_devices_a_run_trains_on_are_not_among_its_settings():
     assert training.settings(training.TrainConfig(model_dir="", strategy="mirrored")) == one
     assert "strategy" not in one
     assert training.upgrade_settings(dict(one, strategy="data_parallel")) == one  # before 0.7
+
+
+def test_the_unsquared_penalty_stores_its_radius_and_the_squared_one_stores_neither():
+    """penalty_power 1 is scaled by epsilon, which is then a setting of the run; at the
+    defaults (power 2, clean weight 1) settings are those of runs saved before 0.8."""
+    unsquared = training.validate(training.TrainConfig(
+        model_dir="", method="gradreg", penalty_power=1, clean_weight=0.8, epsilon=0.1))
+    stored = training.settings(unsquared)
+    assert (stored["penalty_power"], stored["clean_weight"], stored["epsilon"]) == (1, 0.8, 0.1)
+    assert "ramp_epochs" not in stored
+    squared = training.settings(training.validate(training.TrainConfig(model_dir="")))
+    assert not {"penalty_power", "clean_weight", "epsilon"} & set(squared)
+    assert not {"penalty_power", "clean_weight"} & set(training.settings(training.validate(
+        training.TrainConfig(model_dir="", method="pgd_at", penalty_power=1))))
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(penalty_power=3), "penalty_power=3"),
+    (dict(clean_weight=0.0), "clean_weight=0.0"),
+    (dict(penalty_power=1, epsilon=0.0), "epsilon=0.0"),
+    (dict(activation="gelu2"), "activation='gelu2'"),
+])
+def test_bad_penalty_settings_are_named_before_any_work(fields, match):
+    with pytest.raises(ValueError, match=match):
+        training.validate(training.TrainConfig(model_dir="", method="gradreg", **fields))
+
+
+def test_the_unsquared_penalty_builds_with_the_runs_radius():
+    config = training.validate(training.TrainConfig(
+        model_dir="", method="double_backprop", penalty_power=1, clean_weight=0.8, epsilon=0.2,
+        activation="gelu"))
+    model = training.build(config)
+    assert (model.penalty_power, model.epsilon, model.clean_weight) == (1, 0.2, 0.8)
+    assert model.estimator == "double_backprop"
+    assert model.layers[1].get_config()["activation"] == "gelu"
