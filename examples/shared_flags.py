@@ -45,6 +45,8 @@ TRAINING_HELP = {
     "penalty_power": "The penalty's power of the dual norm: 2, the paper's (penalty_weight / "
                      "2) ||grad||^2; 1, penalty_weight x epsilon x ||grad|| (Rodriguez-Munoz et "
                      "al. 2024), its step h along the attack norm's unit step.",
+    "penalty_warmup": "Steps over which the penalty's weight rises linearly from 0 (0: none); "
+                      "for deep BatchNorm networks trained from scratch.",
     "clean_weight": "The penalty's runs: weight of the loss itself, in (0, 1] (Rodriguez-Munoz "
                     "et al. 2024: 0.8).",
     "epsilon": "Adversarial training's radius, and the unsquared penalty's "
@@ -66,6 +68,8 @@ TRAINING_HELP = {
     "weight_decay": "Decoupled weight decay (Keras' and AdamW's kind).",
     "l2": "SGD's L2 weight decay as PyTorch applies it (added to the gradient before the "
           "momentum): the paper's 5e-4 (CIFAR-10) and 1e-4 (ImageNet).",
+    "decay_biases": "Apply --l2 to biases and BatchNorm shifts too (the authors' CIFAR-10 "
+                    "recipe does, their ImageNet one does not).",
     "cutout": "Cutout 16 in the CIFAR augmentation.",
     "strategy": "default; mirrored (TensorFlow, one machine's GPUs); data_parallel (JAX: "
                 "KERAS_BACKEND=jax, every device of every process).",

@@ -1,4 +1,5 @@
-"""Conv2D with grouped convolutions computed group by group, so they need no XLA.
+"""The layers the zoo needs beyond Keras': a grouped Conv2D that needs no XLA, and the
+mean over groups of channels of the paper's ResNeXt.
 
 Keras' TensorFlow backend computes a grouped convolution (`groups` > 1) through a
 function compiled with XLA on every device, because TensorFlow's CPU kernels do not
@@ -33,6 +34,33 @@ class Conv2D(keras.layers.Conv2D):
         parts = zip(ops.split(inputs, self.groups, axis=channels),
                     ops.split(kernel, self.groups, axis=-1))
         return ops.concatenate([convolve(x, k) for x, k in parts], axis=channels)
+
+
+@keras.saving.register_keras_serializable(package="keras_gradreg")
+class GroupMean(keras.layers.Layer):
+    """The mean of `groups` equal, consecutive groups of the last axis' channels: (...,
+    groups * c) -> (..., c), output channel j the mean of channels j, c + j, 2c + j, ...
+
+    The paper's ResNeXt (Finlay & Oberman's `BranchBlock`) merges its branches this way
+    instead of with a 1x1 convolution.
+
+    Args:
+      groups: how many groups, >= 1; the channels must divide into them.
+      **kwargs: as for `keras.layers.Layer`.
+    """
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] // self.groups,)
+
+    def call(self, inputs):
+        return ops.mean(ops.stack(ops.split(inputs, self.groups, axis=-1), axis=0), axis=0)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), groups=self.groups)
 
 
 def load_model(path: str, **kwargs) -> keras.Model:

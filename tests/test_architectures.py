@@ -30,17 +30,83 @@ def test_each_method_takes_a_step(name, dataset, method, tmp_path):
     _one_step(model, kg.data.DATASETS[dataset].image_shape)
 
 
-def test_papers_resnext_has_three_stages_of_five_grouped_bottlenecks():
-    model = kg.architectures.build_model("resnext34_2x32", (8, 8, 3), 10, "smooth_relu")
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _add_shapes(model):
+    """The output shape of each residual addition, in order: the stages' shapes."""
+    return [tuple(l.output.shape[1:]) for l in model.layers if isinstance(l, keras.layers.Add)]
+
+
+def test_papers_resnext_is_the_authors_network():
+    """cfinlay/tulip's ResNeXt34_2x32: their 3,892,298 trainable weights, three stages of
+    five 2-branch blocks at 32, 64, 128 channels (32, 16, 8 pixels), the branches' mean,
+    BatchNorm without scale before each bias, the activation on the logits too."""
+    model = kg.architectures.build_model("resnext34_2x32", (32, 32, 3), 10)
+    assert _trainable(model) == 3_892_298
+    assert _add_shapes(model) == [(32, 32, 32)] * 5 + [(16, 16, 64)] * 5 + [(8, 8, 128)] * 5
     grouped = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups == 2]
-    assert len(grouped) == 15
-    assert all(type(l) is kg.layers.Conv2D for l in grouped)  # no XLA (tests/test_layers.py)
-    assert model.output_shape == (None, 10)
-    _one_step(kg.GradRegModel.from_model(model, attack_norm="l2"), (8, 8, 3))
+    assert len(grouped) == 15 and all(type(l) is kg.layers.Conv2D for l in grouped)  # no XLA
+    assert sum(isinstance(l, kg.layers.GroupMean) for l in model.layers) == 15
+    assert not any(isinstance(l, keras.layers.Conv2D) and l.strides != (1, 1) for l in model.layers)
+    assert sum(isinstance(l, keras.layers.AveragePooling2D) for l in model.layers) == 2
+    unscaled = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)
+                and not l.scale]
+    assert len(unscaled) == 4  # the stem, the two 1x1 blocks, the logits' block
+    assert all(l.center and l.momentum == 0.9 and l.epsilon == 1e-5 for l in unscaled)
+    x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+    assert np.all(np.asarray(model(x, training=True)) >= 0)  # ReLU on the logits
+    _one_step(kg.GradRegModel.from_model(model, attack_norm="linf"), (32, 32, 3))
 
 
-def test_resnet50_takes_the_chosen_activation():
-    model = kg.architectures.build_model("resnet50", (32, 32, 3), 7, "softplus")
+def test_papers_resnext_draws_its_weights_as_the_authors_do():
+    """Uniform in +-1/sqrt(fan_in): convolutions, the linear layer and the blocks' biases."""
+    model = kg.architectures.build_model("resnext34_2x32", (32, 32, 3), 10)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel = np.asarray(layer.kernel)
+            bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))
+            assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.95 * bound
+    stem = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    beta = np.asarray(stem.beta)
+    assert 0.9 / np.sqrt(27) < np.abs(beta).max() <= 1 / np.sqrt(27)  # 3 x 3 x 3 inputs
+
+
+def test_papers_resnet50_is_the_authors_network():
+    """torchvision's ResNet-50 (25,557,032 trainable weights for 1,000 classes; the stride
+    on the 3x3 convolutions) as the authors initialise it: each block's last BatchNorm
+    scale 0, so each block starts as the identity (after the activation)."""
+    model = kg.architectures.build_model("resnet50", (224, 224, 3), 1000)
+    assert _trainable(model) == 25_557_032
+    assert _add_shapes(model) == ([(56, 56, 256)] * 3 + [(28, 28, 512)] * 4
+                                  + [(14, 14, 1024)] * 6 + [(7, 7, 2048)] * 3)
+    assert not any(getattr(l, "use_bias", False) for l in model.layers
+                   if isinstance(l, keras.layers.Conv2D))
+    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
+    lasts = [l.input[1]._keras_history.operation for l in adds]  # the residual branch's BatchNorm
+    assert all(isinstance(l, keras.layers.BatchNormalization) and not np.any(np.asarray(l.gamma))
+               for l in lasts)
+    classifier = model.layers[-1]
+    assert abs(float(np.std(np.asarray(classifier.kernel))) - 0.01) < 5e-4
+    probe = keras.Model(model.input, [adds[1].input[0], adds[1].output])  # no shortcut conv
+    x = np.random.default_rng(0).uniform(size=(2, 224, 224, 3)).astype("float32")
+    block_input, block_output = probe(x, training=True)
+    np.testing.assert_allclose(np.asarray(block_output), np.asarray(block_input), atol=1e-6)
+
+
+def test_group_mean_averages_consecutive_groups_of_channels():
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, 6)).astype("float32")
+    layer = kg.layers.GroupMean(2)
+    np.testing.assert_allclose(np.asarray(layer(x)), (x[..., :3] + x[..., 3:]) / 2, rtol=1e-6)
+    assert layer.compute_output_shape((None, 3, 3, 6)) == (None, 3, 3, 3)
+    clone = kg.layers.GroupMean.from_config(layer.get_config())
+    np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(layer(x)))
+
+
+@pytest.mark.parametrize("name", ["resnext34_2x32", "resnet50"])
+def test_the_papers_networks_take_the_chosen_activation(name):
+    model = kg.architectures.build_model(name, (32, 32, 3), 7, "softplus")
     activations = {l.get_config()["activation"] for l in model.layers
                    if isinstance(l, keras.layers.Activation)}
     assert activations == {"softplus"}

@@ -387,9 +387,9 @@ def test_the_paper_experiments_hold_the_papers_settings():
     scale = experiments.IMAGENET_PIXEL_STD
     assert scale == pytest.approx(np.mean([0.229, 0.224, 0.225]), abs=1e-3)
     assert {k: imagenet.settings[k] for k in ("dataset", "model", "optimizer", "l2",
-                                              "attack_norm", "epochs")} == dict(
-        dataset="imagenet2012", model="resnet50", optimizer="sgd", l2=1e-4, attack_norm="l2",
-        epochs=29)
+                                              "decay_biases", "attack_norm", "epochs")} == dict(
+        dataset="imagenet2012", model="resnet50", optimizer="sgd", l2=1e-4, decay_biases=False,
+        attack_norm="l2", epochs=29)  # the authors' train.py: no weight decay on biases
     assert imagenet.settings["h"] / scale == pytest.approx(0.01)  # in normalised units
     lambdas = [dict(imagenet.runs)[n]["penalty_weight"] / scale**2
                for n in ("gradreg_l2_0.1", "gradreg_l2_1")]

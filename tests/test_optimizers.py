@@ -22,6 +22,30 @@ def _torch_sgd(w, gradients, lr, momentum, l2):
 
 
 @pytest.mark.both_backends
+def test_biases_and_batchnorm_shifts_can_be_left_undecayed():
+    """decay_biases=False: a Dense bias and BatchNorm's beta step as plain SGD, the kernel
+    and BatchNorm's gamma as PyTorch's decayed SGD (the authors' ImageNet recipe)."""
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.BatchNormalization()])
+    start = {v.path: rng.normal(size=v.shape) for v in model.trainable_variables}
+    gradients = [{v.path: rng.normal(size=v.shape) for v in model.trainable_variables}
+                 for _ in range(3)]
+    for v in model.trainable_variables:
+        v.assign(start[v.path])
+    optimizer = CoupledWeightDecaySGD(0.1, momentum=0.9, l2=0.1, decay_biases=False)
+    for step in gradients:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(step[v.path], v.dtype), v)
+                                   for v in model.trainable_variables])
+    assert sorted(v.name for v in model.trainable_variables) == ["beta", "bias", "gamma", "kernel"]
+    for v in model.trainable_variables:
+        l2 = 0.0 if v.name in ("bias", "beta") else 0.1
+        expected = _torch_sgd(start[v.path], [g[v.path] for g in gradients], 0.1, 0.9, l2)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v), expected, rtol=1e-5)
+    assert CoupledWeightDecaySGD.from_config(optimizer.get_config()).decay_biases is False
+
+
+@pytest.mark.both_backends
 @pytest.mark.parametrize("l2", [0.0, 5e-4, 0.1])
 def test_coupled_weight_decay_steps_as_pytorchs_sgd(l2):
     rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ from keras_gradreg.models.free import FreeAdversarialTrainingModel
 from keras_gradreg.models.gradreg import GradRegModel
 from keras_gradreg.models.gradreg import validate_clean_weight
 from keras_gradreg.models.gradreg import validate_penalty_every
+from keras_gradreg.models.gradreg import validate_penalty_warmup
 from keras_gradreg.models.gradreg import validate_penalty_weight
 from keras_gradreg.models.stepped import NonFiniteGuard
 from keras_gradreg.models.stepped import SteppedModel
@@ -35,6 +36,7 @@ __all__ = (
     "Threat",
     "validate_clean_weight",
     "validate_penalty_every",
+    "validate_penalty_warmup",
     "validate_penalty_weight",
     "WrapsModel",
 )

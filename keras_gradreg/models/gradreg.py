@@ -25,6 +25,12 @@ def validate_clean_weight(clean_weight: float) -> float:
                                    hint="(1: the paper's; Rodriguez-Munoz et al. 2024 use 0.8)")
 
 
+def validate_penalty_warmup(penalty_warmup: int) -> int:
+    """Returns the warm-up's steps as an int; raises ValueError unless an integer >= 0."""
+    return validation.check_number("penalty_warmup", penalty_warmup, low_open=False,
+                                   integer=True, hint="(0: the full weight from the first step)")
+
+
 def validate_penalty_every(penalty_every: int) -> int:
     """Returns k as an int; raises ValueError unless it is an integer >= 1."""
     return validation.check_number(
@@ -93,6 +99,11 @@ class GradRegModel(SteppedModel):
       epsilon: the attack's radius, in input units, scaling the unsquared penalty
         (needed with penalty_power 1, refused with 2).
       clean_weight: the compiled loss's weight, in (0, 1], on every step.
+      penalty_warmup: steps over which the penalty's weight rises linearly from 0 (at
+        optimizer step i, in training, penalty_weight * min(1, (i + 1) / penalty_warmup));
+        0, the default, is the full weight from the first step. A deep BatchNorm network
+        trained from scratch can start with input gradients hundreds of times those it
+        trains to (docs/guides/penalty.md), which the squared penalty makes explode.
       *args: as for `keras.Model` (`inputs`, `outputs`).
       **kwargs: as for `keras.Model` (`inputs`, `outputs`, `name`).
     """
@@ -109,6 +120,7 @@ class GradRegModel(SteppedModel):
         penalty_power: int = 2,
         epsilon: Optional[float] = None,
         clean_weight: float = 1.0,
+        penalty_warmup: int = 0,
         **kwargs,
     ):
         kwargs = deprecation.renamed_arguments("GradRegModel", kwargs)
@@ -117,6 +129,7 @@ class GradRegModel(SteppedModel):
         penalty_weight = validate_penalty_weight(penalty_weight)
         penalty_every = validate_penalty_every(penalty_every)
         clean_weight = validate_clean_weight(clean_weight)
+        penalty_warmup = validate_penalty_warmup(penalty_warmup)
         h, epsilon = penalty_lib.validate_options(h, attack_norm, difference, estimator,
                                                   penalty_power, epsilon)
         super().__init__(*args, **kwargs)
@@ -129,6 +142,7 @@ class GradRegModel(SteppedModel):
         self.penalty_power = penalty_power
         self.epsilon = epsilon
         self.clean_weight = clean_weight
+        self.penalty_warmup = penalty_warmup
 
     @property
     def dual_norm(self) -> str:
@@ -147,6 +161,7 @@ class GradRegModel(SteppedModel):
             penalty_power=self.penalty_power,
             epsilon=self.epsilon,
             clean_weight=self.clean_weight,
+            penalty_warmup=self.penalty_warmup,
         )
         return config
 
@@ -193,8 +208,15 @@ class GradRegModel(SteppedModel):
         # Like Keras' compiled loss: mean over the local batch, divided by the number
         # of replicas, so that the gradients summed over replicas are the global mean's.
         factor = penalty_lib.PENALTY_FACTORS[self.penalty_power] * penalty_weight / replicas
+        if training and self.penalty_warmup:
+            factor = factor * self._warmup_share(penalty.dtype)
         loss = loss + ops.cast(factor * penalty, loss.dtype)
         return y_pred, loss, ops.cast(penalty, loss.dtype), ops.cast(grad_norm, loss.dtype)
+
+    def _warmup_share(self, dtype: str) -> Any:
+        """min(1, (optimizer step + 1) / penalty_warmup), the warm-up's share of the weight."""
+        step = ops.cast(self.optimizer.iterations + 1, dtype)
+        return ops.minimum(ops.cast(1.0, dtype), step / float(self.penalty_warmup))
 
     def _penalty(self, clean, y, loss_fn, sample_weight, training: bool) -> tuple:
         """The local batch's mean penalty and grad_norm, sample-weighted like the loss."""

@@ -25,6 +25,7 @@ runner (`train`).
 """
 
 from keras_gradreg.training.config import ADVERSARIAL
+from keras_gradreg.training.config import PENALISED
 from keras_gradreg.training.config import DEFAULT_COORDINATOR_TIMEOUT
 from keras_gradreg.training.config import MONITOR_IMAGES
 from keras_gradreg.training.config import OPTIMIZERS
@@ -40,6 +41,7 @@ from keras_gradreg.training.config import step_jit_compile
 from keras_gradreg.training.config import upgrade_settings
 from keras_gradreg.training.config import validate
 from keras_gradreg.training.recipe import build
+from keras_gradreg.training.recipe import compiled
 from keras_gradreg.training.recipe import wrap
 from keras_gradreg.training.recipe import test_images
 from keras_gradreg.training.run_dir import BACKUP_DIR
@@ -63,6 +65,7 @@ __all__ = (
     "build",
     "check_model_dir",
     "check_settings",
+    "compiled",
     "DEFAULT_COORDINATOR_TIMEOUT",
     "finished_run",
     "HISTORY_FILE",
@@ -71,6 +74,7 @@ __all__ = (
     "MONITOR_IMAGES",
     "OPTIMIZERS",
     "PAPER_SCHEDULE",
+    "PENALISED",
     "REGULARIZED",
     "RunFileError",
     "SCHEDULES",

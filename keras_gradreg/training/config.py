@@ -83,6 +83,7 @@ class TrainConfig:
     penalty_every: int = 1
     penalty_power: int = 2
     clean_weight: float = 1.0
+    penalty_warmup: int = 0
     epsilon: float = 0.3
     ramp_epochs: int = 5
     regularizer: str = "none"
@@ -97,6 +98,7 @@ class TrainConfig:
     schedule: str = "constant"
     weight_decay: float = 0.0
     l2: float = 0.0
+    decay_biases: bool = True
     cutout: bool = False
     strategy: str = "default"
     mixed_precision: bool = False
@@ -183,10 +185,14 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"l2={config.l2!r} is SGD's L2 weight decay (PyTorch's kind, with "
                          f"optimizer='sgd' and no weight_decay); optimizer is "
                          f"{config.optimizer!r}, weight_decay {config.weight_decay!r}.")
+    if not config.decay_biases and not config.l2:
+        raise ValueError("decay_biases=False leaves the biases out of l2's decay, but l2 is "
+                         f"{config.l2!r}: give l2 > 0 (with optimizer='sgd').")
     checked["regularizer_weight"] = _check_regularizer(config)
     checked["penalty_weight"] = models.validate_penalty_weight(config.penalty_weight)
     checked["penalty_every"] = models.validate_penalty_every(config.penalty_every)
     checked["clean_weight"] = models.validate_clean_weight(config.clean_weight)
+    checked["penalty_warmup"] = models.validate_penalty_warmup(config.penalty_warmup)
     _, epsilon = penalty_lib.validate_options(
         config.h, config.attack_norm, config.difference, "finite_difference",
         config.penalty_power, config.epsilon if config.penalty_power == 1 else None)
@@ -260,7 +266,7 @@ def settings(config: TrainConfig) -> dict:
         unused.add("attack_norm")
     if config.method in ("plain",) + ADVERSARIAL:
         unused |= {"penalty_weight", "h", "difference", "penalty_every", "penalty_power",
-                   "clean_weight"}
+                   "clean_weight", "penalty_warmup"}
     if config.regularizer == "gradient_penalty":
         unused.discard("h")
     stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
@@ -272,7 +278,8 @@ def settings(config: TrainConfig) -> dict:
                        ("regularizer_weight", 0.0)):
         if config.method in ADVERSARIAL and stored.get(field) == old:
             del stored[field]
-    for field, old in (("l2", 0.0), ("penalty_power", 2), ("clean_weight", 1.0)):
+    for field, old in (("l2", 0.0), ("penalty_power", 2), ("clean_weight", 1.0),
+                       ("penalty_warmup", 0), ("decay_biases", True)):
         if stored.get(field, old) == old:  # added in 0.7 and 0.8: left out at their defaults
             stored.pop(field, None)
     return stored

@@ -13,6 +13,7 @@ from keras_gradreg.regularizers import trades
 from keras_gradreg.training.config import PAPER_IMAGENET_SCHEDULE
 from keras_gradreg.training.config import PAPER_SCHEDULE
 from keras_gradreg.training.config import TrainConfig
+from keras_gradreg.training.config import step_jit_compile
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -31,7 +32,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
             [e / last * config.epochs * steps_per_epoch for e, _ in PAPER_IMAGENET_SCHEDULE],
             [config.learning_rate * m for _, m in PAPER_IMAGENET_SCHEDULE])
     if config.optimizer == "sgd" and config.l2:
-        return optimizers.CoupledWeightDecaySGD(learning_rate, momentum=0.9, l2=config.l2)
+        return optimizers.CoupledWeightDecaySGD(learning_rate, momentum=0.9, l2=config.l2,
+                                                decay_biases=config.decay_biases)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=False,
                                     weight_decay=config.weight_decay or None)
@@ -62,6 +64,7 @@ def wrap(config: TrainConfig, base: keras.Model) -> keras.Model:
         base, penalty_weight=config.penalty_weight, h=config.h, attack_norm=config.attack_norm,
         difference=config.difference, penalty_every=config.penalty_every,
         penalty_power=config.penalty_power, clean_weight=config.clean_weight,
+        penalty_warmup=config.penalty_warmup,
         epsilon=config.epsilon if config.penalty_power == 1 else None,
         estimator="double_backprop" if config.method == "double_backprop" else "finite_difference")
 
@@ -71,6 +74,16 @@ def build(config: TrainConfig) -> keras.Model:
     info = data_lib.DATASETS[config.dataset]
     return wrap(config, architectures.build_model(config.model, info.image_shape,
                                                   info.num_classes, config.activation))
+
+
+def compiled(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """The model of a run, wrapped for its method and compiled as the run trains it: its
+    optimizer and schedule, sparse cross-entropy on logits, accuracy."""
+    model = build(config)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=step_jit_compile(config.jit_compile))
+    return model
 
 
 def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None,

@@ -15,10 +15,8 @@ from keras_gradreg.training.callbacks import Clock
 from keras_gradreg.training.config import ADVERSARIAL
 from keras_gradreg.training.config import MONITOR_IMAGES
 from keras_gradreg.training.config import TrainConfig
-from keras_gradreg.training.config import step_jit_compile
 from keras_gradreg.training.config import validate
-from keras_gradreg.training.recipe import build
-from keras_gradreg.training.recipe import make_optimizer
+from keras_gradreg.training.recipe import compiled
 from keras_gradreg.training.recipe import test_images
 
 def train(config: TrainConfig, verbose: int = 2) -> tuple:
@@ -92,10 +90,7 @@ def _fit(config: TrainConfig, resume: run_dir.Resume, verbose: int) -> tuple:
     # trim_history).
     callbacks = [clock] + callbacks + [checkpoint]
     with distributed.distribution(config):
-        model = build(config)
-        model.compile(optimizer=make_optimizer(config, steps),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=step_jit_compile(config.jit_compile))
+        model = compiled(config, steps)
         # shuffle=False: each epoch's order is already a function of (seed, epoch), and
         # Keras ignores (with a warning) shuffle=True for a dataset.
         history = model.fit(train_data, epochs=config.epochs, initial_epoch=resume.epochs,

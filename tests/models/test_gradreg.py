@@ -118,6 +118,25 @@ def test_lazy_penalty_penalises_every_kth_step_with_k_times_the_weight():
 
 
 @pytest.mark.both_backends
+def test_warmup_raises_the_penalty_weight_linearly_over_its_steps():
+    """penalty_warmup=4: steps 0, 1, 2 follow the objective with lambda / 4, 2 / 4, 3 / 4;
+    a run resumed from a .keras file keeps counting (the optimizer's iterations)."""
+    base = linear_classifier(dtype="float64")
+    x, y = batch(dtype="float64")
+    expected = base.get_weights()
+    for share in (0.25, 0.5, 0.75):
+        expected = _reference_step(*expected, x, y, lam=2.0 * share, h=0.05, lr=0.5,
+                                   attack_norm="l2", difference="forward",
+                                   estimator="finite_difference")
+    model = _compile(kg.GradRegModel.from_model(base, penalty_weight=2.0, h=0.05,
+                                                penalty_warmup=4, attack_norm="l2"),
+                     lr=0.5, loss=CE64)
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(3), epochs=1, verbose=0)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.both_backends
 def test_lazy_penalty_logs_average_over_the_penalised_steps():
     """With lr = 0 every step sees the same weights: the logged penalty is that of one
     penalised step, and the logged loss averages to loss + lambda / 2 * penalty."""
@@ -242,7 +261,8 @@ def test_from_model_needs_input_shape_for_an_unbuilt_subclassed_model():
 
 
 @pytest.mark.parametrize("variant", VARIANTS + [dict(penalty_every=2), dict(penalty_weight=0.0),
-                                                dict(UNSQUARED[0], difference="central")],
+                                                dict(UNSQUARED[0], difference="central"),
+                                                dict(penalty_warmup=3, attack_norm="l2")],
                          ids=lambda v: "-".join(map(str, v.values())))
 def test_model_round_trips_and_trains_with_and_without_xla(variant, tmp_path):
     settings = dict(penalty_weight=0.3, h=0.02)
@@ -252,7 +272,7 @@ def test_model_round_trips_and_trains_with_and_without_xla(variant, tmp_path):
     run_model_test(lambda: kg.GradRegModel.from_model(small_cnn(), **settings),
                    *batch(n=8, shape=(6, 6, 2)), tmp_path,
                    ("penalty_weight", "h", "attack_norm", "difference", "estimator", "penalty_every",
-                    "penalty_power", "epsilon", "clean_weight"),
+                    "penalty_power", "epsilon", "clean_weight", "penalty_warmup"),
                    jit_compile=(False, True) if with_xla else (False,))
 
 
@@ -318,6 +338,8 @@ def test_mixed_precision_computes_the_difference_in_float32(policy, rtol):
         (dict(epsilon=0.1), "epsilon=0.1 scales the unsquared penalty"),
         (dict(clean_weight=0.0), "clean_weight=0.0"),
         (dict(clean_weight=1.5), r"clean_weight=1.5 must be a finite number in \(0, 1\]"),
+        (dict(penalty_warmup=-1), "penalty_warmup=-1"),
+        (dict(penalty_warmup=2.5), "penalty_warmup=2.5"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, match):
