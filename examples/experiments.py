@@ -73,8 +73,8 @@ PAPER_CIFAR10 = Experiment(
                ("pgd_at", 16.33, (22.86, 46.02), 4.07e-2, 12.10)))
 """The paper's CIFAR-10 experiment. The authors' PyTorch SGD decays every weight by 5e-4
 through the gradient (training.TrainConfig.l2); PGD-AT takes 7 steps of 2/255 from a
-random start (the library's PGD: 1.75 eps / 7), with no radius ramp; FGSM-RS is Wong et
-al.'s (1.25 eps), which at 8/255 over 200 epochs may overfit catastrophically (Wong et
+random start (the library's PGD: 1.75 epsilon / 7), with no radius ramp; FGSM-RS is Wong et
+al.'s (1.25 epsilon), which at 8/255 over 200 epochs may overfit catastrophically (Wong et
 al. trained 15 epochs): the run's monitor says so. The paper's attacks (CW, Boundary,
 LogBarrier, PGD) are not ours; the table is its protocol with AutoAttack's attacks."""
 

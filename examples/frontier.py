@@ -65,7 +65,6 @@ def _parse(flag, text, kind):
 def _checked_flags() -> dict:
     """run_frontier's arguments, every flag checked before any work. --epsilon sets the
     trained radius and, without --epsilons, the only one attacked."""
-    shared_flags.renamed_flags()
     regime = regimes.REGIMES[FLAGS.regime]
     output_dir = FLAGS.output_dir or f"runs/frontier/{FLAGS.regime}"
     shared_flags.refuse_existing(kg.frontier.existing_results(output_dir))

@@ -56,7 +56,6 @@ def _given(name: str, default):
 def _checked_flags() -> dict:
     """The experiment, the runs' configs, the tables' norm, radii and top-k, every flag
     checked before any work."""
-    shared_flags.renamed_flags()
     experiment = experiments.EXPERIMENTS[FLAGS.experiment]
     results_dir = os.path.join(_output_dir(), "results")
     shared_flags.refuse_existing(kg.evaluation.existing_results(results_dir)
@@ -64,7 +63,7 @@ def _checked_flags() -> dict:
     names = [name for name, _ in experiment.runs]
     for name in FLAGS.runs or ():
         validation.check_choice("--runs", name, tuple(names))
-    configs = {name: training.validate(shared_flags.training_config(
+    configs = {name: training.check_config(shared_flags.training_config(
         dict(experiment.settings, **run), model_dir=os.path.join(_output_dir(), name),
         method=run["method"])) for name, run in experiment.runs
         if name in (FLAGS.runs or names)}  # all, before any work

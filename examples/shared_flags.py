@@ -1,5 +1,5 @@
 """The flags the example scripts share, each defined once: a flag per TrainConfig field
-(its default and help), the evaluation's, and the old names of renamed flags.
+(its default and help) and the evaluation's.
 
 The library checks every value before any work; a script turns a bad one into one line
 (`validation.exit_on_bad_value`).
@@ -10,16 +10,15 @@ import typing
 from typing import Iterable, Optional
 
 from absl import flags
-from absl import logging
 
 from keras_gradreg import architectures
 from keras_gradreg import data
-from keras_gradreg import deprecation
 from keras_gradreg import penalty
+from keras_gradreg import per_example
 from keras_gradreg import regularizers
 from keras_gradreg import training
 from keras_gradreg.attacks import ball
-from keras_gradreg.attacks import settings
+from keras_gradreg.attacks import budgets
 
 FLAGS = flags.FLAGS
 
@@ -90,16 +89,12 @@ TRAINING_HELP = {
 """Every TrainConfig field's help text."""
 CHOICES = {
     "dataset": tuple(data.DATASETS), "model": tuple(architectures.MODELS),
-    "method": training.TRAINING_METHODS + tuple(old for setting, old in deprecation.RENAMED_VALUES
-                                                 if setting == "method"),
-    "attack_norm": penalty.ATTACK_NORMS, "difference": penalty.DIFFERENCES,
+    "method": training.TRAINING_METHODS,
+    "attack_norm": per_example.ATTACK_NORMS, "difference": penalty.DIFFERENCES,
     "regularizer": regularizers.NAMES, "optimizer": training.OPTIMIZERS,
     "schedule": training.SCHEDULES, "strategy": training.STRATEGIES,
 }
-"""The TrainConfig fields that take one of a few values (absl enums); --method also takes
-the old names of methods (deprecation.RENAMED_VALUES), with a warning."""
-RENAMED = {entry.old: entry.new for entry in deprecation.RENAMED if entry.where == "flags"}
-"""Old flag name -> new (deprecation.RENAMED)."""
+"""The TrainConfig fields that take one of a few values (absl enums)."""
 
 
 def _define(name: str, kind, default, help_text: str) -> None:
@@ -124,7 +119,7 @@ def _kind(field: dataclasses.Field):
 def define_training_flags(only: Optional[Iterable[str]] = None, exclude: Iterable[str] = (),
                           unset: bool = False) -> None:
     """A flag per TrainConfig field (those of `only`, but those of `exclude`), with
-    TrainConfig's defaults, and the old names of the renamed ones.
+    TrainConfig's defaults.
 
     Args:
       only: the fields to define (None: all).
@@ -140,27 +135,6 @@ def define_training_flags(only: Optional[Iterable[str]] = None, exclude: Iterabl
         help_text = TRAINING_HELP[field.name] + (" (default: the script's choice, see its "
                                                  "--help)" if unset else "")
         _define(field.name, _kind(field), default, help_text)
-    for old, new in RENAMED.items():
-        field = next((f for f in fields if f.name == new), None)
-        if field is not None:
-            _define(old, _kind(field), None, f"The old name of --{new}.")
-
-
-def renamed_flags() -> None:
-    """Moves the values of the old flag names given to the new ones, with a warning;
-    ValueError for a flag given under both names. Call first in main()."""
-    for old, new in RENAMED.items():
-        if old not in FLAGS or FLAGS[old].value is None:
-            continue
-        if FLAGS[new].present:
-            raise ValueError(f"--{old} is the old name of --{new}; give --{new} only.")
-        logging.warning("--%s is renamed --%s; it still works, for now.", old, new)
-        FLAGS[new].value, FLAGS[new].present = FLAGS[old].value, 1
-    if "method" in FLAGS and FLAGS.method is not None:
-        new = deprecation.renamed_value("method", FLAGS.method, warns=False)
-        if new != FLAGS.method:
-            logging.warning("--method=%s is --method=%s; it still works, for now.", FLAGS.method, new)
-            FLAGS.method = new
 
 
 def training_config(defaults: Optional[dict] = None, **fields) -> training.TrainConfig:
@@ -191,7 +165,7 @@ def define_evaluation_flags(num_images: int = 1000, top_k: bool = False,
                       "AutoAttack runs; default: the dataset's for the attack norm "
                       "(keras_gradreg.data.DATASETS).")
     flags.DEFINE_integer("num_images", num_images, "Test images attacked.", lower_bound=1)
-    flags.DEFINE_enum("autoattack_budget", "standard", list(settings.BUDGETS),
+    flags.DEFINE_enum("autoattack_budget", "standard", list(budgets.BUDGETS),
                       "AutoAttack's own budgets (standard), or 20 iterations and 1,000 "
                       "queries (quick; not for reporting).")
     if top_k:

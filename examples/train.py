@@ -38,8 +38,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     with validation.exit_on_bad_value("train.py"):
-        shared_flags.renamed_flags()
-        config = training.validate(shared_flags.training_config())
+        config = training.check_config(shared_flags.training_config())
         training.check_model_dir(config)  # a finished run or other settings there
     _, history, seconds = training.train(config)
     last = {k: round(v[-1], 4) for k, v in history.history.items()} if history.history else {}

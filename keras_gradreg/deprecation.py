@@ -7,9 +7,12 @@ a run's settings.json) still load, converted.
 """
 
 import dataclasses
+import importlib
 import warnings
 from typing import Any, Callable, Optional
 
+from keras_gradreg import per_example
+from keras_gradreg import validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +39,9 @@ class Renamed:
 
 
 def _attack_norm_of_dual(dual: str) -> str:
-    from keras_gradreg import penalty  # here: the penalty imports this module
-
-    return penalty.attack_norm_of_dual(dual)
+    """The attack norm whose dual is `dual` (the old `norm` argument's meaning)."""
+    validation.check_choice("norm", dual, tuple(per_example.DUAL_NORMS.values()))
+    return next(attack for attack, d in per_example.DUAL_NORMS.items() if d == dual)
 
 
 _NORM_NOTE = ("it now names the attack to defend against (the penalised gradient norm is "
@@ -62,13 +65,19 @@ RENAMED = (
             note="`method` names a training recipe; the penalty's is its estimator"),
     Renamed("input_gradient_penalty", "method", "estimator", "0.7"),
     Renamed("SingleStepAdversarialModel", "method", "attack", "0.7"),
-    Renamed("AttackSettings", "step_fraction", "reach", "0.7",
+    Renamed("AttackBudget", "step_fraction", "reach", "0.7",
             note="steps reach `reach` radii in all, as PGD's everywhere"),
-    *(Renamed(where, old, new, "0.7", note=_ONE_NORM if old == "at_norm" else "")
-      for old, new in _TRAINING_FIELDS for where in ("TrainConfig", "settings.json", "flags")),
+    *(Renamed("settings.json", old, new, "0.7", note=_ONE_NORM if old == "at_norm" else "")
+      for old, new in _TRAINING_FIELDS),
     Renamed("run_frontier", "radii", "epsilons", "0.7"),
+    Renamed("RobustnessReport.error_at", "eps", "epsilon", "0.8", note="one word: epsilon"),
+    Renamed("evaluate_robustness", "settings", "budget", "0.8",
+            note="the attacks' budgets are AttackBudget's; 'settings' are a run's"),
+    Renamed("keras_gradreg", "AttackSettings", "attacks.AttackBudget", "0.8",
+            note="the attacks' budgets; 'settings' are a run's"),
+    Renamed("keras_gradreg.attacks", "AttackSettings", "AttackBudget", "0.8",
+            note="the attacks' budgets; 'settings' are a run's"),
     Renamed("frontier.json", "radii", "epsilons", "0.7"),
-    Renamed("flags", "radii", "epsilons", "0.7"),
     Renamed("keras_gradreg", "METHODS", "ESTIMATORS", "0.7"),
     Renamed("keras_gradreg", "BOUND_NORMS", "attacks.ball.NORMS", "0.7"),
     Renamed("keras_gradreg", "primitives", "attacks.ball", "0.7"),
@@ -77,6 +86,33 @@ RENAMED = (
                  "attacks.registry for their names"),
     Renamed("keras_gradreg", "adversarial_training", "models", "0.7"),
     Renamed("keras_gradreg", "local_linearity", "regularizers.local_linearity", "0.7"),
+    *(Renamed("keras_gradreg.penalty", old, new, "0.8",
+              note="the per-example vocabulary moved to keras_gradreg.per_example")
+      for old, new in (("as_float", "per_example.as_float"),
+                       ("at_least_float32", "per_example.at_least_float32"),
+                       ("require_targets", "per_example.require_targets"),
+                       ("per_example_loss_fn", "per_example.loss_fn"),
+                       ("flatten_per_example", "per_example.flatten"),
+                       ("unflatten_like", "per_example.unflatten"),
+                       ("CleanPass", "per_example.CleanPass"), ("LossFn", "per_example.LossFn"),
+                       ("missing_gradient_error", "per_example.missing_gradient_error"),
+                       ("ATTACK_NORMS", "per_example.ATTACK_NORMS"),
+                       ("DUAL_NORMS", "per_example.DUAL_NORMS"),
+                       ("DEFAULT_ATTACK_NORM", "per_example.DEFAULT_ATTACK_NORM"),
+                       ("dual_norm", "per_example.dual_norm"),
+                       ("clean_pass", "backend.clean_pass"),
+                       ("validate_options", "penalty.check_options"))),
+    Renamed("keras_gradreg.training", "validate", "training.check_config", "0.8",
+            note="checks are check_*"),
+    *(Renamed("keras_gradreg.models", old, "models." + old.replace("validate", "check"), "0.8",
+              note="checks are check_*")
+      for old in ("validate_penalty_weight", "validate_penalty_every")),
+    *(Renamed("keras_gradreg.attacks.ball", old, new, "0.8", note=note)
+      for old, new, note in (("norm", "per_example.norm", "norms are per_example's"),
+                             ("per_example", "per_example.broadcast", "per_example's now"),
+                             ("max_radius", "attacks.ball.max_epsilon", "one word: epsilon"),
+                             ("within_radius", "attacks.ball.within_epsilon",
+                              "one word: epsilon"))),
 )
 """The table: every rename the library still understands."""
 
@@ -95,8 +131,6 @@ def renamed_value(setting: str, value: Any, warns: bool = True) -> Any:
         warnings.warn(f"{setting}={value!r} is {setting}={new!r} (renamed in {since}).",
                       DeprecationWarning, stacklevel=3)
     return new
-
-"""The table: every rename the library still understands."""
 
 
 def _entries(where: str) -> list:
@@ -167,6 +201,20 @@ def warn(entry: Renamed, stacklevel: int = 1) -> None:
     warnings.warn(f"{entry.where}: `{entry.old}` is renamed `{entry.new}` (since {entry.since})"
                   + (f"; {entry.note}" if entry.note else "") + ".",
                   DeprecationWarning, stacklevel=stacklevel + 1)
+
+
+def module_getattr(where: str) -> Callable[[str], Any]:
+    """A module's `__getattr__` (PEP 562) for its renamed attributes: `where.name` resolves,
+    after a DeprecationWarning, to the new dotted path below keras_gradreg."""
+
+    def __getattr__(name: str) -> Any:
+        new = renamed_attribute(where, name)
+        if new is None:
+            raise AttributeError(f"module {where!r} has no attribute {name!r}")
+        module, _, attribute = new.rpartition(".")
+        return getattr(importlib.import_module(f"keras_gradreg.{module}"), attribute)
+
+    return __getattr__
 
 
 def renamed_attribute(where: str, name: str) -> Optional[str]:

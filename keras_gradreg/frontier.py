@@ -33,11 +33,11 @@ from keras_gradreg import files
 from keras_gradreg import training
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
-from keras_gradreg.attacks.settings import STANDARD_BUDGET
-from keras_gradreg.attacks.settings import AutoAttackBudget
+from keras_gradreg.attacks.budgets import STANDARD_BUDGET
+from keras_gradreg.attacks.budgets import AutoAttackBudget
 
 SMALL_GRID = {"penalty_weight": (10.0, 30.0), "penalty_every": (1, 4), "pgd_steps": (3, 7)}
-"""The default grid: 24 minutes for two seeds on 2 CPU cores with 500 images (measured)."""
+"""The default grid of the penalty's lambdas and k's and PGD-AT's steps."""
 FULL_GRID = {"penalty_weight": (1.0, 3.0, 10.0, 30.0), "penalty_every": (1, 2, 4),
              "pgd_steps": (3, 7)}
 """The grid of `--full_grid`: every lambda and k of the penalty, PGD-AT's step counts."""
@@ -208,12 +208,12 @@ def _epsilons(epsilon: float, epsilons: Optional[Sequence[float]], attack_norm: 
               dataset: str) -> tuple:
     """The evaluation's radii, checked, in increasing order; epsilon must be among them."""
     dims = math.prod(data_lib.DATASETS[dataset].image_shape)
-    radii = tuple(sorted(ball.check_epsilons((epsilon,) if epsilons is None else epsilons,
-                                             attack_norm, size=dims)))
-    if epsilon not in radii:
-        raise ValueError(f"epsilon={epsilon!r} must be one of epsilons={list(radii)!r}: the "
+    checked = tuple(sorted(ball.check_epsilons((epsilon,) if epsilons is None else epsilons,
+                                               attack_norm, size=dims)))
+    if epsilon not in checked:
+        raise ValueError(f"epsilon={epsilon!r} must be one of epsilons={list(checked)!r}: the "
                          "table's headline is the robust error at the trained radius.")
-    return radii
+    return checked
 
 
 def plan(base: training.TrainConfig, output_dir: str, *, epsilon: float,
@@ -229,7 +229,7 @@ def plan(base: training.TrainConfig, output_dir: str, *, epsilon: float,
     entries = grid(base, sizes, cheap)
     if not len(seeds) or len(set(seeds)) < len(seeds):
         raise ValueError(f"seeds={list(seeds)!r} must be one or more different seeds.")
-    configs = {(entry.name, seed): training.validate(dataclasses.replace(
+    configs = {(entry.name, seed): training.check_config(dataclasses.replace(
         base, model_dir=os.path.join(output_dir, "runs", _slug(entry.name, seed)), seed=seed,
         overwrite=False, **entry.settings)) for entry in entries for seed in seeds}
     return entries, configs, _epsilons(epsilon, epsilons, base.attack_norm, base.dataset)
@@ -319,10 +319,10 @@ def format_frontier(points: Sequence[Point], epsilon: float, num_images: int,
     """The table behind the plot, fastest first; * marks the Pareto-optimal runs (on the
     robust error at epsilon, the trained radius). "failed" counts the seeds that collapsed
     (the RobustnessMonitor's verdict) or never learned (clean error above NEVER_LEARNED)."""
-    radii = points[0].epsilons or (epsilon,)
+    epsilons = points[0].epsilons or (epsilon,)
     header = (["", "run", "train s", "s / epoch", "% clean error"]
-              + [f"% robust at {r:g}" + (" (trained)" if r == epsilon and len(radii) > 1 else "")
-                 for r in radii]
+              + [f"% robust at {e:g}" + (" (trained)" if e == epsilon and len(epsilons) > 1 else "")
+                 for e in epsilons]
               + ["spread (pts)", "failed: collapsed / never learned"])
     rows = [["*" if p.pareto else "", p.name, f"{p.train_seconds:.1f}", f"{p.epoch_seconds:.2f}",
              f"{100 * p.clean_error:.1f}"]
@@ -380,7 +380,9 @@ def read_frontier(path: str) -> tuple:
     files.finish_replacing(os.path.dirname(os.path.abspath(path)))
     with open(path) as f:
         stored = json.load(f)
+    rows = [deprecation.upgrade_config("frontier.json", row) for row in stored["points"]]
     points = [Point(**{k: tuple(v) if isinstance(v, list) else v for k, v in
-                       deprecation.upgrade_config("frontier.json", row).items()})
-              for row in stored["points"]]
+                       dict(row, method=deprecation.renamed_value("method", row["method"],
+                                                                  warns=False)).items()})
+              for row in rows]
     return points, stored["epsilon"], stored.get("attack_norm", "linf")

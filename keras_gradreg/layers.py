@@ -11,6 +11,8 @@ evaluations more than twice (docs/paper-experiments.md, GPU settings).
 import keras
 from keras import ops
 
+from keras_gradreg import validation
+
 
 @keras.saving.register_keras_serializable(package="keras_gradreg")
 class Conv2D(keras.layers.Conv2D):
@@ -51,7 +53,15 @@ class GroupMean(keras.layers.Layer):
 
     def __init__(self, groups: int, **kwargs):
         super().__init__(**kwargs)
-        self.groups = int(groups)
+        self.groups = validation.check_number("groups", groups, low=1, low_open=False,
+                                              integer=True)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % self.groups:
+            raise ValueError(f"GroupMean(groups={self.groups}) cannot split {channels} channels "
+                             "into equal groups; the channels must be a multiple of groups.")
+        super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (input_shape[-1] // self.groups,)

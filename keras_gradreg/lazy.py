@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 
 
 def loader(package: str, exports: Mapping[str, str], submodules: tuple,
-           renamed: Callable = None) -> tuple:
+           renamed: Callable = None, public: tuple = ()) -> tuple:
     """(`__getattr__`, `__dir__`) for a package's module: each name of `exports` comes
     from its module (relative to the package), each of `submodules` is imported, when
     first asked for, and kept in the package's namespace.
@@ -18,6 +18,8 @@ def loader(package: str, exports: Mapping[str, str], submodules: tuple,
       submodules: the modules it exposes, e.g. ("attacks", "evaluation").
       renamed: name -> its new dotted path (after a DeprecationWarning), or None for a
         name never renamed.
+      public: the package's other public names (imported with it), which `dir` lists too,
+        so that `dir(package)` is its `__all__`.
     """
 
     def load(name: str):
@@ -48,6 +50,6 @@ def loader(package: str, exports: Mapping[str, str], submodules: tuple,
         return resolve(new)  # not kept: each use of an old name warns
 
     def __dir__() -> list:
-        return sorted(set(exports) | set(submodules))
+        return sorted(set(exports) | set(submodules) | set(public))
 
     return __getattr__, __dir__

@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras_gradreg import backend
 from keras_gradreg import deprecation
 from keras_gradreg import metric_inputs
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
 from keras_gradreg.attacks.losses import MARGINS
@@ -47,14 +47,14 @@ class BoundTerms(NamedTuple):
 
 
 def _hessian_vector_product(loss_at, x: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
-    """Per-example H v for the per-example losses loss_at(x), x and v of shape (batch, N)."""
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            loss = tf.reduce_sum(loss_at(x))
-        gv = tf.reduce_sum(inner.gradient(loss, x) * v)
-    return outer.gradient(gv, x)
+    """Per-example H v for the per-example losses loss_at(x), x and v of shape (batch, N):
+    the gradient of grad . v, both taken by the backend (double backprop)."""
+
+    def slope(points):
+        _, _, gradient = backend.value_and_gradient(lambda p: (loss_at(p), None), points)
+        return tf.reduce_sum(gradient * v, axis=1), None
+
+    return backend.value_and_gradient(slope, x)[2]
 
 
 def top_hessian_eigenvalue(loss_at, x: tf.Tensor, start: tf.Tensor, iterations: int) -> tf.Tensor:
@@ -143,23 +143,21 @@ def bound_terms(
     """
     backend.require_tensorflow("bound_terms")
     ball.check_norm(attack_norm)
-    flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
-    flat = penalty_lib.flatten_per_example(flat_x)
+    flat_x = [per_example.as_float(t) for t in tf.nest.flatten(x)]
+    flat = per_example.flatten(flat_x)
 
     def loss_at(points):
-        inputs = tf.nest.pack_sequence_as(x, penalty_lib.unflatten_like(points, flat_x))
+        inputs = tf.nest.pack_sequence_as(x, per_example.unflatten(points, flat_x))
         outputs = model(inputs, training=False)
         return misclassification_margin(outputs, y, from_logits=from_logits, margin=margin)
 
-    with tf.GradientTape() as tape:
-        tape.watch(flat)
-        loss = loss_at(flat)
-    gradient = tf.cast(tape.gradient(loss, flat), tf.float32)
-    grad_norm = penalty_lib.dual_norm(gradient, attack_norm)
+    loss, _, gradient = backend.value_and_gradient(lambda points: (loss_at(points), None), flat)
+    gradient = tf.cast(gradient, tf.float32)
+    grad_norm = per_example.dual_norm(gradient, attack_norm)
     curvature = None
     if curvature_iterations > 0:
         dims = tf.cast(tf.shape(gradient)[1], tf.float32)
-        start = penalty_lib.direction(gradient, "l2") + tf.math.rsqrt(dims)
+        start = ball.ascent_direction(gradient, "l2") + tf.math.rsqrt(dims)
         curvature = top_hessian_eigenvalue(loss_at, flat, tf.cast(start, flat.dtype),
                                            curvature_iterations)
         curvature = tf.cast(curvature, tf.float32)
@@ -195,7 +193,7 @@ class _DistanceBound(keras.metrics.Metric):
 
     def __init__(
         self,
-        attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM,
+        attack_norm: str = per_example.DEFAULT_ATTACK_NORM,
         epsilon: Optional[float] = None,
         *,
         from_logits: bool = True,
@@ -264,9 +262,7 @@ class _DistanceBound(keras.metrics.Metric):
         weight = tf.ones([n], tf.float32)
         if sample_weight is not None:
             weight = weight * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        replica = tf.distribute.get_replica_context()
-        replicas = replica.num_replicas_in_sync if replica else 1
-        index = replica.replica_id_in_sync_group if replica else 0
+        replicas, index = backend.current().replica_position()
         # Replica r writes its k-th image to slot k * replicas + r: the replicas' records
         # never collide, and summing them across replicas (on read) gives their union.
         slots = (self._count.value + tf.range(n)) * replicas + index

@@ -1,8 +1,21 @@
-"""The paper's figure: % misclassified against adversarial distance, one curve per model."""
+"""The paper's figure (% misclassified against adversarial distance, one curve per model)
+and the frontier's, each drawn on a Figure of its own with its own canvas: the caller's
+matplotlib backend and pyplot state are left as they are (a notebook keeps its inline
+plots)."""
 
 from typing import Optional, Sequence
 
 import numpy as np
+
+
+def _figure(**kwargs):
+    """A matplotlib Figure with an Agg canvas of its own, outside pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported when plotting
+    from matplotlib.figure import Figure
+
+    figure = Figure(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def error_curve(distances: np.ndarray) -> tuple:
@@ -15,15 +28,11 @@ def plot_error_curves(reports: Sequence, path: str) -> None:
     """Plots each report's error against distance (and its lower bound, dashed) to `path`.
 
     The empirical curve is the fraction of images whose best adversarial distance is
-    <= eps; the bound's curve, the fraction whose L-bound is <= eps, lies above it
+    <= epsilon; the bound's curve, the fraction whose L-bound is <= epsilon, lies above it
     wherever the bound holds.
     """
-    import matplotlib  # imported here: only plotting needs it
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = _figure(figsize=(6, 4))
+    axis = figure.subplots()
     for report in reports:
         x, fraction = error_curve(report.distances)
         line, = axis.step(x, 100 * fraction, where="post", label=report.name)
@@ -31,24 +40,22 @@ def plot_error_curves(reports: Sequence, path: str) -> None:
             bx, bfraction = error_curve(report.lower_bounds)
             axis.step(bx, 100 * bfraction, where="post", linestyle="--", color=line.get_color(),
                       label=f"{report.name} (lower bound)")
-    for eps in reports[0].epsilons:
-        axis.axvline(eps, color="0.85", linewidth=0.8, zorder=0)
+    for epsilon in reports[0].epsilons:
+        axis.axvline(epsilon, color="0.85", linewidth=0.8, zorder=0)
     axis.set_xlabel(f"adversarial distance ({reports[0].attack_norm})")
     axis.set_ylabel("% misclassified")
     axis.set_ylim(0, 100)
     axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
-_COLOURS = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_rs": "tab:orange", "fgsm_at": "tab:orange",
+_COLOURS = {"plain": "0.3", "gradreg": "tab:blue", "fgsm_rs": "tab:orange",
             "n_fgsm": "tab:brown", "free_at": "tab:green", "pgd_at": "tab:red",
-            "trades": "tab:gray", "local_linearity": "tab:purple",
+            "trades": "tab:gray", "double_backprop": "navy", "local_linearity": "tab:purple",
             "adaptive_local_linearity": "tab:pink", "gradient_penalty": "tab:cyan",
             "grad_align": "tab:olive"}
-"""A colour per training method, and per regulariser of single-step training ("fgsm_at":
-FGSM-RS's name before 0.7, in frontier files of then)."""
+"""A colour per training method, and per regulariser of single-step training."""
 _MARKERS = "osD^v<>ph*"
 """The markers of a method's variants (lambdas, steps, activations): one colour, one marker each."""
 
@@ -60,13 +67,11 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
     filled and joined by the frontier's staircase; a legend names every marker (no label
     is printed over the points); `recommended`, a configuration's name, is ringed. Points
     attacked at several radii get a third panel: robust error against the radius."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import ticker  # imported when plotting
 
     several = len(points[0].epsilons) > 1
-    figure, axes = plt.subplots(1, 3 if several else 2, figsize=(15 if several else 10.5, 5.2))
+    figure = _figure(figsize=(15 if several else 10.5, 5.2))
+    axes = figure.subplots(1, 3 if several else 2)
     colour = lambda p: _COLOURS.get(  # noqa: E731
         p.method if p.regularizer == "none" else p.regularizer, "k")
     markers, used = {}, {}  # variants of a method (lambdas, steps) share its colour, not its marker
@@ -87,7 +92,7 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
                           markeredgecolor="k", markeredgewidth=1.5, zorder=5)
         axis.set_xscale("log")
         for ticks in (axis.xaxis.set_major_formatter, axis.xaxis.set_minor_formatter):
-            ticks(matplotlib.ticker.LogFormatter(labelOnlyBase=False))  # 4, 6, not 4 x 10^0
+            ticks(ticker.LogFormatter(labelOnlyBase=False))  # 4, 6, not 4 x 10^0
         axis.set_xlabel("training time (s, wall time of fit)")
         axis.set_ylabel(label)
     best = sorted((p for p in points if p.pareto), key=lambda p: p.train_seconds)
@@ -109,4 +114,3 @@ def plot_frontier(points: Sequence, epsilon: float, path: str, norm: str = "l_in
                   frameon=False)
     figure.tight_layout(rect=(0, 0.06 + 0.045 * -(-len(labels) // 4), 1, 1))
     figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -81,7 +81,8 @@ def batch(n=8, shape=(5,), num_classes=3, seed=1, dtype="float32"):
     return x, y
 
 
-def _assert_weights_close(a, b, rtol=1e-5, atol=1e-7):
+def weights_close(a, b, rtol=1e-6, atol=1e-7):
+    """Asserts two models' weights equal to the tolerance."""
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
 
@@ -127,7 +128,7 @@ def run_model_test(make, x, y, tmp_path, config_keys, loss=None, jit_compile=(Fa
     model.fit(x, y, batch_size=4, shuffle=False, verbose=0)
     history = loaded.fit(x, y, batch_size=4, shuffle=False, verbose=0).history
     if deterministic_step:
-        _assert_weights_close(model, loaded)
+        weights_close(model, loaded, rtol=1e-5)
     else:
         assert np.isfinite(history["loss"][0])
     return model
@@ -188,7 +189,7 @@ def linear_image_problem(classes=3, seed=0, n=16, side=2, scale=1.0, spread=0.1)
     return model, x, logits.argmax(1), w, logits
 
 
-FAST = kg.AttackSettings(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
+FAST = kg.AttackBudget(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
                          cw_learning_rate=0.05, spsa_samples=64)
 """Smaller budgets of the minimum-distance protocol, for its tests."""
 
@@ -209,18 +210,18 @@ def judge_for(model, x, attack_norm, batch_size=128, top_k=1):
 
 
 def attack_fn(model, x, name, attack_norm, budget=None, seed=0, top_k=1, **settings):
-    """registry.make_attack's f(x, y, eps) for attack `name` on the model (SMALL_BUDGET)."""
+    """registry.make_attack's f(x, y, epsilon) for attack `name` on the model (SMALL_BUDGET)."""
     return kg.attacks.make_attack(
         name, judge_for(model, x, attack_norm, top_k=top_k),
-        kg.AttackSettings(autoattack=budget or SMALL_BUDGET, **settings), seed)
+        kg.AttackBudget(autoattack=budget or SMALL_BUDGET, **settings), seed)
 
 
-def broken_by(model, x, y, attack, attack_norm, eps, budget=None, seed=0, top_k=1, **settings):
-    """(which images `attack` breaks at radii eps, verified: misclassified (the label
+def broken_by(model, x, y, attack, attack_norm, epsilon, budget=None, seed=0, top_k=1, **settings):
+    """(which images `attack` breaks at radii epsilon, verified: misclassified (the label
     outside the top k), in range and in radius; the distances of its examples)."""
     x_adv = attack_fn(model, x, attack, attack_norm, budget, seed, top_k, **settings)(
-        x, y, np.asarray(eps, np.float32))
-    return judge_for(model, x, attack_norm, top_k=top_k).verify(x_adv, x, y, eps)
+        x, y, np.asarray(epsilon, np.float32))
+    return judge_for(model, x, attack_norm, top_k=top_k).verify(x_adv, x, y, epsilon)
 
 
 def quantised(model, levels):
@@ -249,3 +250,35 @@ def lowest_class_distance(w, logits, y):
         both = a.T @ np.linalg.solve(a @ a.T, c)
         out[i] = min([np.linalg.norm(d) for d in feasible] + [np.linalg.norm(both)])
     return out
+
+
+def run_config(tmp_path, **kwargs):
+    """A small training run's TrainConfig (3 epochs of 256 digits) in tmp_path/run."""
+    from keras_gradreg import training  # TensorFlow's data pipelines: not for every test
+
+    settings = dict(model_dir=str(tmp_path / "run"), epochs=3, batch_size=64, train_limit=256)
+    settings.update(kwargs)
+    return training.TrainConfig(**settings)
+
+
+class Interrupt(Exception):
+    """What a test raises to stop a run where a kill would."""
+
+
+def interrupt_after(config, monkeypatch, last_epoch):
+    """Trains config until epoch `last_epoch` is checkpointed, then dies."""
+    import pytest
+
+    from keras_gradreg import training
+
+    original = training.callbacks.Checkpoint.on_epoch_end
+
+    def die(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == last_epoch:
+            raise Interrupt()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.callbacks.Checkpoint, "on_epoch_end", die)
+        with pytest.raises(Interrupt):
+            training.train(config, verbose=0)

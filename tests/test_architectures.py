@@ -102,6 +102,10 @@ def test_group_mean_averages_consecutive_groups_of_channels():
     assert layer.compute_output_shape((None, 3, 3, 6)) == (None, 3, 3, 3)
     clone = kg.layers.GroupMean.from_config(layer.get_config())
     np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(layer(x)))
+    with pytest.raises(ValueError, match="groups=0"):
+        kg.layers.GroupMean(0)
+    with pytest.raises(ValueError, match="cannot split 6 channels"):
+        kg.layers.GroupMean(4)(x)
 
 
 @pytest.mark.parametrize("name", ["resnext34_2x32", "resnet50"])
@@ -134,13 +138,3 @@ def test_bad_model_arguments(kwargs, match):
     args = {"name": "small_cnn", "input_shape": (28, 28, 1), "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         kg.architectures.build_model(**args)
-
-
-def test_the_zoo_was_kg_models_until_0_5_and_that_name_now_says_where_it_went():
-    """keras_gradreg.models holds the training models since 0.7; the zoo's builders asked
-    for there are named in the error."""
-    with pytest.raises(AttributeError, match="keras_gradreg.models.small_cnn is "
-                                             "keras_gradreg.architectures.small_cnn"):
-        kg.models.small_cnn  # pylint: disable=pointless-statement
-    with pytest.raises(AttributeError, match="no attribute 'modles'"):
-        kg.modles  # pylint: disable=pointless-statement

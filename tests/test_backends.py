@@ -35,7 +35,7 @@ def run_python(args, backend, timeout=600, **kwargs):
 
 JAX_PASS = ("tests/models", "tests/regularizers", "tests/attacks/test_ball.py",
             "tests/attacks/test_pgd.py", "tests/test_penalty.py", "tests/test_optimizers.py",
-            "tests/test_backends.py", "tests/test_layers.py")
+            "tests/test_backends.py", "tests/test_layers.py", "tests/test_per_example.py")
 """Where the tests marked both_backends or jax_only are (the others import TensorFlow-only
 parts at collection)."""
 

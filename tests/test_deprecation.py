@@ -47,25 +47,51 @@ def test_renamed_arguments_warn_and_mean_the_new_ones():
     new = kg.input_gradient_penalty(linear_classifier(), x, y, CE, estimator="double_backprop",
                                     attack_norm="l2")
     np.testing.assert_array_equal(old[1], new[1])
-    with pytest.warns(DeprecationWarning, match="`step_fraction` is renamed `reach`"):
-        assert kg.AttackSettings(step_fraction=2.0).reach == 2.0
-    with pytest.warns(DeprecationWarning, match="AdversarialTrainingModel.attack='fgsm_rs'"):
-        single = kg.SingleStepAdversarialModel.from_model(linear_classifier(), method="n_fgsm")
-    assert single.attack == "n_fgsm" and isinstance(single, kg.AdversarialTrainingModel)
     with pytest.raises(TypeError, match="unexpected keyword argument.*'normm'"):
         kg.input_gradient_penalty(linear_classifier(), x, y, CE, normm="l2")
 
 
-@pytest.mark.parametrize("old,new", [("METHODS", "ESTIMATORS"), ("primitives", "attacks.ball"),
-                                     ("autoattack", "attacks"), ("adversarial_training", "models"),
-                                     ("BOUND_NORMS", "attacks.ball.NORMS")])
-def test_renamed_attributes_warn_and_are_the_new_ones(old, new):
+@pytest.mark.parametrize("where,old,new", [
+    ("", "METHODS", "ESTIMATORS"), ("", "primitives", "attacks.ball"),
+    ("", "autoattack", "attacks"), ("", "adversarial_training", "models"),
+    ("", "BOUND_NORMS", "attacks.ball.NORMS"), ("", "AttackSettings", "attacks.AttackBudget"),
+    ("attacks", "AttackSettings", "AttackBudget"),
+    ("penalty", "as_float", "per_example.as_float"),
+    ("penalty", "per_example_loss_fn", "per_example.loss_fn"),
+    ("penalty", "ATTACK_NORMS", "per_example.ATTACK_NORMS"),
+    ("penalty", "clean_pass", "backend.clean_pass"),
+    ("penalty", "validate_options", "penalty.check_options"),
+    ("attacks.ball", "norm", "per_example.norm"),
+    ("attacks.ball", "within_radius", "attacks.ball.within_epsilon"),
+    ("training", "validate", "training.check_config"),
+    ("models", "validate_penalty_weight", "models.check_penalty_weight")])
+def test_renamed_attributes_warn_and_are_the_new_ones(where, old, new):
+    module = kg
+    for part in filter(None, where.split(".")):
+        module = getattr(module, part)
     with pytest.warns(DeprecationWarning, match=f"`{old}` is renamed `{new}`"):
-        value = getattr(kg, old)
-    expected = kg
+        value = getattr(module, old)
+    expected = module if where == "attacks" else kg
     for part in new.split("."):
         expected = getattr(expected, part)
     assert value is expected or value == expected
+
+
+def test_the_old_settings_keyword_of_the_minimum_distance_protocol_is_the_budget():
+    x, y = batch(n=4)
+    with pytest.warns(DeprecationWarning, match="`settings` is renamed `budget`"):
+        report = kg.evaluate_robustness(linear_classifier(), x, y, attack_norm="linf",
+                                        attacks=["pgd"], epsilons=[0.5],
+                                        settings=kg.AttackBudget(steps=2), sanity_checks=False,
+                                        lower_bound=False, verbose=0)
+    assert report.attack_distances["pgd"].shape == (4,)
+
+
+def test_the_names_removed_after_their_minor_version_are_gone():
+    """Deprecated in 0.7, removed in 0.8: the class, the call-time field names."""
+    assert not hasattr(kg, "SingleStepAdversarialModel")
+    with pytest.raises(TypeError, match="at_epsilon"):
+        kg.training.TrainConfig(model_dir="", at_epsilon=0.1)
 
 
 def test_the_attack_norm_default_changed_and_says_so_when_not_given():

@@ -167,7 +167,7 @@ def test_reproduce_on_tiny_settings(tmp_path):
     assert all(r["num_images"] == 20 and r["training_time_s"] > 0 for r in results)
     cascade = json.load(open(tmp_path / "results" / "autoattack.json"))
     assert [(r["name"], r["epsilon"]) for r in cascade] == [
-        (name, eps) for name in ("undefended", "gradreg_l1", "pgd_at") for eps in (0.1, 0.3)]
+        (name, epsilon) for name in ("undefended", "gradreg_l1", "pgd_at") for epsilon in (0.1, 0.3)]
     # the same images as the table's first 6; a larger radius breaks at least as many
     for name, table in zip(("undefended", "gradreg_l1", "pgd_at"), results):
         small, large = [r for r in cascade if r["name"] == name]
@@ -198,11 +198,6 @@ def test_bad_flags_name_the_value_and_the_choices(tmp_path):
                        "--epsilon=2")
     assert message.startswith("train.py: error: epsilon=2.0 must be")
     assert "attack_norm='l2'" in message
-    # the old names: the same refusal, after a warning
-    assert _refused("train.py", f"--model_dir={tmp_path}/run", "--method=fgsm_at",
-                    "--at_epsilon=2") == message
-    assert "--at_epsilon is the old name of --epsilon" in _refused(
-        "train.py", f"--model_dir={tmp_path}/run", "--epsilon=0.1", "--at_epsilon=2")
     assert not os.path.exists(tmp_path / "run")
     from absl import flags
 

@@ -61,7 +61,7 @@ def test_every_regime_plans_valid_runs_with_its_trained_radius_among_its_radii(n
         assert config.epsilon == regime.epsilon
         assert config.dataset == regime.settings.get("dataset", "offline_mnist")
     activations = {config.activation for config in configs.values()}
-    assert regime.settings["activation"] in activations <= {"relu", "smooth_relu"}
+    assert regime.settings["activation"] in activations <= {"relu", "smooth_relu", "gelu"}
     assert not os.listdir(tmp_path)  # planning builds nothing
 
 
@@ -74,6 +74,23 @@ def test_the_fashion_regime_runs_every_method_on_the_whole_fashion_mnist():
     assert {e.settings["penalty_every"] for e in smooth} == {1, 4}  # lazy and not
     assert regime.base().dataset == "fashion_mnist" and regime.num_images >= 500
     assert len(regime.seeds) == 3 and regime.epsilons == (0.1, 0.2)
+
+
+def test_the_fashion_smooth_regime_runs_both_powers_of_the_penalty_beside_fast_training():
+    """GELU throughout; the squared and the unsquared penalty lazy and not, the unsquared
+    by double backprop too and at h = epsilon (FGSM without a random start)."""
+    regime = regimes.REGIMES["fashion_smooth"]
+    entries = frontier.grid(regime.base(), regime.sizes, regime.cheap)
+    methods = {e.settings["method"] for e in entries}
+    assert methods == {"plain", "gradreg", "double_backprop", "fgsm_rs", "n_fgsm", "pgd_at"}
+    assert regime.base().activation == "gelu" and regime.base().dataset == "fashion_mnist"
+    penalties = [e.settings for e in entries if e.settings["method"] == "gradreg"]
+    assert {(p.get("penalty_power", 2), p["penalty_every"]) for p in penalties} == {
+        (2, 1), (2, 4), (1, 1), (1, 4)}
+    assert {p["h"] for p in penalties if p.get("penalty_power") == 1} == {0.03, regime.epsilon}
+    exact = [e.settings for e in entries if e.settings["method"] == "double_backprop"]
+    assert [p["penalty_power"] for p in exact] == [1]
+    assert len(regime.seeds) == 3 and regime.epsilons == (0.1, 0.2) and regime.num_images == 500
 
 
 def test_the_collapse_regime_runs_each_single_step_method_and_regulariser():

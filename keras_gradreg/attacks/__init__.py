@@ -6,13 +6,14 @@
 - apgd, fab, square: AutoAttack's attacks (TensorFlow);
 - cleverhans: CleverHans' attacks on Keras 3 (imported when first asked for);
 - judge: the model as the attacks see it, and the verification of their examples;
-- settings: the attacks' budgets; registry: every attack by name, built and compiled once
+- budgets: the attacks' budgets; registry: every attack by name, built and compiled once
   per model and input shape.
 
 The TensorFlow modules are imported when first used, so that the models, which use the
 ball, the losses and PGD on either backend, do not import TensorFlow through them.
 """
 
+from keras_gradreg import deprecation
 from keras_gradreg import lazy
 
 _EXPORTS = {
@@ -20,11 +21,11 @@ _EXPORTS = {
     "SETS": "registry",
     "AttackSpec": "registry",
     "make_attack": "registry",
-    "AttackSettings": "settings",
-    "AutoAttackBudget": "settings",
-    "BUDGETS": "settings",
-    "STANDARD_BUDGET": "settings",
-    "SEARCH_BUDGET": "settings",
+    "AttackBudget": "budgets",
+    "AutoAttackBudget": "budgets",
+    "BUDGETS": "budgets",
+    "STANDARD_BUDGET": "budgets",
+    "SEARCH_BUDGET": "budgets",
     "Judge": "judge",
     "cross_entropy": "losses",
     "dlr_loss": "losses",
@@ -33,8 +34,10 @@ _EXPORTS = {
     "misclassification_margin": "losses",
 }
 _SUBMODULES = ("apgd", "ball", "cleverhans", "fab", "judge", "losses", "pgd", "registry",
-               "settings", "square")
+               "budgets", "square")
 
 __all__ = tuple(sorted(set(_EXPORTS) | set(_SUBMODULES), key=str.lower))
 
-__getattr__, __dir__ = lazy.loader(__name__, _EXPORTS, _SUBMODULES)
+__getattr__, __dir__ = lazy.loader(
+    __name__, _EXPORTS, _SUBMODULES,
+    renamed=lambda name: deprecation.renamed_attribute("keras_gradreg.attacks", name))

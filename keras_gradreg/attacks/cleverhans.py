@@ -22,7 +22,7 @@ from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 from keras_gradreg.attacks import losses
-from keras_gradreg.attacks.settings import AttackSettings
+from keras_gradreg.attacks.budgets import AttackBudget
 
 _ORD = {"l2": 2, "linf": np.inf}
 
@@ -74,7 +74,7 @@ class SPSAAdam(cleverhans_spsa.SPSAAdam, _LrAdam):
     """CleverHans' SPSAAdam, whose `super().__init__(lr=...)` now lands in _LrAdam."""
 
 
-def spsa(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: float, settings: AttackSettings,
+def spsa(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, epsilon: float, budget: AttackBudget,
          clip_min: float, clip_max: float) -> tf.Tensor:
     """CleverHans' SPSA (l_inf, one image at a time), stopping once the image is misclassified."""
 
@@ -82,10 +82,10 @@ def spsa(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, eps: float, settings: A
         logits = model_fn(images)
         return -cleverhans_spsa.margin_logit_loss(logits, label, nb_classes=logits.shape[-1])
 
-    optimizer = SPSAAdam(lr=settings.spsa_learning_rate, delta=settings.spsa_delta,
-                         num_samples=settings.spsa_samples, num_iters=1)
+    optimizer = SPSAAdam(lr=budget.spsa_learning_rate, delta=budget.spsa_delta,
+                         num_samples=budget.spsa_samples, num_iters=1)
     return cleverhans_spsa.projected_optimization(
-        loss_fn, x, y, eps, settings.steps, optimizer, clip_min, clip_max,
+        loss_fn, x, y, epsilon, budget.steps, optimizer, clip_min, clip_max,
         early_stop_loss_threshold=0.0,
     )
 
@@ -94,7 +94,7 @@ def _margin(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return losses.margin(logits, labels)
 
 
-def _unit_radius_attack(name: str, attack_norm: str, settings: AttackSettings) -> Callable:
+def _unit_radius_attack(name: str, attack_norm: str, budget: AttackBudget) -> Callable:
     """FGM, BIM or MIM at radius 1, as f(model_fn, x, y, clip_min, clip_max). FGM and BIM
     ascend the margin loss; CleverHans' MIM takes no loss and ascends the cross-entropy."""
     order = _ORD[attack_norm]
@@ -102,29 +102,29 @@ def _unit_radius_attack(name: str, attack_norm: str, settings: AttackSettings) -
     def run(model_fn, x, y, clip_min, clip_max):
         common = dict(norm=order, clip_min=clip_min, clip_max=clip_max, y=y, sanity_checks=False)
         if name == "mim":
-            return momentum_iterative_method(model_fn, x, 1.0, 1.0 / settings.steps,
-                                             settings.steps, **common)
+            return momentum_iterative_method(model_fn, x, 1.0, 1.0 / budget.steps,
+                                             budget.steps, **common)
         if name == "fgm":
             return fast_gradient_method(model_fn, x, 1.0, loss_fn=_margin, **common)
-        return projected_gradient_descent(model_fn, x, 1.0, settings.pgd_step, settings.steps,
+        return projected_gradient_descent(model_fn, x, 1.0, budget.pgd_step, budget.steps,
                                           loss_fn=_margin, rand_init=False, **common)
 
     return run
 
 
-def rescaled_attack(name: str, model_fn: Callable, settings: AttackSettings, *,
+def rescaled_attack(name: str, model_fn: Callable, budget: AttackBudget, *,
                     attack_norm: str, clip_min: float, clip_max: float) -> Callable:
-    """FGM, BIM or MIM with one radius per image, as a TensorFlow f(x, y, eps) -> x_adv
+    """FGM, BIM or MIM with one radius per image, as a TensorFlow f(x, y, epsilon) -> x_adv
     (x itself where it failed).
 
     CleverHans takes one radius per call; in the coordinates z = x + (x' - x) / eps_i
     every image's ball has radius 1, so the attack runs there on the model
     z -> model_fn(x + eps_i (z - x)), with the data range mapped the same way.
     """
-    unit = _unit_radius_attack(name, attack_norm, settings)
+    unit = _unit_radius_attack(name, attack_norm, budget)
 
-    def attack(x, y, eps):
-        scale = tf.reshape(eps, [-1] + [1] * (len(x.shape) - 1))
+    def attack(x, y, epsilon):
+        scale = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
 
         def scaled_model(z):
             return model_fn(x + scale * (z - x))
@@ -137,25 +137,25 @@ def rescaled_attack(name: str, model_fn: Callable, settings: AttackSettings, *,
     return attack
 
 
-def untraced_attack(name: str, model_fn: Callable, settings: AttackSettings, clip_min: float,
+def untraced_attack(name: str, model_fn: Callable, budget: AttackBudget, clip_min: float,
                     clip_max: float) -> Callable:
-    """CW-L2 (which minimises the distance: eps is ignored) or SPSA (l_inf, one image at a
-    time), as f(x, y, eps) -> x_adv on NumPy batches (x itself where it failed)."""
+    """CW-L2 (which minimises the distance: epsilon is ignored) or SPSA (l_inf, one image at a
+    time), as f(x, y, epsilon) -> x_adv on NumPy batches (x itself where it failed)."""
     if name == "spsa":
-        def attack_one_by_one(x, y, eps):
+        def attack_one_by_one(x, y, epsilon):
             return np.concatenate([
-                spsa(model_fn, x[i:i + 1], y[i:i + 1], float(eps[i]), settings, clip_min, clip_max)
-                for i in range(len(eps))], axis=0)
+                spsa(model_fn, x[i:i + 1], y[i:i + 1], float(epsilon[i]), budget, clip_min, clip_max)
+                for i in range(len(epsilon))], axis=0)
 
         return attack_one_by_one
 
-    def carlini_wagner(x, y, eps):
-        del eps  # CW minimises the distance itself
+    def carlini_wagner(x, y, epsilon):
+        del epsilon  # CW minimises the distance itself
         classes = int(model_fn(x[:1]).shape[1])
         cw = CarliniWagnerL2(
             model_fn, y=tf.one_hot(y, classes), batch_size=len(x), clip_min=clip_min,
-            clip_max=clip_max, binary_search_steps=settings.cw_binary_steps,
-            max_iterations=settings.cw_iterations, learning_rate=settings.cw_learning_rate,
+            clip_max=clip_max, binary_search_steps=budget.cw_binary_steps,
+            max_iterations=budget.cw_iterations, learning_rate=budget.cw_learning_rate,
             initial_const=1e-2)
         return np.asarray(cw.attack(np.asarray(x, np.float32)))
 

@@ -9,6 +9,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from keras_gradreg import backend
+from keras_gradreg import per_example
 from keras_gradreg.attacks import ball
 
 ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9
@@ -60,9 +62,8 @@ _xla_boundary_step = tf.function(_boundary_step, jit_compile=True)
 def _fused_boundary_step(w: tf.Tensor, c: tf.Tensor, lower: tf.Tensor, upper: tf.Tensor,
                          attack_norm: str) -> tf.Tensor:
     """_boundary_step as one XLA kernel: its bisection is 30 passes of small element-wise
-    ops over the batch, 45 % of a FAB step on the small CNN as separate TensorFlow ops;
-    fused, the main job's FAB-T search ran 1.37x faster (2 CPU cores; the distances
-    agreed to 1e-4). XLA compiles it once per batch size, so FAB's batches are padded
+    ops over the batch, which as separate TensorFlow ops took a large share of a FAB step
+    (docs/cost.md). XLA compiles it once per batch size, so FAB's batches are padded
     (BATCH_MULTIPLE). The kernel's output has no static shape: w's is restored."""
     return tf.ensure_shape(_xla_boundary_step(w, c, lower, upper, attack_norm), w.shape)
 
@@ -93,19 +94,19 @@ def fab(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, *, targets: tf.Tensor, a
     shape = tf.shape(x)
     flat_x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])  # keeps a static batch size
 
+    def gap_at(images):
+        logits = tf.cast(model_fn(images), tf.float32)
+        return tf.gather(logits, targets, batch_dims=1) - tf.gather(logits, y, batch_dims=1), None
+
     def gap_and_grad(images):
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            logits = tf.cast(model_fn(images), tf.float32)
-            gap = (tf.gather(logits, targets, batch_dims=1)
-                   - tf.gather(logits, y, batch_dims=1))
-        return gap, tf.reshape(tape.gradient(gap, images), tf.shape(flat_x))
+        gap, _, gradient = backend.value_and_gradient(gap_at, images)
+        return gap, tf.reshape(gradient, tf.shape(flat_x))
 
     def misclassified(images):
         return tf.not_equal(tf.argmax(model_fn(images), axis=-1, output_type=y.dtype), y)
 
     def distance(flat):
-        return ball.norm(flat - flat_x, attack_norm)
+        return per_example.norm(flat - flat_x, attack_norm)
 
     def body(k, current, best, best_distance):
         gap, grad = gap_and_grad(tf.reshape(current, shape))
@@ -114,7 +115,7 @@ def fab(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, *, targets: tf.Tensor, a
         level = -gap - tf.reduce_sum(grad * (flat_x - current), axis=1)
         from_image = _fused_boundary_step(grad, level, clip_min - flat_x, clip_max - flat_x,
                                           attack_norm)
-        a, b = ball.norm(from_current, attack_norm), ball.norm(from_image, attack_norm)
+        a, b = per_example.norm(from_current, attack_norm), per_example.norm(from_image, attack_norm)
         alpha = tf.clip_by_value(tf.math.divide_no_nan(a, a + b), 0.0, ALPHA_MAX)[:, None]
         current = tf.clip_by_value((1 - alpha) * (current + ETA * from_current)
                                    + alpha * (flat_x + ETA * from_image), clip_min, clip_max)

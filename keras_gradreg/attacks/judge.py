@@ -47,8 +47,8 @@ class _Logits:
     """images -> float32 logits of a model (log-probabilities for a softmax model, which
     differ by a per-image constant: the same attacks). Traced inline into the attacks'
     graphs; called directly (the verifications, hundreds of calls a model), a graph
-    compiled once for any batch size: 2.3x an eager call (small CNN, 128 digits, 2 CPU
-    cores). Holds the model weakly (it lives in `compiled_for(model)`)."""
+    compiled once for any batch size (faster than an eager call, docs/cost.md). Holds
+    the model weakly (it lives in `compiled_for(model)`)."""
 
     def __init__(self, model: Any, probabilities: bool, image_shape: tuple):
         self._model = weakref.ref(model)
@@ -121,15 +121,15 @@ class Judge:
                               or [np.zeros(0, bool)])
 
     def verify(self, x_adv: np.ndarray, x: np.ndarray, labels: np.ndarray,
-               eps: Any = None) -> tuple:
+               epsilon: Any = None) -> tuple:
         """(whether each x_adv is adversarial, its distance to x): misclassified (see
-        `misclassified`), inside the data range and, with `eps` (one radius or one per
-        image), within it up to float32 rounding (ball.within_radius)."""
+        `misclassified`), inside the data range and, with `epsilon` (one radius or one per
+        image), within it up to float32 rounding (ball.within_epsilon)."""
         size = ball.perturbation_size(x_adv, x, self.attack_norm)
         in_range = np.all((x_adv >= self.clip_min) & (x_adv <= self.clip_max),
                           axis=tuple(range(1, x_adv.ndim)))
         ok = in_range & self.misclassified(x_adv, labels)
-        if eps is not None:
-            ok &= ball.within_radius(size, eps, self.attack_norm, x.shape[1:], self.clip_min,
+        if epsilon is not None:
+            ok &= ball.within_epsilon(size, epsilon, self.attack_norm, x.shape[1:], self.clip_min,
                                      self.clip_max)
         return ok, size

@@ -9,18 +9,11 @@ from typing import Any, Optional
 
 from keras import ops
 
+from keras_gradreg import per_example
 from keras_gradreg import validation
 
 MARGINS = ("probability", "logit")
 """The margins of the bounds: the paper's on softmax probabilities, or on logits."""
-
-
-def _integer_labels(y: Any, scores: Any) -> Any:
-    """Labels as (batch,) integers, from (batch,), (batch, 1) or one-hot (batch, classes)."""
-    y = ops.convert_to_tensor(y)
-    if len(y.shape) == len(scores.shape):
-        y = y[..., 0] if y.shape[-1] == 1 else ops.argmax(y, axis=-1)
-    return ops.reshape(y, (-1,))
 
 
 def misclassification_margin(outputs: Any, y: Any, *, from_logits: bool = True,
@@ -45,7 +38,7 @@ def misclassification_margin(outputs: Any, y: Any, *, from_logits: bool = True,
     else:
         scores = outputs if from_logits else ops.log(outputs)
     classes = ops.shape(scores)[-1]
-    labels = ops.cast(ops.reshape(_integer_labels(y, scores), (-1, 1)), "int32")
+    labels = ops.cast(ops.reshape(per_example.integer_labels(y, scores.shape[-1]), (-1, 1)), "int32")
     true_class = ops.equal(ops.arange(classes, dtype="int32")[None, :], labels)
     true_score = ops.sum(ops.where(true_class, scores, 0.0), axis=-1)
     best_other = ops.max(ops.where(true_class, float("-inf"), scores), axis=-1)
@@ -62,7 +55,7 @@ def margin(logits: Any, y: Any, top_k: int = 1) -> Any:
         return misclassification_margin(logits, y, margin="logit")
     logits = ops.cast(logits, "float32")
     true_class = ops.equal(ops.arange(ops.shape(logits)[-1], dtype="int32")[None, :],
-                           ops.cast(ops.reshape(_integer_labels(y, logits), (-1, 1)), "int32"))
+                           ops.cast(ops.reshape(per_example.integer_labels(y, logits.shape[-1]), (-1, 1)), "int32"))
     others, _ = ops.top_k(ops.where(true_class, float("-inf"), logits), top_k)
     return others[:, top_k - 1] - ops.sum(ops.where(true_class, logits, 0.0), axis=-1)
 

@@ -9,7 +9,8 @@ from typing import Any, Callable, Optional
 
 from keras import ops
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import backend
+from keras_gradreg import per_example
 from keras_gradreg.attacks import ball
 
 TRAINING_STEPS = 7
@@ -63,7 +64,7 @@ def input_gradient(model: Callable, x: Any, y: Any, loss_fn: Callable,
                    training: bool = False) -> Any:
     """grad_x of the per-example loss `loss_fn(y, model(x))`, shaped like x, taken by the
     backend module (keras_gradreg/backend/)."""
-    clean = penalty_lib.clean_pass(model, x, y, loss_fn, training)
+    clean = backend.clean_pass(model, x, y, loss_fn, training)
     return ops.cast(ops.reshape(clean.gradient, ops.shape(x)), x.dtype)
 
 
@@ -95,7 +96,7 @@ def pgd(model: Callable, loss_fn: Callable, x: Any, y: Any, epsilon: Any, *, ste
     Returns:
       The examples, in the data range, without gradient.
     """
-    x = penalty_lib.as_float(x)
+    x = per_example.as_float(x)
     epsilon = ops.cast(epsilon, x.dtype)
     x_adv = x
     if start:

@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from keras_gradreg import backend
+from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import apgd
 from keras_gradreg.attacks import ball
@@ -18,7 +20,7 @@ from keras_gradreg.attacks import losses
 from keras_gradreg.attacks import pgd
 from keras_gradreg.attacks import square
 from keras_gradreg.attacks.judge import Judge
-from keras_gradreg.attacks.settings import AttackSettings
+from keras_gradreg.attacks.budgets import AttackBudget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +83,15 @@ SETS = {
     "top_k": ("apgd_ce", "pgd"),
 }
 """Named sets of attacks, in the order they run. "minimum_distance": the paper's protocol's
-default (AutoAttack's gradient attacks in a search over radii: on the main job's models
-as cheap as CleverHans' FGM, PGD and MIM and stronger, docs/guides/evaluation.md);
+default (AutoAttack's gradient attacks in a search over epsilons: as cheap as
+CleverHans' FGM, PGD and MIM and stronger, docs/guides/evaluation.md);
 "autoattack": those and Square; "standard": AutoAttack's standard cascade (RobustBench);
 "top_k": the minimum-distance protocol's default for top-k error, k > 1 (ImageNet's
 top-5): the gradient attacks whose loss and success test take any k."""
 
 
-def check_attacks(attacks: Any, attack_norm: str, default: str, autoattack_only: bool = False,
-                  top_k: int = 1) -> tuple:
+def resolve(attacks: Any, attack_norm: str, default: str, autoattack_only: bool = False,
+            top_k: int = 1) -> tuple:
     """The attacks to run, by name, or a ValueError naming a bad one.
 
     Args:
@@ -126,7 +128,7 @@ def check_attacks(attacks: Any, attack_norm: str, default: str, autoattack_only:
     return tuple(names)
 
 
-def check_data(name: str, num_classes: int, image_rank: int) -> None:
+def check_runs_on(name: str, num_classes: int, image_rank: int) -> None:
     """A ValueError if attack `name` cannot run on a model with that many classes, or on
     inputs of that rank (batch axis included)."""
     spec = ATTACKS[name]
@@ -152,8 +154,8 @@ at the same time (evaluation.progress.in_batches) trace each graph once, one at 
 
 def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
                            cache: Optional[dict] = None, key: Any = None) -> Callable:
-    """fn(x, y, eps, *extra) as a tf.function traced at most twice per image shape: x
-    float32 (batch, ...), y int64 (batch,), eps float32 (batch,) radii, then the `extra`
+    """fn(x, y, epsilon, *extra) as a tf.function traced at most twice per image shape: x
+    float32 (batch, ...), y int64 (batch,), epsilon float32 (batch,) radii, then the `extra`
     arguments. The first batch size met gets a graph of its own (a graph for a known
     batch size ran 10 % faster: APGD and Square, small CNN, 2 CPU cores), every other
     size shares one graph for any size, so the shrinking batches of a radius search or a
@@ -161,7 +163,7 @@ def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
 
     Args:
       fn: the function to compile.
-      *extra: the specs of its arguments after eps.
+      *extra: the specs of its arguments after epsilon.
       cache: where the graphs live, under `key` (everything fn's graph depends on): a
         dict that lasts as long as the model, so that every evaluation of it reuses
         them (see judge.compiled_for); None: this function's own.
@@ -169,7 +171,7 @@ def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
     """
     traced = {} if cache is None else cache.setdefault(key, {})
 
-    def call(x, y, eps, *args):
+    def call(x, y, epsilon, *args):
         with _NEW_GRAPH:
             graphs = traced.setdefault(tuple(x.shape[1:]), {})
             batch = len(x) if not graphs or len(x) in graphs else None
@@ -186,44 +188,44 @@ def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
                 graph.get_concrete_function()  # traced here, under the lock
                 graphs[batch] = graph
             graph = graphs[batch]
-        return graph(x, y, eps, *args)
+        return graph(x, y, epsilon, *args)
 
     return call
 
 
-def _graph(name: str, model_fn: Callable, attack_norm: str, settings: AttackSettings,
+def _graph(name: str, model_fn: Callable, attack_norm: str, budget: AttackBudget,
            clip_min: float, clip_max: float, top_k: int) -> Callable:
-    """Attack `name` as a TensorFlow function f(x, y, eps, targets, seed)."""
-    budget = settings.autoattack
+    """Attack `name` as a TensorFlow function f(x, y, epsilon, targets, seed)."""
+    autoattack = budget.autoattack
     common = dict(attack_norm=attack_norm, clip_min=clip_min, clip_max=clip_max)
     if name.startswith("apgd"):
-        return lambda x, y, eps, targets, seed: apgd.apgd(
-            model_fn, x, y, eps, loss="ce" if name == "apgd_ce" else "dlr",
-            targets=targets if name == "apgd_t" else None, steps=budget.apgd_steps, seed=seed,
+        return lambda x, y, epsilon, targets, seed: apgd.apgd(
+            model_fn, x, y, epsilon, loss="ce" if name == "apgd_ce" else "dlr",
+            targets=targets if name == "apgd_t" else None, steps=autoattack.apgd_steps, seed=seed,
             top_k=top_k, **common)
     if name == "fab_t":
-        return lambda x, y, eps, targets, seed: fab.fab(
-            model_fn, x, y, targets=targets, steps=budget.fab_steps, **common)
+        return lambda x, y, epsilon, targets, seed: fab.fab(
+            model_fn, x, y, targets=targets, steps=autoattack.fab_steps, **common)
     if name == "square":
-        return lambda x, y, eps, targets, seed: square.square(
-            model_fn, x, y, eps, queries=budget.square_queries, seed=seed, top_k=top_k, **common)
+        return lambda x, y, epsilon, targets, seed: square.square(
+            model_fn, x, y, epsilon, queries=autoattack.square_queries, seed=seed, top_k=top_k, **common)
     if name == "pgd":
-        def restarted(x, y, eps, targets, seed):
+        def restarted(x, y, epsilon, targets, seed):
             best = x
-            for restart in range(settings.restarts):
+            for restart in range(budget.restarts):
                 candidate = pgd.pgd(
                     model_fn, lambda labels, logits: losses.margin(logits, labels, top_k), x, y,
-                    eps, steps=settings.steps, step_size=settings.pgd_step,
+                    epsilon, steps=budget.steps, step_size=budget.pgd_step,
                     seed=ball.seed_stream(tf.stack([seed, 0]), restart), **common)
                 fooled = judge_lib.fooled(model_fn(candidate), y, top_k)
-                best = tf.where(ball.per_example(fooled, x), candidate, best)
+                best = tf.where(per_example.broadcast(fooled, x), candidate, best)
             return best
 
         return restarted
     from keras_gradreg.attacks import cleverhans  # imported when first asked for
 
-    attack = cleverhans.rescaled_attack(name, model_fn, settings, **common)
-    return lambda x, y, eps, targets, seed: attack(x, y, eps)
+    attack = cleverhans.rescaled_attack(name, model_fn, budget, **common)
+    return lambda x, y, epsilon, targets, seed: attack(x, y, epsilon)
 
 
 def _padded(idx: np.ndarray, multiple: int) -> np.ndarray:
@@ -231,23 +233,23 @@ def _padded(idx: np.ndarray, multiple: int) -> np.ndarray:
     return np.concatenate([idx, np.repeat(idx[-1:], -len(idx) % multiple)])
 
 
-def make_attack(name: str, judge: Judge, settings: AttackSettings = AttackSettings(),
+def make_attack(name: str, judge: Judge, budget: AttackBudget = AttackBudget(),
                 seed: int = 0) -> Callable:
-    """Attack `name` as f(x, y, eps) -> x_adv on NumPy batches, eps one radius per image
+    """Attack `name` as f(x, y, epsilon) -> x_adv on NumPy batches, epsilon one radius per image
     (inf for an attack that minimises the distance itself).
 
     The graph is traced at most twice per image shape (see `traced_per_image_shape`) and
     kept with the model (`judge.cache`). APGD-T and FAB-T run once per runner-up class,
-    each run only on the images not yet broken within eps (with eps = inf, FAB-T runs
+    each run only on the images not yet broken within epsilon (with epsilon = inf, FAB-T runs
     every target on every image and keeps each image's closest example). FAB-T, which
-    neither depends on eps nor draws at random, remembers each image's runs: a later call
+    neither depends on epsilon nor draws at random, remembers each image's runs: a later call
     on the same image (a larger radius of the cascade) runs only the target classes not
     run yet, and breaks within its radius exactly the images a fresh attack would.
 
     Args:
       name: a key of ATTACKS.
       judge: the model as the attacks see it, its data range and norm.
-      settings: the budgets (AutoAttack's attacks use `settings.autoattack`).
+      budget: the budgets (AutoAttack's attacks use `budget.autoattack`).
       seed: seeds the attack's random draws (restarts, starts, queries).
     """
     spec = ATTACKS[name]
@@ -255,28 +257,28 @@ def make_attack(name: str, judge: Judge, settings: AttackSettings = AttackSettin
     if name in ("cw", "spsa"):  # one call per batch (CW) or per image (SPSA), not traced
         from keras_gradreg.attacks import cleverhans  # imported when first asked for
 
-        return cleverhans.untraced_attack(name, judge.model_fn, settings, clip_min, clip_max)
-    budget = settings.autoattack if spec.autoattack else settings
+        return cleverhans.untraced_attack(name, judge.model_fn, budget, clip_min, clip_max)
+    key_budget = budget.autoattack if spec.autoattack else budget
     run = traced_per_image_shape(
-        _graph(name, judge.model_fn, attack_norm, settings, clip_min, clip_max, judge.top_k),
+        _graph(name, judge.model_fn, attack_norm, budget, clip_min, clip_max, judge.top_k),
         tf.TensorSpec((None,), tf.int64),  # targets
         tf.TensorSpec((), tf.int32),  # seed
         cache=judge.cache,
-        key=(name, judge.model_fn, attack_norm, budget, clip_min, clip_max, judge.top_k))
+        key=(name, judge.model_fn, attack_norm, key_budget, clip_min, clip_max, judge.top_k))
 
-    def untargeted(x, y, eps):
+    def untargeted(x, y, epsilon):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
-        return np.asarray(run(x, y, np.asarray(eps, np.float32), y, np.int32(seed)))
+        return np.asarray(run(x, y, np.asarray(epsilon, np.float32), y, np.int32(seed)))
 
     if not spec.targeted:
         return untargeted
     remembered = {}  # FAB-T: image and label bytes -> (targets run, closest example, its size)
 
-    def targeted(x, y, eps):
+    def targeted(x, y, epsilon):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
-        eps = np.asarray(eps, np.float32)
+        epsilon = np.asarray(epsilon, np.float32)
         logits = np.asarray(judge.model_fn(x))
-        rounds = min(settings.autoattack.target_classes, logits.shape[1] - 1)
+        rounds = min(budget.autoattack.target_classes, logits.shape[1] - 1)
         targets = runner_up_classes(logits, y, rounds)
         best = x.copy()
         distance = np.full(len(x), np.inf)
@@ -286,22 +288,22 @@ def make_attack(name: str, judge: Judge, settings: AttackSettings = AttackSettin
             if key in remembered:
                 start[i], best[i], distance[i] = remembered[key]
         todo = ~(np.isfinite(distance)
-                 & ball.within_radius(distance, eps, attack_norm, x.shape[1:], clip_min, clip_max))
+                 & ball.within_epsilon(distance, epsilon, attack_norm, x.shape[1:], clip_min, clip_max))
         for r in range(rounds):
             idx = np.flatnonzero(todo & (start <= r))
             if not len(idx):
                 continue
             padded = _padded(idx, fab.BATCH_MULTIPLE if name == "fab_t" else 1)
-            found = np.asarray(run(x[padded], y[padded], eps[padded], targets[padded, r],
+            found = np.asarray(run(x[padded], y[padded], epsilon[padded], targets[padded, r],
                                    np.int32(seed + r)))[:len(idx)]
             wrong, size = judge.verify(found, x[idx], y[idx])
             closer = (wrong & (size < distance[idx])) if name == "fab_t" else (wrong | (r == 0))
             best[idx[closer]] = found[closer]
             distance[idx[closer & wrong]] = size[closer & wrong]
             start[idx] = r + 1
-            todo[idx] = ~(wrong & ball.within_radius(size, eps[idx], attack_norm, x.shape[1:],
+            todo[idx] = ~(wrong & ball.within_epsilon(size, epsilon[idx], attack_norm, x.shape[1:],
                                                      clip_min, clip_max)
-                          & np.isfinite(eps[idx]))
+                          & np.isfinite(epsilon[idx]))
         for i, key in enumerate(keys):
             remembered[key] = (start[i], best[i], distance[i])
         return best

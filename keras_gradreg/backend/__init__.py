@@ -1,15 +1,17 @@
 """What differs per Keras backend, one small module each (as Keras splits its trainers).
 
-The mathematics (direction, dual norms, the finite difference, the objective, the
-lazy schedule's weighting, the trackers) is written once, in keras_gradreg/penalty.py
-and model.py; a backend module supplies only the input gradient (`clean_pass`) and
-the training and evaluation steps around it (`train_step`, `test_step`: how the
-weight gradient is taken, how a skipped step is skipped, how replicas agree).
+The mathematics (the direction, the norms, the finite difference, the objectives, the
+lazy schedule's weighting, the trackers, the attacks' steps) is written once, in
+keras.ops (penalty.py, models/, attacks/); a backend module supplies only the input
+gradient (`clean_pass`), the stateless random draws, and the training and evaluation
+steps around an objective (`train_step`, `test_step`: how the weight gradient is taken,
+how a skipped step is skipped, how replicas agree).
 """
 
 import importlib
 import sys
 import types
+from typing import Any, Callable
 
 import keras
 
@@ -58,12 +60,30 @@ def current() -> types.ModuleType:
     return sys.modules.get(name) or importlib.import_module(name)
 
 
+def clean_pass(model: Callable, x: Any, y: Any, loss_fn: Callable, training: bool):
+    """The model at x: its outputs, the per-example loss and its input gradient, taken by
+    the running backend's module (a per_example.CleanPass).
+
+    Integer inputs (e.g. uint8 pixels) are cast to float first; gradients, a step h and a
+    direction are then in the input's own units. The model's state (BatchNorm statistics,
+    seeds) is updated as by an ordinary call.
+    """
+    return current().clean_pass(model, x, y, loss_fn, training)
+
+
+def value_and_gradient(fn: Callable, x: Any) -> tuple:
+    """(values, aux, gradient): `fn(x) -> (per-example values, aux)` at x, and the
+    gradient of the values' sum with respect to x, shaped like x: the input gradient of
+    every attack step and bound, taken by the running backend's module."""
+    return current().value_and_gradient(fn, x)
+
+
 def require_tensorflow(what: str) -> None:
     """Raises RuntimeError, before any work, unless Keras runs on TensorFlow.
 
-    For what is built on tf.GradientTape or CleverHans (the bound metrics, the attacks,
-    PGD adversarial training). A model trained on JAX and saved as `.keras` loads
-    under TensorFlow, where all of them run.
+    For what is built on TensorFlow itself (the bound metrics, the evaluations and their
+    attacks, CleverHans). A model trained on JAX and saved as `.keras` loads under
+    TensorFlow, where all of them run.
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(

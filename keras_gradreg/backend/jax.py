@@ -13,7 +13,41 @@ import jax
 import keras
 from jax import numpy as jnp
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
+
+
+def join_processes(address: str, num_processes: int, process_id: int, timeout: int) -> None:
+    """Joins a multi-process run: JAX's distributed runtime with gloo collectives (CPUs)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(address, num_processes, process_id,
+                               initialization_timeout=timeout)
+
+
+def gather_from_processes(array):
+    """Every process's `array`, stacked (a collective: every process calls it)."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(array)
+
+
+def send_from_chief(array):
+    """Process 0's `array`, in every process (a collective: every process calls it)."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(array)
+
+
+def distribution_scope(strategy: str):
+    """The scope a run builds and fits in: keras.distribution's DataParallel over every
+    device of every process ("data_parallel"), or none ("default")."""
+    if strategy == "data_parallel":
+        return keras.distribution.DataParallel(devices=jax.devices()).scope()
+    return contextlib.nullcontext()
+
+
+def replica_position() -> tuple:
+    """(1, 0): JAX computes on global arrays, one "replica"."""
+    return 1, 0
 
 
 def num_replicas() -> int:
@@ -48,14 +82,14 @@ def snapshot(model) -> list:
     return [(v, v.value) for v in model.trainable_variables + model.non_trainable_variables]
 
 
-def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
+def clean_pass(model, x, y, loss_fn, training: bool) -> per_example.CleanPass:
     """penalty.clean_pass with jax.value_and_grad over the model's stateless call.
 
     The variables' current values are read (inside a train step they are the step's
     traced values), the new non-trainable values are assigned back (a StatelessScope
     records them), and the perturbed passes run with the values from before.
     """
-    flat_x = [penalty_lib.as_float(t) for t in keras.tree.flatten(x)]
+    flat_x = [per_example.as_float(t) for t in keras.tree.flatten(x)]
     state = snapshot(model)  # the values before the pass, which the perturbed ones use
     trainable = [v.value for v in model.trainable_variables]
     before = [v.value for v in model.non_trainable_variables]
@@ -70,8 +104,20 @@ def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     (_, (loss, outputs, after, losses)), grads = jax.value_and_grad(total_loss, has_aux=True)(flat_x)
     for variable, value in zip(model.non_trainable_variables, after):
         variable.assign(value)
-    gradient = penalty_lib.flatten_per_example([penalty_lib.at_least_float32(g) for g in grads])
-    return penalty_lib.CleanPass(flat_x, outputs, loss, gradient, state, x, list(losses))
+    gradient = per_example.flatten([per_example.at_least_float32(g) for g in grads])
+    return per_example.CleanPass(flat_x, outputs, loss, gradient, state, x, list(losses))
+
+
+def value_and_gradient(fn, x) -> tuple:
+    """(values, aux, gradient): fn(x) -> (per-example values, aux), and the gradient of
+    the values' sum with respect to x (shaped like x), with jax.value_and_grad."""
+
+    def total(x):
+        values, aux = fn(x)
+        return jnp.sum(values), (values, aux)
+
+    (_, (values, aux)), gradient = jax.value_and_grad(total, has_aux=True)(x)
+    return values, aux, gradient
 
 
 def _current(scope, variables, old) -> list:
@@ -111,7 +157,7 @@ def _logs(model, metrics, x, y, y_pred, sample_weight, step, finite, training) -
     loss, penalty, grad_norm, penalised = step
     with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics))) as scope:
         model._track(x, loss, penalty, grad_norm, penalised, finite)
-        logs = model._logs(x, y, y_pred, sample_weight, training=training)
+        logs = model._logs(x, y, y_pred, sample_weight, training=training, finite=finite)
     return logs, _current(scope, model.metrics_variables, metrics)
 
 
@@ -225,9 +271,8 @@ def lazy_train_function(model):
     from the optimizer's iteration count in the state.
 
     A lax.cond between the two inside one compiled step is simpler, but XLA:CPU runs
-    the ops inside a conditional's branches slower than the same ops outside one
-    (measured here: 1.8x for a convolution's gradient; a BatchNorm ResNet's lazy step
-    took 30x its penalised step). Reading the count waits for the previous step.
+    the ops inside a conditional's branches much slower than the same ops outside one
+    (docs/cost.md). Reading the count waits for the previous step.
     """
     if not model.run_eagerly and model.jit_compile:
         shardings = None

@@ -7,7 +7,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 
 
 def num_replicas() -> int:
@@ -15,16 +15,31 @@ def num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def distribution_scope(strategy: str):
+    """The scope a run builds and fits in: MirroredStrategy over this machine's devices
+    ("mirrored") or TensorFlow's default strategy ("default")."""
+    return (tf.distribute.MirroredStrategy() if strategy == "mirrored"
+            else tf.distribute.get_strategy()).scope()
+
+
+def replica_position() -> tuple:
+    """(replicas, this replica's index): (1, 0) outside a strategy's replica context."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return 1, 0
+    return context.num_replicas_in_sync, context.replica_id_in_sync_group
+
+
 def _for_this_replica(draw, shape) -> tf.Tensor:
     """draw(shape), or under a strategy with R replicas this replica's share of
     draw((R * batch, ...)): Keras gives replica r the r-th slice of the global batch, so
     R replicas draw what one device would (for equal slices)."""
-    replicas, context = num_replicas(), tf.distribute.get_replica_context()
-    if replicas == 1 or context is None:
+    replicas, index = replica_position()
+    if replicas == 1:
         return draw(shape)
     whole = draw(tf.concat([[shape[0] * replicas], tf.cast(shape[1:], tf.int32)], 0)
                  if isinstance(shape[0], tf.Tensor) else (shape[0] * replicas,) + tuple(shape[1:]))
-    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.cast(shape[0], tf.int32)
+    start = tf.cast(index, tf.int32) * tf.cast(shape[0], tf.int32)
     return whole[start:start + shape[0]]
 
 
@@ -62,10 +77,10 @@ def snapshot(model) -> list:
     return [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
 
 
-def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
+def clean_pass(model, x, y, loss_fn, training: bool) -> per_example.CleanPass:
     """penalty.clean_pass with a GradientTape; the perturbed passes reset the
     non-trainable variables to their values before it."""
-    flat_x = [penalty_lib.as_float(t) for t in tf.nest.flatten(x)]
+    flat_x = [per_example.as_float(t) for t in tf.nest.flatten(x)]
     state = snapshot(model)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(flat_x)
@@ -74,9 +89,18 @@ def clean_pass(model, x, y, loss_fn, training: bool) -> penalty_lib.CleanPass:
     grads = tape.gradient(loss, flat_x)
     missing = [i for i, g in enumerate(grads) if g is None]
     if missing:
-        raise penalty_lib.missing_gradient_error(missing, flat_x)
-    gradient = penalty_lib.flatten_per_example([penalty_lib.at_least_float32(g) for g in grads])
-    return penalty_lib.CleanPass(flat_x, outputs, loss, gradient, state, x, None)
+        raise per_example.missing_gradient_error(missing, flat_x)
+    gradient = per_example.flatten([per_example.at_least_float32(g) for g in grads])
+    return per_example.CleanPass(flat_x, outputs, loss, gradient, state, x, None)
+
+
+def value_and_gradient(fn, x) -> tuple:
+    """(values, aux, gradient): fn(x) -> (per-example values, aux), and the gradient of
+    the values' sum with respect to x (shaped like x), with a GradientTape."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        values, aux = fn(x)
+    return values, aux, tape.gradient(values, x)
 
 
 def _everywhere(flag: tf.Tensor) -> tf.Tensor:
@@ -160,7 +184,7 @@ def train_step(model, data, penalised: Optional[bool] = None) -> dict:
         finite_everywhere = tf.logical_and(finite_everywhere, finite)
         carry = model._next_carry(carry, (carry_gradient or [None])[0])
     model._track(x, loss, penalty, grad_norm, weighted, finite_everywhere)
-    return model._logs(x, y, y_pred, sample_weight, training=True)
+    return model._logs(x, y, y_pred, sample_weight, training=True, finite=finite_everywhere)
 
 
 def test_step(model, data) -> dict:
@@ -168,8 +192,9 @@ def test_step(model, data) -> dict:
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     y_pred, loss, penalty, grad_norm = model._objective(x, y, sample_weight, False,
                                                         model.penalty_weight)  # GradRegModel's
-    model._track(x, loss, penalty, grad_norm, tf.constant(True), model._finite(x, loss))
-    return model._logs(x, y, y_pred, sample_weight, training=False)
+    finite = model._finite(x, loss)
+    model._track(x, loss, penalty, grad_norm, tf.constant(True), finite)
+    return model._logs(x, y, y_pred, sample_weight, training=False, finite=finite)
 
 
 def lazy_train_function(model):
@@ -177,8 +202,8 @@ def lazy_train_function(model):
 
     Under XLA (`jit_compile=True`, which Keras turns on by itself for one GPU) the
     penalised and the plain step are compiled apart and one is chosen per step on the
-    host from the optimizer's iteration count: XLA:CPU ran the lazy step's tf.cond 7.4x
-    (small CNN) and 44x (BatchNorm ResNet) slower than a plain step (measured here).
+    host from the optimizer's iteration count: XLA:CPU runs the lazy step's tf.cond many
+    times slower than a plain step (docs/cost.md).
     Reading the count waits for the previous step. Without XLA, or with several steps
     per execution (one compiled loop), the tf.cond decides inside the step.
     """

@@ -2,8 +2,8 @@
 
 - minimum_distance: the paper's protocol (Finlay & Oberman, 2019): each image's smallest
   adversarial distance over every attack (0 for an image misclassified already);
-  "% error at eps" is the share of images whose best distance is <= eps.
-- radius_search: the per-image search over radii that turns a fixed-budget attack into
+  "% error at epsilon" is the share of images whose best distance is <= epsilon.
+- epsilon_search: the per-image search over radii that turns a fixed-budget attack into
   a minimum-distance one.
 - cascade: AutoAttack's protocol (Croce & Hein, 2020; RobustBench): robust error at a
   radius, each attack on the images the earlier ones left unbroken.

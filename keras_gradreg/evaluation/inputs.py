@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_gradreg import backend
 from keras_gradreg import data as data_lib
+from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
 from keras_gradreg.attacks import registry
@@ -39,7 +40,7 @@ def check_attacks(attacks: Any, attack_norm: str, protocol: str = "minimum_dista
     if protocol == "autoattack" and top_k != 1:
         raise ValueError(f"top_k={top_k!r}: AutoAttack's cascade measures top-1 error; the "
                          "minimum-distance protocol (evaluate_robustness) measures top-k.")
-    return registry.check_attacks(attacks, attack_norm, PROTOCOLS[protocol],
+    return registry.resolve(attacks, attack_norm, PROTOCOLS[protocol],
                                   autoattack_only=protocol == "autoattack", top_k=top_k)
 
 
@@ -57,18 +58,11 @@ def as_arrays(x: Any, y: Any, num_images: int) -> tuple:
     return np.asarray(x), np.asarray(y)
 
 
-def integer_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
-    """Labels as (N,) integers, from (N,), (N, 1) or one-hot (N, classes)."""
-    if y.ndim == 2 and y.shape[1] == num_classes:
-        return y.argmax(axis=1)
-    return y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-
-
 def check_data(attacks: Sequence[str], x: np.ndarray, y: np.ndarray, num_classes: int,
                clip_min: float, clip_max: float) -> None:
     """What the attacks need of the data (names and norms are checked by check_attacks)."""
     for name in attacks:
-        registry.check_data(name, num_classes, x.ndim)
+        registry.check_runs_on(name, num_classes, x.ndim)
     bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
     if len(bad):
         raise ValueError(f"{len(bad)} image(s) hold NaN or Inf, the first at index {bad[0]}; "
@@ -111,7 +105,7 @@ class CheckedInputs:
       judge: predicts and verifies on the model (see attacks.judge.Judge).
       attacks: the attacks' names, in order.
       epsilons: the radii, as floats, in the order given.
-      max_eps: the largest distance within the data range (an unbounded attack).
+      max_epsilon: the largest distance within the data range (an unbounded attack).
       probabilities: whether the model outputs probabilities rather than logits.
       num_classes: how many classes it scores.
       workers: batches attacked at the same time (see progress.workers).
@@ -124,7 +118,7 @@ class CheckedInputs:
     judge: Judge
     attacks: tuple
     epsilons: tuple
-    max_eps: float
+    max_epsilon: float
     probabilities: bool
     num_classes: int
     workers: int
@@ -173,9 +167,9 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
     model_fn, probabilities, num_classes = class_scores(model, x, batch_size)
     if top_k >= num_classes:
         raise ValueError(f"top_k={top_k} must be below the model's {num_classes} classes.")
-    y = integer_labels(y, num_classes)
+    y = np.asarray(per_example.integer_labels(y, num_classes))
     dims = int(np.prod(x.shape[1:]))
-    largest = ball.max_radius(attack_norm, clip_min, clip_max, dims)
+    largest = ball.max_epsilon(attack_norm, clip_min, clip_max, dims)
     if epsilons is None:  # the defaults that fit in the data range
         epsilons = [e * (clip_max - clip_min) for e in data_lib.DEFAULT_EPSILONS[attack_norm]
                     if e * (clip_max - clip_min) <= largest]
@@ -191,6 +185,6 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
         x=x[indices].astype(np.float32), y=y[indices].astype(np.int64), indices=indices,
         judge=Judge(model_fn, clip_min, clip_max, batch_size, attack_norm, compiled_for(model),
                     top_k),
-        attacks=attacks, epsilons=epsilons, max_eps=largest, probabilities=probabilities,
+        attacks=attacks, epsilons=epsilons, max_epsilon=largest, probabilities=probabilities,
         num_classes=num_classes, workers=workers,
         given=None if given is None else np.asarray(given, np.float32)[indices])

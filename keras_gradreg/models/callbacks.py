@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
 from keras_gradreg.attacks import pgd
@@ -59,7 +59,7 @@ class RobustnessMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, x, y, epsilon: float, clip_min: float = 0.0, clip_max: float = 1.0,
-                 attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM):
+                 attack_norm: str = per_example.DEFAULT_ATTACK_NORM):
         super().__init__()
         x = np.asarray(x, np.float32)
         ball.check_norm(attack_norm)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import keras
 from keras import ops
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
 from keras_gradreg.models.adversarial import Threat
@@ -39,7 +39,7 @@ class FreeAdversarialTrainingModel(Threat, SteppedModel):
     """
 
     def __init__(self, *args, epsilon: float = 0.3, replays: int = REPLAYS,
-                 attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM, clip_min: float = 0.0,
+                 attack_norm: str = per_example.DEFAULT_ATTACK_NORM, clip_min: float = 0.0,
                  clip_max: float = 1.0, seed: int = 0, **kwargs):
         replays = validation.check_number("replays", replays, low=1, low_open=False, integer=True)
         ball.check_norm(attack_norm)
@@ -59,12 +59,12 @@ class FreeAdversarialTrainingModel(Threat, SteppedModel):
         return self.replays
 
     def _initial_carry(self, x) -> Any:
-        return ops.zeros_like(penalty_lib.as_float(x))
+        return ops.zeros_like(per_example.as_float(x))
 
     def _objective(self, x, y, sample_weight, training: bool, weight: Optional[float],
                    carry: Any = None):
         """(y_pred, the compiled loss at the perturbed batch, 0, 0) of one replay."""
-        x_adv = ball.clip_to_range(penalty_lib.as_float(x) + carry, self.clip_min, self.clip_max)
+        x_adv = ball.clip_to_range(per_example.as_float(x) + carry, self.clip_min, self.clip_max)
         y_pred = self(x_adv, training=training)
         loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                  training=training)

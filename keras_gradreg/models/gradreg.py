@@ -8,30 +8,31 @@ from keras import ops
 from keras_gradreg import backend
 from keras_gradreg import deprecation
 from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.models.stepped import SteppedModel
 from keras_gradreg.models.stepped import compiled_loss_fn
 
 
-def validate_penalty_weight(penalty_weight: float) -> float:
+def check_penalty_weight(penalty_weight: float) -> float:
     """Returns lambda as a float; raises ValueError unless it is finite and >= 0."""
     return validation.check_number("penalty_weight", penalty_weight, low_open=False,
                                    hint="(the paper uses 0.1 and 1)")
 
 
-def validate_clean_weight(clean_weight: float) -> float:
+def check_clean_weight(clean_weight: float) -> float:
     """Returns the clean loss's weight as a float; raises ValueError unless in (0, 1]."""
     return validation.check_number("clean_weight", clean_weight, high=1.0,
                                    hint="(1: the paper's; Rodriguez-Munoz et al. 2024 use 0.8)")
 
 
-def validate_penalty_warmup(penalty_warmup: int) -> int:
+def check_penalty_warmup(penalty_warmup: int) -> int:
     """Returns the warm-up's steps as an int; raises ValueError unless an integer >= 0."""
     return validation.check_number("penalty_warmup", penalty_warmup, low_open=False,
                                    integer=True, hint="(0: the full weight from the first step)")
 
 
-def validate_penalty_every(penalty_every: int) -> int:
+def check_penalty_every(penalty_every: int) -> int:
     """Returns k as an int; raises ValueError unless it is an integer >= 1."""
     return validation.check_number(
         "penalty_every", penalty_every, low=1, low_open=False, integer=True,
@@ -126,11 +127,11 @@ class GradRegModel(SteppedModel):
         kwargs = deprecation.renamed_arguments("GradRegModel", kwargs)
         estimator = kwargs.pop("estimator", estimator)
         attack_norm = penalty_lib.default_attack_norm("GradRegModel", attack_norm)
-        penalty_weight = validate_penalty_weight(penalty_weight)
-        penalty_every = validate_penalty_every(penalty_every)
-        clean_weight = validate_clean_weight(clean_weight)
-        penalty_warmup = validate_penalty_warmup(penalty_warmup)
-        h, epsilon = penalty_lib.validate_options(h, attack_norm, difference, estimator,
+        penalty_weight = check_penalty_weight(penalty_weight)
+        penalty_every = check_penalty_every(penalty_every)
+        clean_weight = check_clean_weight(clean_weight)
+        penalty_warmup = check_penalty_warmup(penalty_warmup)
+        h, epsilon = penalty_lib.check_options(h, attack_norm, difference, estimator,
                                                   penalty_power, epsilon)
         super().__init__(*args, **kwargs)
         self.penalty_weight = penalty_weight
@@ -147,7 +148,7 @@ class GradRegModel(SteppedModel):
     @property
     def dual_norm(self) -> str:
         """The penalised gradient norm: the dual of attack_norm ("l1" against "linf")."""
-        return penalty_lib.DUAL_NORMS[self.attack_norm]
+        return per_example.DUAL_NORMS[self.attack_norm]
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -181,13 +182,13 @@ class GradRegModel(SteppedModel):
         With penalty_weight=None no input gradient is taken (a plain Keras step) and
         penalty and grad_norm are 0. The backend's train_step differentiates it.
         """
-        penalty_lib.require_targets(y)
+        per_example.require_targets(y)
         loss_fn = compiled_loss_fn(self)
         replicas = backend.current().num_replicas()
         if penalty_weight is None:
             y_pred = self(x, training=training)
         else:
-            clean = penalty_lib.clean_pass(self, x, y, loss_fn, training)
+            clean = backend.clean_pass(self, x, y, loss_fn, training)
             y_pred = clean.outputs
             # add_loss/regulariser losses of the clean pass, where they cannot live on
             # the layers (JAX), as Keras' own JAX trainer passes them.
@@ -225,7 +226,7 @@ class GradRegModel(SteppedModel):
             difference=self.difference, estimator=self.estimator, training=training,
             penalty_power=self.penalty_power, epsilon=self.epsilon,
         )
-        grad_norm = ops.cast(penalty_lib.dual_norm(clean.gradient, self.attack_norm), penalty.dtype)
+        grad_norm = ops.cast(per_example.dual_norm(clean.gradient, self.attack_norm), penalty.dtype)
         if sample_weight is not None:
             weight = ops.reshape(ops.cast(sample_weight, penalty.dtype), (-1,))
             penalty, grad_norm = penalty * weight, grad_norm * weight

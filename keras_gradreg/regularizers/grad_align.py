@@ -7,7 +7,8 @@ from typing import Any
 
 from keras import ops
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import backend
+from keras_gradreg import per_example
 from keras_gradreg.attacks import ball
 from keras_gradreg.regularizers.base import Context
 from keras_gradreg.regularizers.base import Regularizer
@@ -19,13 +20,13 @@ class GradAlign(Regularizer):
 
     def values(self, context: Context) -> Any:
         model, x = context.model, context.x
-        first = ops.stop_gradient(penalty_lib.clean_pass(
+        first = ops.stop_gradient(backend.clean_pass(
             model, x, context.y, context.loss_fn, context.training).gradient)
         noisy = ball.clip_to_range(
             x + ball.uniform_in_ball(ops.shape(x), context.epsilon, model.attack_norm,
                                      context.seed, x.dtype),
             model.clip_min, model.clip_max)
-        second = penalty_lib.clean_pass(model, noisy, context.y, context.loss_fn,
+        second = backend.clean_pass(model, noisy, context.y, context.loss_fn,
                                         context.training).gradient
-        lengths = ball.norm(first, "l2") * ball.norm(second, "l2")
+        lengths = per_example.norm(first, "l2") * per_example.norm(second, "l2")
         return 1.0 - ops.divide_no_nan(ops.sum(first * second, axis=1), lengths)

@@ -4,6 +4,7 @@ norm of the input gradient at the clean point, estimated with the model's `h`.""
 
 from typing import Any
 
+from keras_gradreg import backend
 from keras_gradreg import penalty as penalty_lib
 from keras_gradreg.regularizers.base import Context
 from keras_gradreg.regularizers.base import Regularizer
@@ -17,7 +18,7 @@ class GradientPenalty(Regularizer):
 
     def values(self, context: Context) -> Any:
         model = context.model
-        clean = penalty_lib.clean_pass(model, context.x, context.y, context.loss_fn,
+        clean = backend.clean_pass(model, context.x, context.y, context.loss_fn,
                                        context.training)
         return penalty_lib.penalty_from_clean_pass(
             model, clean, context.y, context.loss_fn, h=model.h, attack_norm=model.attack_norm,

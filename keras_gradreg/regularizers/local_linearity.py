@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from keras_gradreg import backend
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg.attacks import ball
 from keras_gradreg.regularizers.base import Context
 from keras_gradreg.regularizers.base import Regularizer
@@ -49,8 +49,8 @@ def local_linearity_error(model: Any, x_a: Any, x_b: Any, alpha: Any, y: Any, lo
       (batch,) values `(loss(x_c) - (1 - alpha) loss(x_a) - alpha loss(x_b))^2`, with
       `x_c = (1 - alpha) x_a + alpha x_b`, in float32 (float64 for a float64 model).
     """
-    loss_fn = penalty_lib.per_example_loss_fn(loss_fn)
-    x_a, x_b = penalty_lib.as_float(x_a), penalty_lib.as_float(x_b)
+    loss_fn = per_example.loss_fn(loss_fn)
+    x_a, x_b = per_example.as_float(x_a), per_example.as_float(x_b)
     alpha = ops.cast(ops.reshape(alpha, (-1,)), x_a.dtype)
     mix = ops.reshape(alpha, (-1,) + (1,) * (len(x_a.shape) - 1))
     x_c = (1.0 - mix) * x_a + mix * x_b
@@ -78,7 +78,7 @@ def sample_local_linearity_triplet(x: Any, epsilon: Any, seed: Any, attack_norm:
     Returns:
       (x_a, x_b, alpha), shaped like x, x and (batch,).
     """
-    x = penalty_lib.as_float(x)
+    x = per_example.as_float(x)
     shape = ops.shape(x)
     x_a, x_b = (ball.clip_to_range(
         x + ball.uniform_in_ball(shape, epsilon, attack_norm, ball.seed_stream(seed, stream),

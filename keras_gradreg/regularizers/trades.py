@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from keras import ops
 
-from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg.attacks import losses
 from keras_gradreg.regularizers.base import Context
 from keras_gradreg.regularizers.base import Regularizer
@@ -35,9 +35,9 @@ class Trades(Regularizer):
         del y, loss_fn
         reference = ops.stop_gradient(model(x, training=False))
         return reference, lambda reference, logits: losses.kl_divergence(
-            penalty_lib.at_least_float32(reference), penalty_lib.at_least_float32(logits))
+            per_example.at_least_float32(reference), per_example.at_least_float32(logits))
 
     def values(self, context: Context) -> Any:
         adversarial = context.model(context.x_adv, training=context.training)
-        return losses.kl_divergence(penalty_lib.at_least_float32(context.y_pred),
-                                    penalty_lib.at_least_float32(adversarial))
+        return losses.kl_divergence(per_example.at_least_float32(context.y_pred),
+                                    per_example.at_least_float32(adversarial))

@@ -24,6 +24,7 @@ callbacks (its clock and crash-safe checkpoint), distributed (processes and devi
 runner (`train`).
 """
 
+from keras_gradreg import deprecation
 from keras_gradreg.training.config import ADVERSARIAL
 from keras_gradreg.training.config import PENALISED
 from keras_gradreg.training.config import DEFAULT_COORDINATOR_TIMEOUT
@@ -39,7 +40,7 @@ from keras_gradreg.training.config import TrainConfig
 from keras_gradreg.training.config import settings
 from keras_gradreg.training.config import step_jit_compile
 from keras_gradreg.training.config import upgrade_settings
-from keras_gradreg.training.config import validate
+from keras_gradreg.training.config import check_config
 from keras_gradreg.training.recipe import build
 from keras_gradreg.training.recipe import compiled
 from keras_gradreg.training.recipe import wrap
@@ -64,6 +65,7 @@ __all__ = (
     "BACKUP_DIR",
     "build",
     "check_model_dir",
+    "check_config",
     "check_settings",
     "compiled",
     "DEFAULT_COORDINATOR_TIMEOUT",
@@ -90,6 +92,8 @@ __all__ = (
     "upgrade_settings",
     "training_seconds",
     "TRAINING_METHODS",
-    "validate",
     "wrap",
 )
+
+__getattr__ = deprecation.module_getattr("keras_gradreg.training")
+"""Names this package had before 0.8 (deprecation.RENAMED), with a DeprecationWarning."""

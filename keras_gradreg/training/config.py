@@ -1,5 +1,5 @@
 """TrainConfig: every setting of a training run in one dataclass, checked before any work
-(validate), saved with the run (settings.json) and read back by any later version, and the
+(check_config), saved with the run (settings.json) and read back by any later version, and the
 tables of values each setting takes."""
 
 import dataclasses
@@ -13,6 +13,7 @@ from keras_gradreg import data as data_lib
 from keras_gradreg import deprecation
 from keras_gradreg import models
 from keras_gradreg import penalty as penalty_lib
+from keras_gradreg import per_example
 from keras_gradreg import regularizers
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
@@ -58,17 +59,14 @@ points: their per-image learning rates (lr / global batch) of each phase, the 12
 and 288-pixel phases' batches (512, 192, 128 on four GPUs) folded into one, so that with
 --learning_rate 0.25 at --batch_size 256 the rate per image is theirs at every epoch. The
 epochs scale with --epochs."""
-RENAMED_FIELDS = ("at_epsilon", "at_norm", "at_ramp_epochs", "at_regularizer",
-                  "at_regularizer_weight", "at_steps", "free_replays")
-"""Fields' names before 0.7 (see deprecation.RENAMED): TrainConfig still takes them."""
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run depends on; the example scripts' flags map onto it.
 
-    The fields named at_* (and free_replays) before 0.7 are still taken, with a
-    DeprecationWarning (deprecation.RENAMED), as is the method "fgsm_at" (now "fgsm_rs").
+    Runs saved with the names of earlier versions (at_epsilon, "fgsm_at", ...) are read
+    through `upgrade_settings`.
     """
 
     model_dir: str
@@ -78,7 +76,7 @@ class TrainConfig:
     method: str = "gradreg"
     penalty_weight: float = 1.0
     h: float = penalty_lib.DEFAULT_H
-    attack_norm: str = penalty_lib.DEFAULT_ATTACK_NORM
+    attack_norm: str = per_example.DEFAULT_ATTACK_NORM
     difference: str = "forward"
     penalty_every: int = 1
     penalty_power: int = 2
@@ -112,31 +110,12 @@ class TrainConfig:
     download: bool = False
     train_limit: Optional[int] = None
     overwrite: bool = False
-    at_epsilon: dataclasses.InitVar[Optional[float]] = None
-    at_norm: dataclasses.InitVar[Optional[str]] = None
-    at_ramp_epochs: dataclasses.InitVar[Optional[int]] = None
-    at_regularizer: dataclasses.InitVar[Optional[str]] = None
-    at_regularizer_weight: dataclasses.InitVar[Optional[float]] = None
-    at_steps: dataclasses.InitVar[Optional[int]] = None
-    free_replays: dataclasses.InitVar[Optional[int]] = None
-
-    def __post_init__(self, *old):
-        given = {name: value for name, value in zip(RENAMED_FIELDS, old) if value is not None}
-        defaults = TrainConfig.__dataclass_fields__
-        for name, value in deprecation.renamed_arguments("TrainConfig", given).items():
-            if getattr(self, name) != defaults[name].default:
-                raise TypeError(f"TrainConfig got `{name}` under its old name and its new one; "
-                                f"pass `{name}` only.")
-            setattr(self, name, value)
-        self.method = deprecation.renamed_value("method", self.method)
 
 
 def step_jit_compile(requested: bool) -> bool:
     """The `jit_compile` a training model is compiled with: `requested` on TensorFlow
     (False there is a tf.function graph), always True on JAX, where Keras without it runs
-    each step op by op, compiling every primitive (measured on 2 CPU cores: the small CNN,
-    penalised, 3 epochs of 4 steps on 256 digits trained in 10.2 s that way, 3.9 s
-    compiled).
+    each step op by op, compiling every primitive (several times slower, docs/cost.md).
 
     Args:
       requested: TrainConfig.jit_compile (the scripts' --jit_compile).
@@ -147,7 +126,7 @@ def step_jit_compile(requested: bool) -> bool:
     return requested or keras.backend.backend() == "jax"
 
 
-def validate(config: TrainConfig) -> TrainConfig:
+def check_config(config: TrainConfig) -> TrainConfig:
     """Raises ValueError naming the first bad setting, before anything is built.
 
     Returns:
@@ -156,7 +135,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     """
     choices = {"dataset": tuple(data_lib.DATASETS), "model": tuple(architectures.MODELS),
                "method": TRAINING_METHODS,
-               "attack_norm": penalty_lib.ATTACK_NORMS if config.method not in ADVERSARIAL
+               "attack_norm": per_example.ATTACK_NORMS if config.method not in ADVERSARIAL
                else ball.NORMS,
                "regularizer": regularizers.NAMES, "strategy": STRATEGIES,
                "schedule": SCHEDULES, "optimizer": OPTIMIZERS,
@@ -189,11 +168,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError("decay_biases=False leaves the biases out of l2's decay, but l2 is "
                          f"{config.l2!r}: give l2 > 0 (with optimizer='sgd').")
     checked["regularizer_weight"] = _check_regularizer(config)
-    checked["penalty_weight"] = models.validate_penalty_weight(config.penalty_weight)
-    checked["penalty_every"] = models.validate_penalty_every(config.penalty_every)
-    checked["clean_weight"] = models.validate_clean_weight(config.clean_weight)
-    checked["penalty_warmup"] = models.validate_penalty_warmup(config.penalty_warmup)
-    _, epsilon = penalty_lib.validate_options(
+    checked["penalty_weight"] = models.check_penalty_weight(config.penalty_weight)
+    checked["penalty_every"] = models.check_penalty_every(config.penalty_every)
+    checked["clean_weight"] = models.check_clean_weight(config.clean_weight)
+    checked["penalty_warmup"] = models.check_penalty_warmup(config.penalty_warmup)
+    _, epsilon = penalty_lib.check_options(
         config.h, config.attack_norm, config.difference, "finite_difference",
         config.penalty_power, config.epsilon if config.penalty_power == 1 else None)
     if _radius_scaled(config):
@@ -245,9 +224,10 @@ def check_processes(config: TrainConfig) -> dict:
     return checked
 
 
-def settings(config: TrainConfig) -> dict:
-    """The settings a trained model depends on: not where files go, nor the devices it
-    trains on (every strategy gives one device's weights, tested), nor the unused ones."""
+def _unused(config: TrainConfig) -> set:
+    """The fields a run of this config does not depend on: where files go, the devices
+    it trains on (every strategy gives one device's weights, tested), and the settings of
+    other methods."""
     unused = {"model_dir", "overwrite", "download", "data_dir", "coordinator_address",
               "num_processes", "process_id", "coordinator_timeout", "strategy"}
     if config.method not in ADVERSARIAL:
@@ -264,34 +244,39 @@ def settings(config: TrainConfig) -> dict:
         unused |= {"regularizer", "regularizer_weight"}
     if config.method == "plain":
         unused.add("attack_norm")
-    if config.method in ("plain",) + ADVERSARIAL:
+    if config.method not in PENALISED:
         unused |= {"penalty_weight", "h", "difference", "penalty_every", "penalty_power",
                    "clean_weight", "penalty_warmup"}
     if config.regularizer == "gradient_penalty":
         unused.discard("h")
-    stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
+    if not config.l2:
+        unused.add("decay_biases")
+    return unused
+
+
+def settings(config: TrainConfig) -> dict:
+    """The settings a trained model depends on (a run's settings.json): every field but
+    those of `_unused`."""
+    stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in _unused(config)}
     if "attack_steps" in stored and stored["attack_steps"] is None:  # not validated yet
         stored["attack_steps"] = ATTACK_STEPS[config.method]
-    # Fields of adversarial training added in 0.4 with their old meaning as defaults:
-    # left out at those, so that older runs' settings still match.
-    for field, old in (("attack_norm", "linf"), ("regularizer", "none"),
-                       ("regularizer_weight", 0.0)):
-        if config.method in ADVERSARIAL and stored.get(field) == old:
-            del stored[field]
-    for field, old in (("l2", 0.0), ("penalty_power", 2), ("clean_weight", 1.0),
-                       ("penalty_warmup", 0), ("decay_biases", True)):
-        if stored.get(field, old) == old:  # added in 0.7 and 0.8: left out at their defaults
-            stored.pop(field, None)
     return stored
 
 
 def upgrade_settings(stored: dict) -> dict:
-    """A run's settings.json as `settings` would write it today: the names and values
-    renamed since it was written (deprecation.RENAMED, RENAMED_VALUES) replaced."""
+    """A run's settings.json of any version as `settings` would write it today: the names
+    and values renamed since it was written (deprecation.RENAMED, RENAMED_VALUES)
+    replaced, and the fields added since at their defaults, which are the behaviour of
+    the versions before them."""
     stored = dict(stored)
     stored.pop("strategy", None)  # stored before 0.7: a run may resume on other devices
     if stored.get("method") not in ADVERSARIAL + ("fgsm_at",):
         stored.pop("at_norm", None)  # unused before 0.7; its new name is the penalty's
     stored = deprecation.upgrade_config("settings.json", stored)
     stored["method"] = deprecation.renamed_value("method", stored.get("method"), warns=False)
-    return stored
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(stored) - fields
+    if unknown:
+        raise ValueError(f"settings {sorted(unknown)} are not settings of this version's runs "
+                         "(a newer keras_gradreg wrote them?).")
+    return settings(TrainConfig(**dict(stored, model_dir="")))

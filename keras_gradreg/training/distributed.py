@@ -10,10 +10,9 @@ import tempfile
 import time
 from typing import Optional
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_gradreg import backend
 from keras_gradreg import files
 from keras_gradreg.training.config import TrainConfig
 from keras_gradreg.training.config import settings
@@ -25,18 +24,13 @@ def start_processes(config: TrainConfig) -> None:
     """
     if config.strategy != "data_parallel" or config.num_processes == 1:
         return
-    import jax  # the JAX backend is checked in validate()
-    from jax.experimental import multihost_utils
-
     where = (f"process {config.process_id} of {config.num_processes}, coordinator "
              f"{config.coordinator_address}")
     if config.process_id > 0:  # JAX aborts the process where the coordinator is unreachable
         _wait_for(config.coordinator_address, config.coordinator_timeout, where)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives
     try:
-        jax.distributed.initialize(config.coordinator_address, config.num_processes,
-                                   config.process_id,
-                                   initialization_timeout=config.coordinator_timeout)
+        backend.current().join_processes(config.coordinator_address, config.num_processes,
+                                          config.process_id, config.coordinator_timeout)
     except Exception as error:  # JAX raises several kinds (XlaRuntimeError, RuntimeError)
         raise ConnectionError(
             f"{where}: the processes did not all connect within {config.coordinator_timeout} s "
@@ -45,7 +39,7 @@ def start_processes(config: TrainConfig) -> None:
             "address is reachable.") from error
     mine = json.dumps(dict(settings(config), num_processes=config.num_processes), sort_keys=True)
     digest = np.frombuffer(hashlib.sha256(mine.encode()).digest(), np.uint8)
-    every = np.asarray(multihost_utils.process_allgather(digest))
+    every = np.asarray(backend.current().gather_from_processes(digest))
     differ = [i for i, d in enumerate(every.reshape(-1, digest.size)) if not np.array_equal(d, digest)]
     if differ:
         raise ValueError(f"{where}: processes {differ} were started with other settings than this "
@@ -78,19 +72,14 @@ def agree(config: TrainConfig, values: list) -> list:
     """The chief's integers, in every process (a no-op in a single-process run)."""
     if config.num_processes == 1:
         return values
-    from jax.experimental import multihost_utils
-
-    return [int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, np.int64))]
+    chiefs = backend.current().send_from_chief(np.asarray(values, np.int64))
+    return [int(v) for v in chiefs]
 
 
 def distribution(config: TrainConfig):
-    """The context a run builds and fits its model in."""
-    if config.strategy == "data_parallel":
-        import jax
-
-        return keras.distribution.DataParallel(devices=jax.devices()).scope()
-    return (tf.distribute.MirroredStrategy() if config.strategy == "mirrored"
-            else tf.distribute.get_strategy()).scope()
+    """The context a run builds and fits its model in: its strategy's, from the backend
+    module that runs it (config.check_processes pairs them)."""
+    return backend.current().distribution_scope(config.strategy)
 
 
 @contextlib.contextmanager
@@ -114,12 +103,11 @@ def from_chief(path: Optional[str], shared: bool):
     if not shared:
         yield path
         return
-    from jax.experimental import multihost_utils
-
+    send = backend.current().send_from_chief
     data = np.fromfile(path, np.uint8) if path else np.zeros(0, np.uint8)
-    size = int(multihost_utils.broadcast_one_to_all(np.int64(data.size)))
+    size = int(send(np.int64(data.size)))
     data = data if path else np.zeros(size, np.uint8)
-    data = np.asarray(multihost_utils.broadcast_one_to_all(data), np.uint8)
+    data = np.asarray(send(data), np.uint8)
     with tempfile.TemporaryDirectory() as folder:
         local = os.path.join(folder, "checkpoint.weights.h5")
         data.tofile(local)

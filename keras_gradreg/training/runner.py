@@ -15,7 +15,7 @@ from keras_gradreg.training.callbacks import Clock
 from keras_gradreg.training.config import ADVERSARIAL
 from keras_gradreg.training.config import MONITOR_IMAGES
 from keras_gradreg.training.config import TrainConfig
-from keras_gradreg.training.config import validate
+from keras_gradreg.training.config import check_config
 from keras_gradreg.training.recipe import compiled
 from keras_gradreg.training.recipe import test_images
 
@@ -39,7 +39,7 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
     runs this with the same settings; process 0, the chief, alone reads and writes
     model_dir, and the others receive its decisions and, on resume, its weights.
     """
-    config = validate(config)
+    config = check_config(config)
     distributed.start_processes(config)
     if distributed.is_chief(config):
         failed, resume = 1, run_dir.Resume(0, 0.0, None)

@@ -48,7 +48,7 @@ def test_apgd_returns_the_same_examples_when_fooled_images_leave_its_batch(
     logits = model.predict(x, verbose=0)
     y = np.argmax(logits, 1)
     targets = kg.attacks.registry.runner_up_classes(logits, y, 1)[:, 0] if targeted else None
-    eps = np.geomspace(0.005, 0.5, 48).astype("float32") * (1.0 if norm == "linf" else 4.0)
+    epsilon = np.geomspace(0.005, 0.5, 48).astype("float32") * (1.0 if norm == "linf" else 4.0)
     smallest = tf.Variable(48)  # the smallest batch the model saw
 
     def model_fn(images):
@@ -58,7 +58,7 @@ def test_apgd_returns_the_same_examples_when_fooled_images_leave_its_batch(
     def run():
         smallest.assign(48)
         x_adv = tf.function(lambda: kg.attacks.apgd.apgd(
-            model_fn, tf.constant(x), tf.constant(y), tf.constant(eps), attack_norm=norm,
+            model_fn, tf.constant(x), tf.constant(y), tf.constant(epsilon), attack_norm=norm,
             loss=loss, steps=30, clip_min=0.0, clip_max=1.0,
             targets=None if targets is None else tf.constant(targets), seed=1))().numpy()
         return x_adv, int(smallest.numpy())

@@ -64,9 +64,9 @@ def test_random_starts_are_inside_the_ball_and_a_function_of_the_seed(attack_nor
     assert not np.allclose(draw([1, 3]), first)
     radius = ops.convert_to_numpy(ball.norm(first, attack_norm))
     assert radius.max() <= 0.3 + 1e-12
-    if attack_norm == "l2":  # uniform in the volume: (r / eps)^n ~ U[0, 1], n = 4 entries
+    if attack_norm == "l2":  # uniform in the volume: (r / epsilon)^n ~ U[0, 1], n = 4 entries
         assert abs(np.mean((radius / 0.3) ** 4) - 0.5) < 0.03
-    else:  # each entry uniform in [-eps, eps]
+    else:  # each entry uniform in [-epsilon, epsilon]
         assert abs(np.mean(first) / 0.3) < 0.02 and abs(np.mean(np.abs(first)) / 0.3 - 0.5) < 0.02
 
 
@@ -77,9 +77,9 @@ def test_seed_streams_are_independent_draws():
     assert one[1] == 7 and one[0] == 3 + ball.SEED_STREAM
 
 
-def test_max_radius_is_the_diameter_of_the_range():
-    assert ball.max_radius("linf", 0.0, 1.0, 784) == 1.0
-    assert ball.max_radius("l2", 0.0, 1.0, 784) == pytest.approx(28.0)
+def test_max_epsilon_is_the_diameter_of_the_range():
+    assert ball.max_epsilon("linf", 0.0, 1.0, 784) == 1.0
+    assert ball.max_epsilon("l2", 0.0, 1.0, 784) == pytest.approx(28.0)
 
 
 def test_an_unknown_ball_norm_is_named():
@@ -96,8 +96,8 @@ def test_a_radius_per_example_projects_each_example_onto_its_own_ball(attack_nor
     one_by_one = np.concatenate([
         ops.convert_to_numpy(ball.project(x_adv[i:i + 1], x[i:i + 1], float(r), attack_norm,
                                                 0.0, 1.0)) for i, r in enumerate(radii)])
-    for eps in (radii, radii.reshape(3, 1, 1, 1)):
-        got = ops.convert_to_numpy(ball.project(x_adv, x, eps, attack_norm, 0.0, 1.0))
+    for epsilon in (radii, radii.reshape(3, 1, 1, 1)):
+        got = ops.convert_to_numpy(ball.project(x_adv, x, epsilon, attack_norm, 0.0, 1.0))
         np.testing.assert_allclose(got, one_by_one, rtol=1e-6, atol=1e-7)
     size = ops.convert_to_numpy(ball.norm(got - x, attack_norm))
     assert np.all(size <= radii * (1 + 1e-6))
@@ -134,9 +134,9 @@ def test_within_the_radius_allows_float32_rounding_and_nothing_more():
     x = np.full((2, 28, 28, 1), 0.5, np.float32)
     spacing = float(np.spacing(np.float32(1.0)))
     size = np.array([0.1 * (1 + 5e-6), 0.1 * (1 + 5e-5)])
-    np.testing.assert_array_equal(ball.within_radius(size, 0.1, "linf", x.shape[1:], 0.0, 1.0),
+    np.testing.assert_array_equal(ball.within_epsilon(size, 0.1, "linf", x.shape[1:], 0.0, 1.0),
                                   [True, False])
     l2 = np.array([1.0 + 0.5 * spacing * 28, 1.0 + 1e-4])
-    np.testing.assert_array_equal(ball.within_radius(l2, 1.0, "l2", x.shape[1:], 0.0, 1.0),
+    np.testing.assert_array_equal(ball.within_epsilon(l2, 1.0, "l2", x.shape[1:], 0.0, 1.0),
                                   [True, False])
     np.testing.assert_allclose(ball.perturbation_size(x + 0.25, x, "linf"), [0.25, 0.25])

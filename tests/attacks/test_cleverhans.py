@@ -12,13 +12,13 @@ import keras_gradreg as kg
 def test_carlini_wagner_and_spsa_run_on_keras_3():
     """cleverhans 4.0.0's own CW-L2 and SPSA fail on Keras 3; the adapters must keep working."""
     model, x, y, w, logits = evaluation_problem(seed=4, n=4)
-    cw = kg.evaluate_robustness(model, x, y, attack_norm="l2", attacks=("cw",), settings=FAST,
+    cw = kg.evaluate_robustness(model, x, y, attack_norm="l2", attacks=("cw",), budget=FAST,
                                 sanity_checks=False, lower_bound=False, verbose=0)
     ratio = cw.distances / linear_distance(w, logits, y, "l2")
     # never below the exact distance; near it, but where the untargeted attack heads for the
     # runner-up class rather than the nearest boundary (on 3 classes: up to about 2x)
     assert np.all(ratio >= 1 - 1e-4) and np.all(ratio <= 2.5) and np.median(ratio) < 1.1
-    spsa = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=("spsa",), settings=FAST,
+    spsa = kg.evaluate_robustness(model, x, y, attack_norm="linf", attacks=("spsa",), budget=FAST,
                                   sanity_checks=False, lower_bound=False, verbose=0)
     assert np.sum(np.isfinite(spsa.distances)) >= 2  # gradient-free and given few steps
     assert np.all(spsa.distances >= linear_distance(w, logits, y, "linf") * (1 - 1e-4))

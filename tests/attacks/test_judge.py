@@ -17,7 +17,7 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
     """A second evaluation of the same model (another protocol, another radius) traces
     nothing new; the compiled functions go when the model goes."""
     model, x, y, _, _ = evaluation_problem(seed=12, n=20, classes=4)
-    kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), settings=FAST,
+    kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), budget=FAST,
                   lower_bound=False, verbose=0)
     kg.evaluate_robustness(model, x, y, **kwargs)
     kg.evaluate_autoattack(model, x, y, epsilons=[0.05, 0.1], budget=kg.attacks.SEARCH_BUDGET,
@@ -57,9 +57,9 @@ def test_an_example_counts_when_misclassified_in_range_and_within_its_radius():
     outside[0, 0, 0, 0] = 1.5
     assert not verify(outside, x, other)[0][0]  # outside the data range
     moved = x + 0.02
-    ok, size = verify(moved, x, other, eps=np.full(8, 0.01))
+    ok, size = verify(moved, x, other, epsilon=np.full(8, 0.01))
     np.testing.assert_allclose(size, 0.02, rtol=1e-5)
-    assert not ok.any() and verify(moved, x, other, eps=0.03)[0].all()
+    assert not ok.any() and verify(moved, x, other, epsilon=0.03)[0].all()
 
 
 def test_top_k_misclassification_counts_the_classes_scoring_strictly_higher():

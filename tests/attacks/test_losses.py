@@ -29,14 +29,14 @@ def test_saturated_softmax_defeats_cross_entropy_attacks_but_not_dlr_margin_or_s
     """Logits x 1e4: the cross-entropy's gradient underflows to zero, DLR's does not.
     CleverHans' MIM ascends the cross-entropy too; our FGM/PGD ascend the logit margin."""
     model, x, y, w, logits = linear_image_problem(5, seed=2, side=6, scale=1e4)
-    eps = 1.5 * linear_distance(w, logits, y, "linf")
-    ce, _ = broken_by(model, x, y, "apgd_ce", "linf", eps)
-    mim = attack_fn(model, x, "mim", "linf")(x, y, eps)
-    pgd = attack_fn(model, x, "pgd", "linf")(x, y, eps)
+    epsilon = 1.5 * linear_distance(w, logits, y, "linf")
+    ce, _ = broken_by(model, x, y, "apgd_ce", "linf", epsilon)
+    mim = attack_fn(model, x, "mim", "linf")(x, y, epsilon)
+    pgd = attack_fn(model, x, "pgd", "linf")(x, y, epsilon)
     fooled = lambda x_adv: np.mean(np.argmax(model.predict(np.asarray(x_adv), verbose=0), 1) != y)
     assert ce.mean() <= 0.25 and fooled(mim) <= 0.25
-    assert broken_by(model, x, y, "apgd_t", "linf", eps)[0].all()
-    assert broken_by(model, x, y, "square", "linf", eps)[0].mean() >= 0.75
+    assert broken_by(model, x, y, "apgd_t", "linf", epsilon)[0].all()
+    assert broken_by(model, x, y, "square", "linf", epsilon)[0].mean() >= 0.75
     assert fooled(pgd) >= 0.75
 
 

@@ -12,16 +12,16 @@ from keras_gradreg.attacks import pgd
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _corner(model, x, y, eps):
+def _corner(model, x, y, epsilon):
     """The worst corner of a binary linear classifier's l_inf ball, within the range."""
     w = model.get_weights()[0]
-    return np.clip(x + eps * np.sign(w[:, 1 - y] - w[:, y]).T, 0, 1)
+    return np.clip(x + epsilon * np.sign(w[:, 1 - y] - w[:, y]).T, 0, 1)
 
 
 @pytest.mark.both_backends
 def test_pgd_on_a_binary_linear_classifier_ends_at_the_worst_corner_of_the_ball():
     """The cross-entropy's input gradient has the sign of w_other - w_y everywhere, so
-    enough steps from any start reach x + eps sign(w_other - w_y), clipped to the range."""
+    enough steps from any start reach x + epsilon sign(w_other - w_y), clipped to the range."""
     model = linear_classifier(num_classes=2)
     x, y = batch(n=16, num_classes=2)
     x_adv = pgd.pgd(model, CE.call, x, y, 0.1, steps=10, step_size=0.25,
@@ -34,10 +34,10 @@ def test_pgd_on_a_binary_linear_classifier_ends_at_the_worst_corner_of_the_ball(
 def test_each_image_gets_its_own_radius():
     model = linear_classifier(num_classes=2)
     x, y = batch(n=16, num_classes=2)
-    eps = np.linspace(0.02, 0.2, 16).astype("float32")
-    x_adv = keras.ops.convert_to_numpy(pgd.pgd(model, CE.call, x, y, eps, steps=10,
+    epsilon = np.linspace(0.02, 0.2, 16).astype("float32")
+    x_adv = keras.ops.convert_to_numpy(pgd.pgd(model, CE.call, x, y, epsilon, steps=10,
                                                step_size=0.25, seed=np.array([0, 0], np.int32)))
-    np.testing.assert_allclose(x_adv, _corner(model, x, y, eps[:, None]), atol=1e-6)
+    np.testing.assert_allclose(x_adv, _corner(model, x, y, epsilon[:, None]), atol=1e-6)
 
 
 @pytest.mark.both_backends

@@ -51,7 +51,7 @@ def test_the_table_says_what_each_attack_supports_and_every_set_holds_known_atta
 
 
 def test_fab_t_at_a_larger_radius_reuses_its_runs_and_breaks_what_a_fresh_run_breaks():
-    """FAB-T neither draws nor depends on eps: a second call on the same images runs only
+    """FAB-T neither draws nor depends on epsilon: a second call on the same images runs only
     the target classes the first did not, and breaks within the new radius exactly the
     images a fresh attack breaks (the cascade's radii, run from the smallest)."""
     model, x, y, w, logits = linear_image_problem(5, seed=8, n=12)
@@ -65,10 +65,10 @@ def test_fab_t_at_a_larger_radius_reuses_its_runs_and_breaks_what_a_fresh_run_br
         return judge.model_fn(images)
 
     counting = dataclasses.replace(judge, model_fn=model_fn, cache=None)
-    settings = kg.AttackSettings(autoattack=SMALL_BUDGET)
+    settings = kg.AttackBudget(autoattack=SMALL_BUDGET)
 
-    def broken(x_adv, eps):
-        return judge.verify(x_adv, x, y, eps)[0]
+    def broken(x_adv, epsilon):
+        return judge.verify(x_adv, x, y, epsilon)[0]
 
     remembering = registry.make_attack("fab_t", counting, settings)
     remembering(x, y, small)
@@ -90,17 +90,17 @@ def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
     radius search's or a cascade's batches shrink, and the same answers as eager code."""
     traces = []
 
-    def shifted(x, y, eps, offset):
+    def shifted(x, y, epsilon, offset):
         traces.append(x.shape[0])  # runs only while tracing
-        return x + eps[:, None] + tf.cast(y, tf.float32)[:, None] + offset
+        return x + epsilon[:, None] + tf.cast(y, tf.float32)[:, None] + offset
 
     run = registry.traced_per_image_shape(shifted, tf.TensorSpec((), tf.float32))
     rng = np.random.default_rng(0)
     for n in (5, 3, 5, 2, 7, 3):
         x = rng.uniform(size=(n, 4)).astype(np.float32)
-        y, eps = rng.integers(0, 3, n), rng.uniform(size=n).astype(np.float32)
-        np.testing.assert_allclose(run(x, y, eps, np.float32(0.5)),
-                                   x + eps[:, None] + y[:, None] + 0.5, rtol=1e-6)
+        y, epsilon = rng.integers(0, 3, n), rng.uniform(size=n).astype(np.float32)
+        np.testing.assert_allclose(run(x, y, epsilon, np.float32(0.5)),
+                                   x + epsilon[:, None] + y[:, None] + 0.5, rtol=1e-6)
     assert traces == [5, None]
 
 
@@ -109,9 +109,9 @@ def test_batches_attacked_at_the_same_time_trace_one_graph_at_a_time():
     traced once, and every trace under the lock that keeps traces one at a time."""
     traces = []
 
-    def shifted(x, y, eps):
+    def shifted(x, y, epsilon):
         traces.append((x.shape[0], registry._NEW_GRAPH.locked()))  # runs only while tracing
-        return x + eps[:, None]
+        return x + epsilon[:, None]
 
     run = registry.traced_per_image_shape(shifted)
     ready = threading.Barrier(4, timeout=20)
@@ -149,9 +149,9 @@ def test_top_2_attacks_push_the_label_below_both_other_classes_near_the_exact_di
 
 
 def test_attacks_of_top_1_error_only_are_refused_with_top_k_and_the_default_is_named():
-    assert registry.check_attacks(None, "linf", "minimum_distance", top_k=5) == registry.SETS["top_k"]
+    assert registry.resolve(None, "linf", "minimum_distance", top_k=5) == registry.SETS["top_k"]
     with pytest.raises(ValueError, match=r"'fab_t' aims at top-1.*top_k=5.*'apgd_ce'"):
-        registry.check_attacks(["apgd_ce", "fab_t"], "linf", "minimum_distance", top_k=5)
+        registry.resolve(["apgd_ce", "fab_t"], "linf", "minimum_distance", top_k=5)
     with pytest.raises(ValueError, match="top_k=5: AutoAttack's cascade measures top-1"):
         kg.evaluation.check_attacks(None, "linf", "autoattack", top_k=5)
     with pytest.raises(ValueError, match="top_k=0"):

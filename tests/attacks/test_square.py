@@ -17,10 +17,10 @@ def test_square_breaks_a_gradient_masking_model_where_apgd_cannot(norm, factor):
     model, x, y, w, logits = linear_image_problem(4, seed=3, side=6)
     masked = quantised(model, 32)
     y = np.argmax(masked.predict(x, verbose=0), 1)
-    eps = factor * linear_distance(w, logits, y, norm)
-    gradient = [broken_by(masked, x, y, a, norm, eps)[0] for a in ("apgd_ce", "apgd_t")]
+    epsilon = factor * linear_distance(w, logits, y, norm)
+    gradient = [broken_by(masked, x, y, a, norm, epsilon)[0] for a in ("apgd_ce", "apgd_t")]
     assert max(g.mean() for g in gradient) <= 0.15  # only the random start can get lucky
-    assert broken_by(masked, x, y, "square", norm, eps)[0].mean() >= 0.75
+    assert broken_by(masked, x, y, "square", norm, epsilon)[0].mean() >= 0.75
 
 
 @pytest.mark.parametrize("norm,factor", [("linf", 1.2), ("l2", 2.5)])
@@ -40,14 +40,14 @@ def test_square_keeps_only_answers_that_lower_the_margin(norm):
     image's falls within 100 queries (nothing breaks at half the distance, so every
     query runs)."""
     model, x, y, w, logits = linear_image_problem(4, seed=3, side=6)
-    eps = 0.5 * linear_distance(w, logits, y, norm).astype(np.float32)
+    epsilon = 0.5 * linear_distance(w, logits, y, norm).astype(np.float32)
     margins = []
     for queries in (1, 2, 5, 20, 100):
         x_adv = kg.attacks.square.square(lambda v: model(v, training=False), tf.constant(x),
-                                         tf.constant(y), tf.constant(eps), attack_norm=norm,
+                                         tf.constant(y), tf.constant(epsilon), attack_norm=norm,
                                          queries=queries, clip_min=0.0, clip_max=1.0).numpy()
         size = kg.attacks.ball.perturbation_size(x_adv, x, norm)
-        assert np.all(kg.attacks.ball.within_radius(size, eps, norm, x.shape[1:], 0.0, 1.0))
+        assert np.all(kg.attacks.ball.within_epsilon(size, epsilon, norm, x.shape[1:], 0.0, 1.0))
         bias = logits - x.reshape(len(x), -1) @ w
         z = x_adv.reshape(len(x), -1).astype(np.float64) @ w + bias
         true = z[np.arange(len(x)), y]

@@ -133,7 +133,7 @@ def test_bad_process_layouts_are_named_before_anything_starts(settings, match, t
     config = training.TrainConfig(model_dir=str(tmp_path / "run"),
                                   **dict(dict(strategy="data_parallel"), **settings))
     with pytest.raises(ValueError, match=match):
-        training.validate(config)
+        training.check_config(config)
     assert not (tmp_path / "run").exists()
 
 

@@ -12,8 +12,8 @@ import keras_gradreg as kg
 
 def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_seed():
     model, x, y, w, logits = linear_image_problem(5, seed=4, n=24, side=4)
-    eps = float(np.median(linear_distance(w, logits, y, "linf")))
-    kwargs = dict(epsilons=eps, budget=SMALL_BUDGET, verbose=0)
+    epsilon = float(np.median(linear_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilons=epsilon, budget=SMALL_BUDGET, verbose=0)
     report, = kg.evaluate_autoattack(model, x, y, **kwargs)
     assert 0 < report.robust_accuracy < report.clean_accuracy == 1.0
     assert list(report.robust_after) == list(kg.attacks.SETS["standard"])
@@ -28,7 +28,7 @@ def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_se
     broken = report.broken_by != "none"
     adv = report.adversarial[broken]
     assert np.all(np.argmax(model.predict(adv, verbose=0), 1) != y[broken])
-    assert np.all(np.abs(adv - x[broken]).reshape(len(adv), -1).max(1) <= eps * (1 + 1e-5))
+    assert np.all(np.abs(adv - x[broken]).reshape(len(adv), -1).max(1) <= epsilon * (1 + 1e-5))
     assert report.to_dict()["robust_accuracy"] == report.robust_accuracy
 
 
@@ -39,12 +39,12 @@ def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow
     kwargs = dict(budget=SMALL_BUDGET, attacks=("apgd_ce", "apgd_t"), verbose=0)
     together = kg.evaluate_autoattack(model, x, y, epsilons=radii, **kwargs)
     assert [r.epsilon for r in together] == radii
-    for report, eps in zip(together, radii):
-        alone, = kg.evaluate_autoattack(model, x, y, epsilons=eps, **kwargs)
+    for report, epsilon in zip(together, radii):
+        alone, = kg.evaluate_autoattack(model, x, y, epsilons=epsilon, **kwargs)
         assert report.robust_error >= alone.robust_error
         broken = report.broken_by != "none"
         assert np.all(np.abs(report.adversarial[broken] - x[broken]).max(axis=(1, 2, 3))
-                      <= eps * (1 + 1e-5))
+                      <= epsilon * (1 + 1e-5))
     small, large = together[1], together[0]
     assert 0 < small.robust_error < large.robust_error < 1  # both radii did work
     assert np.all((small.broken_by != "none") <= (large.broken_by != "none"))
@@ -59,10 +59,10 @@ def test_several_radii_in_one_call_are_never_weaker_than_separate_calls_and_grow
 def test_autoattack_names_in_the_minimum_distance_evaluation():
     model, x, y, w, logits = linear_image_problem(4, seed=5)
     true = linear_distance(w, logits, y, "linf")
-    settings = kg.AttackSettings(search_steps=12, autoattack=kg.AutoAttackBudget(
+    settings = kg.AttackBudget(search_steps=12, autoattack=kg.AutoAttackBudget(
         apgd_steps=50, fab_steps=50, square_queries=500))
     report = kg.evaluate_robustness(model, x, y, attacks="autoattack", epsilons=(0.05,),
-                                    settings=settings, sanity_checks=False, lower_bound=False,
+                                    budget=settings, sanity_checks=False, lower_bound=False,
                                     verbose=0)
     assert set(report.attack_distances) == {"apgd_ce", "apgd_dlr", "fab_t", "square"}
     assert np.all(report.distances >= true * (1 - 1e-4))
@@ -98,8 +98,8 @@ def test_no_images_and_images_the_model_does_not_take_are_refused_by_name():
 def test_softmax_outputs_give_the_same_cascade():
     model, x, y, w, logits = linear_image_problem(5, seed=6, side=4)
     probs = keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0]))
-    eps = float(np.median(linear_distance(w, logits, y, "linf")))
-    kwargs = dict(epsilons=eps, budget=SMALL_BUDGET, attacks=("apgd_ce", "apgd_t"), verbose=0)
+    epsilon = float(np.median(linear_distance(w, logits, y, "linf")))
+    kwargs = dict(epsilons=epsilon, budget=SMALL_BUDGET, attacks=("apgd_ce", "apgd_t"), verbose=0)
     a, = kg.evaluate_autoattack(model, x, y, **kwargs)
     b, = kg.evaluate_autoattack(probs, x, y, **kwargs)
     assert a.robust_accuracy == b.robust_accuracy
@@ -108,8 +108,8 @@ def test_softmax_outputs_give_the_same_cascade():
 def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_them():
     model, x, y, w, logits = linear_image_problem(5, seed=10, n=16, side=4)
     true = linear_distance(w, logits, y, "linf")
-    eps = float(np.quantile(true, 0.6))
-    kwargs = dict(epsilons=eps, budget=SMALL_BUDGET, attacks=("apgd_ce",), verbose=0)
+    epsilon = float(np.quantile(true, 0.6))
+    kwargs = dict(epsilons=epsilon, budget=SMALL_BUDGET, attacks=("apgd_ce",), verbose=0)
     alone, = kg.evaluate_autoattack(model, x, y, **kwargs)
     # closed-form crossings of each image's closest boundary (to class j: the l_inf step
     # along sign(w_j - w_y) closes z_j - z_y at rate ||w_j - w_y||_1): just past it for
@@ -122,12 +122,12 @@ def test_given_examples_count_first_only_where_verified_and_the_cascade_skips_th
     order = np.argsort(true)
     close, far, weak = order[:4], order[-4:], order[4:8]
     step = np.zeros(len(x))
-    step[close], step[far], step[weak] = 1.001 * true[close], 2 * eps, 0.1 * true[weak]
+    step[close], step[far], step[weak] = 1.001 * true[close], 2 * epsilon, 0.1 * true[weak]
     given = np.clip(x + step[:, None, None, None] * direction, 0, 1)
     report, = kg.evaluate_autoattack(model, x, y, adversarial=given, **kwargs)
     assert report.attacks == (kg.evaluation.GIVEN, "apgd_ce")
     counted = report.broken_by == kg.evaluation.GIVEN
-    assert set(np.flatnonzero(counted)) == set(close[1.001 * true[close] <= eps])
+    assert set(np.flatnonzero(counted)) == set(close[1.001 * true[close] <= epsilon])
     assert counted.sum() >= 3
     np.testing.assert_array_equal(report.adversarial[counted], given[counted].astype(np.float32))
     assert report.robust_error >= alone.robust_error

@@ -1,5 +1,6 @@
 """The paper's protocol: closed-form distances, verified examples, clean errors, softmax
-outputs, label shapes, top-k error, a trained CNN, and bad input refused before any attack."""
+outputs, label shapes, top-k error and a trained CNN (its checks of the input:
+tests/evaluation/test_inputs.py)."""
 
 import dataclasses
 import json
@@ -7,7 +8,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from helpers import FAST
 from helpers import evaluation_problem
@@ -15,7 +15,7 @@ from helpers import linear_distance
 from helpers import linear_image_problem
 from helpers import lowest_class_distance
 import keras_gradreg as kg
-from keras_gradreg.evaluation import radius_search
+from keras_gradreg.evaluation import epsilon_search
 
 COLD = dataclasses.replace(FAST, warm_start=False)
 
@@ -30,7 +30,7 @@ def test_distances_on_a_binary_linear_classifier_are_the_exact_ones(norm, attack
     assert np.all(true < 0.3)  # the closest boundary points lie inside the data range
     # cold searches: each attack's own distance on every image
     report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
-                                    settings=COLD, sanity_checks=False, verbose=0)
+                                    budget=COLD, sanity_checks=False, verbose=0)
     assert np.all(report.distances >= true * (1 - 1e-4))  # no attack beats the exact distance
     np.testing.assert_allclose(report.distances, true, rtol=0.02)
     for name, distance in report.attack_distances.items():  # each attack alone is strong too
@@ -49,7 +49,7 @@ def test_distances_on_a_three_class_linear_classifier_are_within_a_small_factor(
     model, x, y, w, logits = evaluation_problem()
     true = linear_distance(w, logits, y, norm)
     report = kg.evaluate_robustness(model, x, y, attack_norm=norm, attacks=attacks, epsilons=(0.05, 0.1),
-                                    settings=FAST, sanity_checks=False, verbose=0)
+                                    budget=FAST, sanity_checks=False, verbose=0)
     ratio = report.distances / true
     assert np.all(ratio >= 1 - 1e-4)
     assert np.median(ratio) < 1.01 and np.all(ratio <= 2.5)
@@ -60,15 +60,15 @@ def test_warm_and_cold_searches_give_the_same_distances_and_the_warm_one_says_wh
     model, x, y, w, logits = evaluation_problem(classes=2)
     true = linear_distance(w, logits, y, "linf")
     starts = []  # what each search of APGD started from
-    search = radius_search.search
+    search = epsilon_search.search
 
     def recording(*args, start=None, **kwargs):
         starts.append(start)
         return search(*args, start=start, **kwargs)
 
-    monkeypatch.setattr(radius_search, "search", lambda *a: recording(*a[:-1], start=a[-1]))
+    monkeypatch.setattr(epsilon_search, "search", lambda *a: recording(*a[:-1], start=a[-1]))
     reports = [kg.evaluate_robustness(model, x, y, attacks=("fab_t", "apgd_ce"), epsilons=(0.1,),
-                                      settings=settings, sanity_checks=False, lower_bound=False,
+                                      budget=settings, sanity_checks=False, lower_bound=False,
                                       verbose=0) for settings in (COLD, FAST)]
     cold_start, warm_start = starts  # one batch each
     assert np.all(np.isinf(cold_start))
@@ -89,7 +89,7 @@ def test_warm_and_cold_searches_give_the_same_distances_and_the_warm_one_says_wh
 
 def test_every_adversarial_example_is_misclassified_in_range_and_within_its_distance():
     model, x, y, _, _ = evaluation_problem(seed=1)
-    report = kg.evaluate_robustness(model, x, y, attack_norm="linf", settings=FAST, sanity_checks=False,
+    report = kg.evaluate_robustness(model, x, y, attack_norm="linf", budget=FAST, sanity_checks=False,
                                     lower_bound=False, verbose=0)
     adv = report.adversarial
     assert np.all(np.argmax(model.predict(adv, verbose=0), 1) != y)
@@ -103,7 +103,7 @@ def test_misclassified_images_have_distance_zero_and_count_as_clean_error():
     model, x, y, _, _ = evaluation_problem(seed=2)
     wrong = y.copy()
     wrong[:5] = (y[:5] + 1) % 3
-    report = kg.evaluate_robustness(model, x, wrong, attacks=("fgm",), settings=FAST,
+    report = kg.evaluate_robustness(model, x, wrong, attacks=("fgm",), budget=FAST,
                                     sanity_checks=False, lower_bound=False, verbose=0)
     assert np.all(report.distances[:5] == 0) and np.all(report.distances[5:] > 0)
     assert list(report.best_attack[:5]) == ["clean"] * 5
@@ -113,65 +113,15 @@ def test_misclassified_images_have_distance_zero_and_count_as_clean_error():
 def test_softmax_outputs_are_detected_and_give_the_same_distances():
     model, x, y, _, _ = evaluation_problem(seed=3)
     probs = keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0]))
-    kwargs = dict(attacks=("pgd",), settings=FAST, sanity_checks=False, lower_bound=False, verbose=0)
+    kwargs = dict(attacks=("pgd",), budget=FAST, sanity_checks=False, lower_bound=False, verbose=0)
     a = kg.evaluate_robustness(model, x, y, **kwargs)
     b = kg.evaluate_robustness(probs, x, y, **kwargs)
     np.testing.assert_allclose(b.distances, a.distances, rtol=0.01)
 
 
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        (dict(attack_norm="l1"), "attack_norm='l1'"),
-        (dict(attacks=("deepfool",)), "attack='deepfool' is not supported"),
-        (dict(attack_norm="linf", attacks=("cw",)), "'cw' does not support attack_norm='linf'"),
-        (dict(epsilons=(0.1, 1.5)), r"epsilon=1.5 .*an l_inf radius within the data range \[0, 1\]"),
-        (dict(epsilons=(0.0,)), "epsilon=0.0"),
-        (dict(epsilons=()), r"epsilons=\(\) names no radius"),
-        (dict(epsilons=(float("nan"),)), "epsilon=nan"),
-        (dict(clip_max=0.5), "outside the declared range"),
-        (dict(num_images=0), "num_images=0"),
-    ],
-)
-def test_bad_input_is_rejected_before_any_attack(kwargs, match):
-    model, x, y, _, _ = evaluation_problem()
-    with pytest.raises(ValueError, match=match):
-        kg.evaluate_robustness(model, x, y, verbose=0, **kwargs)
-
-
-def test_no_images_and_images_the_model_does_not_take_are_refused_by_name():
-    model, x, y, _, _ = evaluation_problem()
-    with pytest.raises(ValueError, match="x holds no images"):
-        kg.evaluate_robustness(model, x[:0], y[:0], verbose=0)
-    with pytest.raises(ValueError, match="The dataset holds no images"):
-        kg.evaluate_robustness(model, tf.data.Dataset.from_tensor_slices((x[:0], y[:0])), verbose=0)
-    with pytest.raises(ValueError, match=r"takes images of shape \(2, 2, 1\); x holds images of "
-                                         r"shape \(4,\)"):
-        kg.evaluate_robustness(model, x.reshape(len(x), 4), y, verbose=0)
-
-
-def test_bad_labels_and_outputs_are_rejected():
-    model, x, y, _, _ = evaluation_problem()
-    with pytest.raises(ValueError, match="labels"):
-        kg.evaluate_robustness(model, x, y[:-1], verbose=0)
-    with pytest.raises(ValueError, match=r"integers in \[0, 3\)"):
-        kg.evaluate_robustness(model, x, y + 3, verbose=0)
-    flat = keras.Model(model.inputs, keras.layers.Flatten()(model.inputs[0])[:, :1])
-    with pytest.raises(ValueError, match="class scores"):
-        kg.evaluate_robustness(flat, x, y, verbose=0)
-
-
-def test_images_with_nan_are_refused_naming_the_first():
-    model, x, y, _, _ = evaluation_problem()
-    x = x.copy()
-    x[3, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or Inf, the first at index 3"):
-        kg.evaluate_robustness(model, x, y, verbose=0)
-
-
 def test_labels_of_shape_n_1_give_the_same_report():
     model, x, y, _, _ = evaluation_problem(seed=4)
-    kwargs = dict(attacks=("fgm",), epsilons=(0.1,), settings=FAST, sanity_checks=False, verbose=0)
+    kwargs = dict(attacks=("fgm",), epsilons=(0.1,), budget=FAST, sanity_checks=False, verbose=0)
     flat = kg.evaluate_robustness(model, x, y, **kwargs)
     column = kg.evaluate_robustness(model, x, y[:, None], **kwargs)
     np.testing.assert_array_equal(column.distances, flat.distances)
@@ -182,7 +132,7 @@ def test_a_trained_cnn_on_mnist_digits(trained_cnn, tmp_path):
     """Error grows with epsilon to 100 %, and the L-bound stays below the attacks' distances."""
     model, x, y = trained_cnn
     report = kg.evaluate_robustness(model, x, y, num_images=60, epsilons=(0.05, 0.1, 0.2, 1.0),
-                                    settings=FAST, verbose=0)
+                                    budget=FAST, verbose=0)
     errors = [report.error_at(e) for e in report.epsilons]
     assert errors == sorted(errors) and errors[0] > report.clean_error and errors[-1] == 1.0
     assert report.clean_error < 0.3
@@ -194,22 +144,6 @@ def test_a_trained_cnn_on_mnist_digits(trained_cnn, tmp_path):
     assert json.load(open(paths["json"]))[0]["num_images"] == 60
 
 
-def test_error_at_counts_only_the_images_asked_for_and_refuses_unevaluated_ones():
-    # images 2, 5, 7 and 9 of the data were evaluated, with these distances
-    report = kg.RobustnessReport(
-        name="m", attack_norm="linf", epsilons=(0.1,), distances=np.array([0.0, 0.05, 0.2, np.inf]),
-        best_attack=np.array(["clean", "pgd", "pgd", "none"]), attack_distances={},
-        adversarial=np.zeros((4, 1)), indices=np.array([2, 5, 7, 9]), search_tolerance=0.0,
-        checks=[])
-    assert report.error_at(0.1) == 0.5
-    assert report.error_at(0.1, images=[7, 9]) == 0.0
-    assert report.error_at(0.1, images=[2, 5]) == 1.0
-    with pytest.raises(ValueError, match=r"first: \[3\]"):
-        report.error_at(0.1, images=[3, 7])
-    with pytest.raises(ValueError, match="no image"):
-        report.error_at(0.1, images=[])
-
-
 def test_top_2_error_is_measured_to_where_the_label_scores_lowest():
     """Three classes, l2, top_k=2: each image's distance is that of the nearest point
     where both other classes outscore its label (the closed form), never below it and
@@ -217,7 +151,7 @@ def test_top_2_error_is_measured_to_where_the_label_scores_lowest():
     only the attacks that take any k run; the table and the file say top-2."""
     model, x, y, w, logits = linear_image_problem(3, seed=4, n=16, spread=0.05)
     report = kg.evaluate_robustness(model, x, y, attack_norm="l2", epsilons=(0.05,),
-                                    num_images=16, settings=FAST, top_k=2,
+                                    num_images=16, budget=FAST, top_k=2,
                                     sanity_checks=False, verbose=0)
     true = lowest_class_distance(w, logits, y)[report.indices]
     assert np.all(report.distances >= true * (1 - 1e-4))

@@ -14,7 +14,7 @@ import keras_gradreg as kg
 
 def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     model, x, y, _, _ = evaluation_problem(seed=7)
-    report = kg.evaluate_robustness(model, x, y, attacks=("fgm",), epsilons=(0.1,), settings=FAST,
+    report = kg.evaluate_robustness(model, x, y, attacks=("fgm",), epsilons=(0.1,), budget=FAST,
                                     sanity_checks=False, verbose=0)
 
     def fail(*args):
@@ -32,7 +32,7 @@ def test_dataset_input_and_files_table_and_plot(tmp_path):
     model, x, y, _, _ = evaluation_problem(seed=7)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
     reports = [kg.evaluate_robustness(model, data, attacks=("fgm", "pgd"), epsilons=(0.05, 0.1),
-                                      settings=FAST, sanity_checks=False, verbose=0, name=name,
+                                      budget=FAST, sanity_checks=False, verbose=0, name=name,
                                       training_time=36.0)
                for name in ("a", "b")]
     assert len(reports[0].distances) == len(x)

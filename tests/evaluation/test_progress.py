@@ -123,7 +123,7 @@ def test_batches_attacked_two_at_a_time_give_the_results_of_one_at_a_time(traine
     def evaluate(workers):
         report = kg.evaluate_robustness(model, x, y, num_images=40, epsilons=(0.05, 0.1),
                                         attacks=("apgd_ce", "fab_t"), batch_size=8,
-                                        settings=dataclasses.replace(FAST, autoattack=budget),
+                                        budget=dataclasses.replace(FAST, autoattack=budget),
                                         lower_bound=False, workers=workers, verbose=0)
         cascade = kg.evaluate_autoattack(model, x, y, num_images=40, epsilons=(0.05, 0.1),
                                          batch_size=8, budget=budget, workers=workers, verbose=0)

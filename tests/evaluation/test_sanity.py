@@ -21,7 +21,7 @@ def test_sanity_checks_fire_on_a_gradient_masking_model():
     model, x, y = _masked_model()
     with pytest.warns(UserWarning, match="Sanity check"):
         report = kg.evaluate_robustness(model, x, y, attacks=("pgd", "spsa"), epsilons=(0.1, 0.3),
-                                        settings=FAST, lower_bound=False, verbose=0)
+                                        budget=FAST, lower_bound=False, verbose=0)
     failed = {c.name for c in report.checks if not c.passed}
     assert "unbounded attack succeeds" in failed
     assert "gradient-free attack does not beat gradient attacks" in failed
@@ -31,7 +31,7 @@ def test_square_flags_gradient_masking_when_no_gradient_free_attack_runs_and_the
     model, x, y = _masked_model()
     with pytest.warns(UserWarning, match="Sanity check 'gradient-free attack"):
         report = kg.evaluate_robustness(model, x, y, attacks=("pgd",), epsilons=(0.1, 0.3),
-                                        settings=FAST, lower_bound=False, verbose=0)
+                                        budget=FAST, lower_bound=False, verbose=0)
     check = next(c for c in report.checks if c.name == kg.evaluation.MASKING_CHECK)
     assert not check.passed and check.value > kg.evaluation.GRADIENT_FREE_SHARE
     assert check.detail.startswith("square broke")
@@ -43,7 +43,7 @@ def test_sanity_checks_stay_quiet_on_a_plain_model():
     model, x, y, _, _ = evaluation_problem(seed=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        report = kg.evaluate_robustness(model, x, y, epsilons=(0.05, 0.1, 0.2), settings=FAST,
+        report = kg.evaluate_robustness(model, x, y, epsilons=(0.05, 0.1, 0.2), budget=FAST,
                                         lower_bound=False, verbose=0)
     assert report.checks and all(c.passed for c in report.checks)
     assert kg.evaluation.MASKING_CHECK in {c.name for c in report.checks}  # Square ran
@@ -60,16 +60,16 @@ def test_the_checks_attack_only_their_subset_and_say_on_how_many_images(monkeypa
     def counted(name, *args, **kwargs):
         attack = make_attack(name, *args, **kwargs)
 
-        def run(images, labels, eps):
+        def run(images, labels, epsilon):
             calls.append((name, len(images)))
-            return attack(images, labels, eps)
+            return attack(images, labels, epsilon)
 
         return run
 
     monkeypatch.setattr(kg.attacks.registry, "make_attack", counted)
     with pytest.warns(UserWarning, match="Sanity check 'gradient-free attack"):
         report = kg.evaluate_robustness(model, x, y, attacks=("pgd",), epsilons=(0.1, 0.3),
-                                        settings=FAST, lower_bound=False, verbose=0)
+                                        budget=FAST, lower_bound=False, verbose=0)
     checks = {c.name: c for c in report.checks}
     correct = int((report.distances[:10] > 0).sum())
     assert checks["error grows with epsilon"].images == 10

@@ -174,17 +174,17 @@ def _examples(**options):
 @pytest.mark.parametrize("attack,steps", [("fgsm_rs", None), ("n_fgsm", None), ("pgd", 3),
                                           ("trades", 4)])
 def test_each_attacks_examples_are_its_closed_form_from_the_seeded_start(attack, steps):
-    """FGSM-RS: one step of 1.25 eps back into the ball; N-FGSM: eps from noise of 2 eps,
-    not projected; PGD: steps of 1.75 eps / steps; TRADES: ascending the divergence from
+    """FGSM-RS: one step of 1.25 epsilon back into the ball; N-FGSM: epsilon from noise of 2 epsilon,
+    not projected; PGD: steps of 1.75 epsilon / steps; TRADES: ascending the divergence from
     the clean prediction. A new optimizer step draws another start."""
     options = (dict(trades_options(steps), regularizer="trades", regularizer_weight=1.0)
                if attack == "trades" else dict(attack=attack, steps=steps))
-    (w, b), model, got, x, y, eps = _examples(epsilon=0.1, **options)
-    np.testing.assert_allclose(got, _examples_numpy(w, b, x, y, attack, eps, steps), atol=1e-12)
+    (w, b), model, got, x, y, epsilon = _examples(epsilon=0.1, **options)
+    np.testing.assert_allclose(got, _examples_numpy(w, b, x, y, attack, epsilon, steps), atol=1e-12)
     if attack == "n_fgsm":
-        assert eps < np.abs(got - x).max() <= 3 * eps + 1e-12  # outside the eps-ball
+        assert epsilon < np.abs(got - x).max() <= 3 * epsilon + 1e-12  # outside the epsilon-ball
     else:
-        assert np.abs(got - x).max() <= eps + 1e-12
+        assert np.abs(got - x).max() <= epsilon + 1e-12
     model.optimizer.iterations.assign(1)
     assert not np.allclose(_numpy(model.adversarial_examples(x, y)), got)
 

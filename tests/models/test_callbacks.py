@@ -14,7 +14,7 @@ CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def test_the_monitor_logs_held_out_accuracies_and_flags_catastrophic_overfitting(monkeypatch):
-    """On a binary linear classifier PGD reaches the worst corner of the ball, x + eps
+    """On a binary linear classifier PGD reaches the worst corner of the ball, x + epsilon
     sign(w_other - w_y) within the range: its accuracy is that corner's."""
     model = linear_classifier(num_classes=2)
     model.compile("sgd", CE)

@@ -26,8 +26,8 @@ def test_model_round_trips_and_trains_with_and_without_xla(tmp_path):
 
 
 def _replays_numpy(w, b, x, y, epsilon, lr, attack_norm):
-    """m = 2 written out: update 1 on x; its input gradient g makes delta (eps sign(g), or
-    eps g / ||g|| in l2); update 2 on clip(x + delta) with the new weights."""
+    """m = 2 written out: update 1 on x; its input gradient g makes delta (epsilon sign(g), or
+    epsilon g / ||g|| in l2); update 2 on clip(x + delta) with the new weights."""
     onehot = np.eye(w.shape[1])[y]
 
     def gradients(w, b, inputs):

@@ -12,6 +12,7 @@ from helpers import linear_classifier
 from helpers import numpy_direction
 from helpers import run_model_test
 from helpers import small_cnn
+from helpers import weights_close
 import keras_gradreg as kg
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -31,11 +32,6 @@ gradient carries the weight rounded to float32 (0.8 moves the weights by 2e-8)."
 def _compile(model, lr=0.1, loss=CE, **kwargs):
     model.compile(optimizer=keras.optimizers.SGD(lr), loss=loss, **kwargs)
     return model
-
-
-def _weights_close(a, b, rtol=1e-6, atol=1e-7):
-    for u, v in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_allclose(u, v, rtol=rtol, atol=atol)
 
 
 def _reference_step(w, b, x, y, *, lam, h, attack_norm, difference, estimator, lr,
@@ -160,7 +156,7 @@ def test_lazy_penalty_keeps_its_phase_through_a_keras_file(tmp_path):
     assert loaded.penalty_every == 2
     for m in (model, loaded):
         m.fit(x, y, batch_size=4, shuffle=False, verbose=0)
-    _weights_close(model, loaded, rtol=1e-5)
+    weights_close(model, loaded, rtol=1e-5)
 
 
 @pytest.mark.both_backends
@@ -172,7 +168,7 @@ def test_zero_penalty_weight_trains_exactly_like_keras_model():
     for model in (plain, gradreg):
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9), CE)
         model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
-    _weights_close(plain, gradreg)
+    weights_close(plain, gradreg)
     assert any("moving_mean" in v.path for v in gradreg.non_trainable_variables)
 
 
@@ -186,7 +182,7 @@ def test_penalty_changes_the_weights_but_not_the_batchnorm_statistics():
     gradreg.set_weights(plain.get_weights())
     for model in (plain, gradreg):
         model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    _weights_close(plain, gradreg)
+    weights_close(plain, gradreg)
     np.testing.assert_allclose(plain.predict(x, verbose=0), gradreg.predict(x, verbose=0), rtol=1e-6)
 
 
@@ -220,7 +216,7 @@ def test_sample_weight_scales_the_penalty_like_the_loss():
     doubled_lr = _compile(kg.GradRegModel.from_model(linear_classifier(), penalty_weight=1.0, attack_norm="l2"), lr=0.2)
     doubled_weight.fit(x, y, sample_weight=np.full(8, 2.0), batch_size=4, shuffle=False, verbose=0)
     doubled_lr.fit(x, y, batch_size=4, shuffle=False, verbose=0)
-    _weights_close(doubled_weight, doubled_lr, rtol=1e-5)
+    weights_close(doubled_weight, doubled_lr, rtol=1e-5)
 
 
 def _subclassed():
@@ -293,7 +289,7 @@ def test_jit_compiled_fit_gives_the_same_weights(penalty_every):
                                            penalty_every=penalty_every)
         _compile(model, loss=CE64, jit_compile=jit).fit(data, epochs=2, verbose=0)
         models.append(model)
-    _weights_close(*models, rtol=1e-9, atol=1e-12)
+    weights_close(*models, rtol=1e-9, atol=1e-12)
 
 
 # Not in the JAX pass: with float64 on there (jax_enable_x64), Keras' own losses return
@@ -447,7 +443,7 @@ def test_nonfinite_penalty_updates_nothing_and_stops_fit_with_and_without_xla(ji
     reference.fit(good, y, verbose=0)  # the first, finite batch only
     with pytest.raises(FloatingPointError, match="training batch 1 of epoch 0.*NaN or Inf"):
         model.fit(data, verbose=0)  # x - h d < 0 in the second batch: log is NaN
-    _weights_close(model, reference, rtol=0, atol=0)
+    weights_close(model, reference, rtol=0, atol=0)
     assert int(model.optimizer.iterations) == 1  # the skipped step left Adam alone
 
 

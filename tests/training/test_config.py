@@ -22,25 +22,13 @@ def test_the_settings_of_a_run_of_0_6_3_match_todays_config_of_it(method, config
     such a run is resumed or reused, not refused as one of other settings."""
     with open(os.path.join(SAVED, f"settings_{method}.json")) as f:
         stored = json.load(f)
-    today = training.settings(training.validate(training.TrainConfig(model_dir="", **config)))
-    assert training.upgrade_settings(stored) == today
-    unrenamed = {k: v for k, v in stored.items() if k != "strategy"}  # no longer a setting
-    assert (unrenamed != today) == (method != "gradreg")  # renamed: the adversarial settings
-
-
-def test_old_field_names_and_the_old_method_name_warn_and_mean_the_new_ones():
-    with pytest.warns(DeprecationWarning, match="`at_epsilon` is renamed `epsilon`"):
-        old = training.TrainConfig(model_dir="", method="pgd_at", at_epsilon=0.2, at_steps=3)
-    assert (old.epsilon, old.attack_steps) == (0.2, 3)
-    with pytest.warns(DeprecationWarning, match="method='fgsm_at' is method='fgsm_rs'"):
-        assert training.TrainConfig(model_dir="", method="fgsm_at").method == "fgsm_rs"
-    with pytest.raises(TypeError, match="`epsilon` under its old name and its new one"):
-        training.TrainConfig(model_dir="", epsilon=0.2, at_epsilon=0.1, free_replays=None)
+    today = training.settings(training.check_config(training.TrainConfig(model_dir="", **config)))
+    assert training.upgrade_settings(stored) == today  # renamed, and the fields added since
 
 
 def test_a_method_takes_its_default_steps_and_stores_only_what_it_uses():
-    pgd = training.validate(training.TrainConfig(model_dir="", method="pgd_at"))
-    trades = training.validate(training.TrainConfig(model_dir="", method="trades"))
+    pgd = training.check_config(training.TrainConfig(model_dir="", method="pgd_at"))
+    trades = training.check_config(training.TrainConfig(model_dir="", method="trades"))
     assert (pgd.attack_steps, trades.attack_steps) == (7, 10)
     assert "trades_beta" in training.settings(trades) and "trades_beta" not in training.settings(pgd)
     plain = training.settings(training.TrainConfig(model_dir="", method="plain"))
@@ -57,17 +45,20 @@ def test_the_devices_a_run_trains_on_are_not_among_its_settings():
 
 
 def test_the_unsquared_penalty_stores_its_radius_and_the_squared_one_stores_neither():
-    """penalty_power 1 is scaled by epsilon, which is then a setting of the run; at the
-    defaults (power 2, clean weight 1) settings are those of runs saved before 0.8."""
-    unsquared = training.validate(training.TrainConfig(
+    """penalty_power 1 is scaled by epsilon, which is then a setting of the run; a run
+    saved before 0.8, without the new fields, reads as one at their defaults."""
+    unsquared = training.check_config(training.TrainConfig(
         model_dir="", method="gradreg", penalty_power=1, clean_weight=0.8, epsilon=0.1))
     stored = training.settings(unsquared)
     assert (stored["penalty_power"], stored["clean_weight"], stored["epsilon"]) == (1, 0.8, 0.1)
     assert "ramp_epochs" not in stored
-    squared = training.settings(training.validate(training.TrainConfig(model_dir="")))
-    assert not {"penalty_power", "clean_weight", "epsilon"} & set(squared)
-    assert not {"penalty_power", "clean_weight"} & set(training.settings(training.validate(
+    squared = training.settings(training.check_config(training.TrainConfig(model_dir="")))
+    assert (squared["penalty_power"], squared["clean_weight"]) == (2, 1.0)
+    assert "epsilon" not in squared
+    assert not {"penalty_power", "clean_weight"} & set(training.settings(training.check_config(
         training.TrainConfig(model_dir="", method="pgd_at", penalty_power=1))))
+    older = {k: v for k, v in squared.items() if k not in ("penalty_power", "clean_weight")}
+    assert training.upgrade_settings(older) == squared  # runs of 0.7 are reused
 
 
 @pytest.mark.parametrize("fields,match", [
@@ -78,11 +69,11 @@ def test_the_unsquared_penalty_stores_its_radius_and_the_squared_one_stores_neit
 ])
 def test_bad_penalty_settings_are_named_before_any_work(fields, match):
     with pytest.raises(ValueError, match=match):
-        training.validate(training.TrainConfig(model_dir="", method="gradreg", **fields))
+        training.check_config(training.TrainConfig(model_dir="", method="gradreg", **fields))
 
 
 def test_the_unsquared_penalty_builds_with_the_runs_radius():
-    config = training.validate(training.TrainConfig(
+    config = training.check_config(training.TrainConfig(
         model_dir="", method="double_backprop", penalty_power=1, clean_weight=0.8, epsilon=0.2,
         activation="gelu"))
     model = training.build(config)

@@ -65,7 +65,7 @@ def _config(name, run):
     batch = BATCH[name]
     if settings["schedule"] == "paper_imagenet":  # its rate per image: scale with the batch
         settings["learning_rate"] *= batch / settings["batch_size"]
-    return training.validate(training.TrainConfig(model_dir="", **dict(settings, batch_size=batch)))
+    return training.check_config(training.TrainConfig(model_dir="", **dict(settings, batch_size=batch)))
 
 
 RUNS = [(name, run) for name in ("paper_cifar10", "paper_imagenet")

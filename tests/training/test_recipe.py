@@ -38,13 +38,14 @@ def test_the_imagenet_schedule_is_the_authors_per_image_rates_over_the_run():
 
 
 def test_l2_is_the_coupled_decay_of_sgd_and_refused_elsewhere():
-    config = training.validate(training.TrainConfig(model_dir="", optimizer="sgd", l2=5e-4))
+    config = training.check_config(training.TrainConfig(model_dir="", optimizer="sgd", l2=5e-4))
     optimizer = training.recipe.make_optimizer(config, steps_per_epoch=1)
     assert isinstance(optimizer, optimizers.CoupledWeightDecaySGD) and optimizer.l2 == 5e-4
     assert optimizer.momentum == 0.9 and "l2" in training.settings(config)
-    assert "l2" not in training.settings(training.TrainConfig(model_dir=""))  # 0.6 runs match
+    assert training.settings(training.TrainConfig(model_dir=""))["l2"] == 0.0
+    assert training.upgrade_settings({"method": "plain"})["l2"] == 0.0  # 0.6 runs match
     for bad in (dict(optimizer="adam", l2=5e-4), dict(optimizer="sgd", l2=5e-4, weight_decay=1e-4)):
         with pytest.raises(ValueError, match="l2=0.0005 is SGD's L2 weight decay"):
-            training.validate(training.TrainConfig(model_dir="", **bad))
+            training.check_config(training.TrainConfig(model_dir="", **bad))
     with pytest.raises(ValueError, match="l2"):
-        training.validate(training.TrainConfig(model_dir="", optimizer="sgd", l2=-1.0))
+        training.check_config(training.TrainConfig(model_dir="", optimizer="sgd", l2=-1.0))

@@ -1,10 +1,8 @@
 """The attacks' budgets: AutoAttack's (`AutoAttackBudget`) and those of the minimum-distance
-protocol's searches (`AttackSettings`), checked when made."""
+protocol's searches (`AttackBudget`), checked when made."""
 
 import dataclasses
-from typing import Optional
 
-from keras_gradreg import deprecation
 from keras_gradreg import validation
 from keras_gradreg.attacks import pgd
 
@@ -36,16 +34,16 @@ class AutoAttackBudget:
 STANDARD_BUDGET = AutoAttackBudget()
 """AutoAttack's standard version's budgets (Croce & Hein 2020): what evaluate_autoattack runs."""
 SEARCH_BUDGET = AutoAttackBudget(apgd_steps=20, fab_steps=20, square_queries=1000)
-"""The budgets inside evaluate_robustness's radius search (about 13 radii per image):
-measured on the main job's three models at about the cost of CleverHans' FGM, PGD and
-MIM with 20 steps, and stronger on each (docs/guides/evaluation.md)."""
+"""The budgets inside evaluate_robustness's search over epsilons (about 13 per image): about
+the cost of CleverHans' FGM, PGD and MIM with 20 steps, and stronger
+(docs/guides/evaluation.md)."""
 BUDGETS = {"standard": STANDARD_BUDGET, "quick": SEARCH_BUDGET}
 """Named budgets for the scripts' --autoattack_budget: "standard" is AutoAttack's (what
 to report); "quick" is SEARCH_BUDGET, for a first look at a model or for tests."""
 
 
 @dataclasses.dataclass(frozen=True)
-class AttackSettings:
+class AttackBudget:
     """Budgets of the attacks in the minimum-distance protocol; the defaults are the usual
     ones in the literature.
 
@@ -76,7 +74,6 @@ class AttackSettings:
         runs each at about search_steps radii: SEARCH_BUDGET by default, 20 iterations
         like PGD's rather than the fixed-radius protocol's 100; Square's queries also
         serve the gradient-masking sanity check.
-      step_fraction: the old name of `reach` (a DeprecationWarning).
     """
 
     steps: int = 20
@@ -92,33 +89,29 @@ class AttackSettings:
     spsa_learning_rate: float = 0.01
     spsa_delta: float = 0.01
     autoattack: AutoAttackBudget = SEARCH_BUDGET
-    step_fraction: dataclasses.InitVar[Optional[float]] = None
 
-    def __post_init__(self, step_fraction):
-        if step_fraction is not None:
-            object.__setattr__(self, "reach", deprecation.renamed_arguments(
-                "AttackSettings", {"step_fraction": step_fraction})["reach"])
+    def __post_init__(self):
         counts = ("steps", "restarts", "search_steps", "cw_binary_steps", "cw_iterations",
                   "spsa_samples")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name == "warm_start":
                 if not isinstance(value, bool):
-                    raise ValueError(f"AttackSettings warm_start={value!r} must be True or False.")
+                    raise ValueError(f"AttackBudget warm_start={value!r} must be True or False.")
                 continue
             if field.name == "autoattack":
                 if not isinstance(value, AutoAttackBudget):
-                    raise ValueError(f"AttackSettings autoattack={value!r} must be an "
+                    raise ValueError(f"AttackBudget autoattack={value!r} must be an "
                                      "AutoAttackBudget.")
                 continue
             rules = (dict(low=1, low_open=False, integer=True) if field.name in counts
                      else dict(low_open=False, high=1, high_open=True)
                      if field.name == "search_tolerance"
                      else {})
-            value = validation.check_number(f"AttackSettings {field.name}", value, **rules)
+            value = validation.check_number(f"AttackBudget {field.name}", value, **rules)
             object.__setattr__(self, field.name, value)  # a Python number (frozen dataclass)
         if self.spsa_samples % 2:
-            raise ValueError(f"AttackSettings spsa_samples={self.spsa_samples!r} must be even.")
+            raise ValueError(f"AttackBudget spsa_samples={self.spsa_samples!r} must be even.")
 
     @property
     def pgd_step(self) -> float:
@@ -126,6 +119,6 @@ class AttackSettings:
         step longer than the radius only leaves the ball to be projected back)."""
         return min(1.0, pgd.step_for_reach(self.steps, self.reach))
 
-    def doubled(self) -> "AttackSettings":
-        """The same settings with twice the iterations (a sanity check)."""
+    def doubled(self) -> "AttackBudget":
+        """The same budget with twice the iterations (a sanity check)."""
         return dataclasses.replace(self, steps=2 * self.steps)

@@ -14,4 +14,4 @@ import keras_gradreg as kg
                                           (dict(warm_start="yes"), "warm_start='yes' must be True")])
 def test_bad_attack_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        kg.AttackSettings(**kwargs)
+        kg.AttackBudget(**kwargs)
