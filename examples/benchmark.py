@@ -144,7 +144,7 @@ def build(model_name: str, variant: str) -> tuple:
     """A compiled model for a variant (built by training.wrap) and a fixed batch for it."""
     zoo, dataset, batch = MODELS[model_name]
     batch = FLAGS.batch_size or batch
-    shape = kg.data.DATASETS[dataset].image_shape
+    shape = kg.datasets.DATASETS[dataset].image_shape
     config = kg.training.check_config(kg.training.TrainConfig(
         model_dir="", dataset=dataset, model=zoo, activation="softplus", penalty_weight=1.0,
         epsilon=0.1, penalty_every=_lazy_every() if variant == "gradreg_lazy" else 1,

@@ -71,7 +71,7 @@ def _checked_flags() -> dict:
     norm = experiment.table_norm or first.attack_norm
     epsilons = kg.attacks.ball.check_epsilons(
         FLAGS.epsilons or experiment.epsilons
-        or kg.data.DATASETS[first.dataset].epsilons[norm], norm)
+        or kg.datasets.DATASETS[first.dataset].epsilons[norm], norm)
     top_k = _given("top_k", experiment.top_k)
     attacks = kg.evaluation.check_attacks(shared_flags.given_attacks(), norm,
                                           "minimum_distance", top_k)

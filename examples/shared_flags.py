@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 from absl import flags
 
 from keras_gradreg import architectures
-from keras_gradreg import data
+from keras_gradreg import datasets
 from keras_gradreg import penalty
 from keras_gradreg import per_example
 from keras_gradreg import regularizers
@@ -88,7 +88,7 @@ TRAINING_HELP = {
 }
 """Every TrainConfig field's help text."""
 CHOICES = {
-    "dataset": tuple(data.DATASETS), "model": tuple(architectures.MODELS),
+    "dataset": tuple(datasets.DATASETS), "model": tuple(architectures.MODELS),
     "method": training.TRAINING_METHODS,
     "attack_norm": per_example.ATTACK_NORMS, "difference": penalty.DIFFERENCES,
     "regularizer": regularizers.NAMES, "optimizer": training.OPTIMIZERS,
@@ -163,7 +163,7 @@ def define_evaluation_flags(num_images: int = 1000, top_k: bool = False,
                           "and PGD for top-k error; autoattack: its standard cascade).")
     flags.DEFINE_list("epsilons", None, "Radii: of the error-at-epsilon columns, or where "
                       "AutoAttack runs; default: the dataset's for the attack norm "
-                      "(keras_gradreg.data.DATASETS).")
+                      "(keras_gradreg.datasets.DATASETS).")
     flags.DEFINE_integer("num_images", num_images, "Test images attacked.", lower_bound=1)
     flags.DEFINE_enum("autoattack_budget", "standard", list(budgets.BUDGETS),
                       "AutoAttack's own budgets (standard), or 20 iterations and 1,000 "
@@ -183,7 +183,7 @@ def given_attacks():
 
 def evaluation_epsilons(dataset: str, attack_norm: str) -> tuple:
     """--epsilons, checked, or the dataset's radii for the norm."""
-    return ball.check_epsilons(FLAGS.epsilons or data.DATASETS[dataset].epsilons[attack_norm],
+    return ball.check_epsilons(FLAGS.epsilons or datasets.DATASETS[dataset].epsilons[attack_norm],
                                attack_norm)
 
 

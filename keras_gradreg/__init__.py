@@ -25,10 +25,8 @@ from keras_gradreg import layers  # registers the Conv2D saved ResNeXts name
 from keras_gradreg import lazy
 from keras_gradreg import models  # registers the classes saved models name
 from keras_gradreg import optimizers  # registers the optimizer and schedule saved models name
+from keras_gradreg import metrics  # registers the bound metrics saved models compile with
 from keras_gradreg import penalty
-
-if keras.backend.backend() == "tensorflow":
-    from keras_gradreg import metrics  # saved models compile with them (TensorFlow only)
 
 __version__ = "0.7.1"
 
@@ -84,10 +82,11 @@ _EXPORTS = {
     "write_results": "evaluation",
     # data and the model zoo
     "load_dataset": "data",
-    "load_offline_mnist": "data",
+    "load_offline_mnist": "datasets",
     "smooth_relu": "activations",
 }
-_SUBMODULES = ("activations", "architectures", "attacks", "backend", "data", "deprecation",
+_SUBMODULES = ("activations", "architectures", "attacks", "backend", "data", "datasets",
+               "deprecation",
                "evaluation", "files", "frontier", "layers", "metrics", "models", "penalty", "per_example", "plotting",
                "regularizers", "training", "validation")
 
@@ -108,6 +107,7 @@ __all__ = (
     "curvature_bound",
     "CurvatureBound",
     "data",
+    "datasets",
     "DEFAULT_H",
     "deprecation",
     "DIFFERENCES",

@@ -75,6 +75,8 @@ RENAMED = (
             note="the attacks' budgets are AttackBudget's; 'settings' are a run's"),
     Renamed("keras_gradreg", "AttackSettings", "attacks.AttackBudget", "0.8",
             note="the attacks' budgets; 'settings' are a run's"),
+    Renamed("keras_gradreg.attacks", "AttackSpec", "Attack", "0.8",
+            note="an attack's spec is declared in its file (attacks.base.Attack)"),
     Renamed("keras_gradreg.attacks", "AttackSettings", "AttackBudget", "0.8",
             note="the attacks' budgets; 'settings' are a run's"),
     Renamed("frontier.json", "radii", "epsilons", "0.7"),

@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from keras_gradreg import data as data_lib
+from keras_gradreg import datasets
 from keras_gradreg import deprecation
 from keras_gradreg import evaluation
 from keras_gradreg import files
@@ -207,7 +207,7 @@ def _evaluation(config: training.TrainConfig, path: str, x, y, epsilons: Sequenc
 def _epsilons(epsilon: float, epsilons: Optional[Sequence[float]], attack_norm: str,
               dataset: str) -> tuple:
     """The evaluation's radii, checked, in increasing order; epsilon must be among them."""
-    dims = math.prod(data_lib.DATASETS[dataset].image_shape)
+    dims = math.prod(datasets.DATASETS[dataset].image_shape)
     checked = tuple(sorted(ball.check_epsilons((epsilon,) if epsilons is None else epsilons,
                                                attack_norm, size=dims)))
     if epsilon not in checked:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Optional
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_gradreg import backend
 from keras_gradreg import deprecation
@@ -41,23 +41,23 @@ DEFAULT_MAX_IMAGES = 100_000
 class BoundTerms(NamedTuple):
     """Per-image quantities the bounds are made of, each of shape (batch,)."""
 
-    gap: tf.Tensor  # max(-l(x), 0): how far the image is from misclassification
-    grad_norm: tf.Tensor  # ||grad_x l(x)||_*, dual of the attack norm
-    curvature: Optional[tf.Tensor]  # top eigenvalue of the input Hessian of l, or None
+    gap: Any  # max(-l(x), 0): how far the image is from misclassification
+    grad_norm: Any  # ||grad_x l(x)||_*, dual of the attack norm
+    curvature: Optional[Any]  # top eigenvalue of the input Hessian of l, or None
 
 
-def _hessian_vector_product(loss_at, x: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+def _hessian_vector_product(loss_at, x: Any, v: Any) -> Any:
     """Per-example H v for the per-example losses loss_at(x), x and v of shape (batch, N):
     the gradient of grad . v, both taken by the backend (double backprop)."""
 
     def slope(points):
         _, _, gradient = backend.value_and_gradient(lambda p: (loss_at(p), None), points)
-        return tf.reduce_sum(gradient * v, axis=1), None
+        return ops.sum(gradient * v, axis=1), None
 
     return backend.value_and_gradient(slope, x)[2]
 
 
-def top_hessian_eigenvalue(loss_at, x: tf.Tensor, start: tf.Tensor, iterations: int) -> tf.Tensor:
+def top_hessian_eigenvalue(loss_at, x: Any, start: Any, iterations: int) -> Any:
     """Largest (most positive) eigenvalue of each example's input Hessian, by Lanczos.
 
     `iterations` Lanczos steps with full reorthogonalisation build, for every example,
@@ -78,42 +78,41 @@ def top_hessian_eigenvalue(loss_at, x: tf.Tensor, start: tf.Tensor, iterations: 
     Returns:
       (batch,) eigenvalues.
     """
-    batch = tf.shape(x)[0]
-    basis = tf.zeros(tf.concat([[iterations], tf.shape(x)], 0), x.dtype)
-
-    def step(j, basis, alphas, betas, v, alive, used):
-        basis = tf.tensor_scatter_nd_update(basis, [[j]], v[None])
-        w = _hessian_vector_product(loss_at, x, v)
-        alpha = tf.where(alive, tf.reduce_sum(w * v, axis=1), 0.0)
+    def step(j, state):
+        basis, alphas, betas, v, alive, used = state
+        basis = ops.scatter_update(basis, [[j]], v[None])
+        w = ops.stop_gradient(_hessian_vector_product(loss_at, x, v))
+        alpha = ops.where(alive, ops.sum(w * v, axis=1), 0.0)
         # full reorthogonalisation against every basis vector so far (twice, for safety)
         for _ in range(2):
-            w = w - tf.einsum("kb,kbn->bn", tf.einsum("bn,kbn->kb", w, basis), basis)
-        beta = tf.norm(w, axis=1)
-        scale = tf.reduce_max(tf.abs(alphas), axis=0) + tf.abs(alpha)
+            w = w - ops.einsum("kb,kbn->bn", ops.einsum("bn,kbn->kb", w, basis), basis)
+        beta = ops.sqrt(ops.sum(ops.square(w), axis=1))
+        scale = ops.max(ops.abs(alphas), axis=0) + ops.abs(alpha)
         alive_next = alive & (beta > 1e-5 * scale)  # breakdown, relative to rounding
-        alphas = tf.tensor_scatter_nd_update(alphas, [[j]], alpha[None])
-        betas = tf.tensor_scatter_nd_update(betas, [[j]], tf.where(alive_next, beta, 0.0)[None])
-        used = tf.tensor_scatter_nd_update(used, [[j]], alive[None])
-        v = tf.where(alive_next[:, None], w / tf.maximum(beta, 1e-30)[:, None], 0.0)
-        return j + 1, basis, alphas, betas, v, alive_next, used
+        alphas = ops.scatter_update(alphas, [[j]], alpha[None])
+        betas = ops.scatter_update(betas, [[j]], ops.where(alive_next, beta, 0.0)[None])
+        used = ops.scatter_update(used, [[j]], alive[None])
+        v = ops.where(alive_next[:, None], w / ops.maximum(beta, 1e-30)[:, None], 0.0)
+        return basis, alphas, betas, v, alive_next, used
 
-    v0 = tf.math.divide_no_nan(start, tf.norm(start, axis=1, keepdims=True))
-    steps = tf.zeros([iterations, batch], x.dtype)
-    _, _, alphas, betas, _, _, used = tf.while_loop(
-        lambda j, *_: j < iterations,
-        step,
-        (tf.constant(0), basis, steps, steps, v0, tf.ones([batch], tf.bool),
-         tf.zeros([iterations, batch], tf.bool)),
-    )
-    alphas, betas, used = tf.transpose(alphas), tf.transpose(betas), tf.transpose(used)
+    norm = ops.sqrt(ops.sum(ops.square(start), axis=1, keepdims=True))
+    v0 = ops.divide_no_nan(start, norm)
+    steps = ops.zeros((iterations,) + tuple(ops.shape(x)[:1]), x.dtype)
+    alive = ops.ones(ops.shape(x)[:1], "bool")
+    state = (ops.zeros((iterations,) + tuple(ops.shape(x)), x.dtype), steps, steps, v0, alive,
+             ops.zeros((iterations,) + tuple(ops.shape(x)[:1]), "bool"))
+    _, alphas, betas, _, _, used = ops.fori_loop(0, iterations, step, state)
+    alphas, betas, used = ops.transpose(alphas), ops.transpose(betas), ops.transpose(used)
     # Steps taken after the space was exhausted form a diagonal block of their own; put
     # its entries below every eigenvalue of the real block (Gershgorin), so they add
-    # nothing near the top, without the huge numbers that would spoil eigvalsh.
-    floor = -(tf.reduce_max(tf.abs(alphas), axis=1) + 2.0 * tf.reduce_max(betas, axis=1)) - 1.0
-    alphas = tf.where(used, alphas, floor[:, None])
-    off = betas[:, :-1]
-    tridiagonal = tf.linalg.diag(alphas) + tf.linalg.diag(off, k=1) + tf.linalg.diag(off, k=-1)
-    return tf.reduce_max(tf.linalg.eigvalsh(tridiagonal), axis=1)
+    # nothing near the top, without the huge numbers that would spoil the eigenvalues.
+    floor = -(ops.max(ops.abs(alphas), axis=1) + 2.0 * ops.max(betas, axis=1)) - 1.0
+    alphas = ops.where(used, alphas, floor[:, None])
+    off = ops.pad(betas[:, :-1], ((0, 0), (0, 1)))  # entry i couples steps i and i + 1
+    eye = lambda k: ops.eye(iterations, k=k, dtype=x.dtype)[None]  # noqa: E731
+    tridiagonal = (alphas[:, :, None] * eye(0) + off[:, :, None] * eye(1)
+                   + off[:, None, :] * eye(-1))
+    return ops.max(ops.eigh(tridiagonal)[0], axis=1)
 
 
 def bound_terms(
@@ -141,48 +140,47 @@ def bound_terms(
     Returns:
       BoundTerms of float32 (batch,) tensors.
     """
-    backend.require_tensorflow("bound_terms")
     ball.check_norm(attack_norm)
-    flat_x = [per_example.as_float(t) for t in tf.nest.flatten(x)]
+    flat_x = [per_example.as_float(t) for t in keras.tree.flatten(x)]
     flat = per_example.flatten(flat_x)
 
     def loss_at(points):
-        inputs = tf.nest.pack_sequence_as(x, per_example.unflatten(points, flat_x))
+        inputs = keras.tree.pack_sequence_as(x, per_example.unflatten(points, flat_x))
         outputs = model(inputs, training=False)
         return misclassification_margin(outputs, y, from_logits=from_logits, margin=margin)
 
     loss, _, gradient = backend.value_and_gradient(lambda points: (loss_at(points), None), flat)
-    gradient = tf.cast(gradient, tf.float32)
+    loss, gradient = ops.stop_gradient(loss), ops.cast(ops.stop_gradient(gradient), "float32")
     grad_norm = per_example.dual_norm(gradient, attack_norm)
     curvature = None
     if curvature_iterations > 0:
-        dims = tf.cast(tf.shape(gradient)[1], tf.float32)
-        start = ball.ascent_direction(gradient, "l2") + tf.math.rsqrt(dims)
-        curvature = top_hessian_eigenvalue(loss_at, flat, tf.cast(start, flat.dtype),
+        dims = ops.cast(ops.shape(gradient)[1], "float32")
+        start = ball.ascent_direction(gradient, "l2") + ops.rsqrt(dims)
+        curvature = top_hessian_eigenvalue(loss_at, flat, ops.cast(start, flat.dtype),
                                            curvature_iterations)
-        curvature = tf.cast(curvature, tf.float32)
-    return BoundTerms(tf.maximum(-loss, 0.0), grad_norm, curvature)
+        curvature = ops.cast(curvature, "float32")
+    return BoundTerms(ops.maximum(-loss, 0.0), grad_norm, curvature)
 
 
-def lipschitz_bound(gap: Any, lipschitz: Any) -> tf.Tensor:
+def lipschitz_bound(gap: Any, lipschitz: Any) -> Any:
     """The L-bound gap / L per image (inf where L = 0 < gap, 0 where gap = 0)."""
-    gap = tf.convert_to_tensor(gap, tf.float32)
-    lipschitz = tf.cast(lipschitz, tf.float32)
-    return tf.where(gap > 0, tf.math.divide(gap, lipschitz), 0.0)
+    gap = ops.convert_to_tensor(gap, "float32")
+    lipschitz = ops.cast(lipschitz, "float32")
+    return ops.where(gap > 0, gap / lipschitz, 0.0)
 
 
-def curvature_bound(gap: Any, grad_norm: Any, curvature: Any) -> tf.Tensor:
+def curvature_bound(gap: Any, grad_norm: Any, curvature: Any) -> Any:
     """The C-bound per image, written 2 gap / (||g|| + sqrt(||g||^2 + 2 C gap)).
 
     That form equals the paper's (-||g|| + sqrt(||g||^2 + 2 C gap)) / C without its
     cancellation for small C, and tends to gap / ||g|| as C -> 0. A negative C (the loss
     is concave everywhere it was measured) is replaced by 0, which keeps the bound valid.
     """
-    gap = tf.convert_to_tensor(gap, tf.float32)
-    grad_norm = tf.convert_to_tensor(grad_norm, tf.float32)
-    curvature = tf.maximum(tf.cast(curvature, tf.float32), 0.0)
-    root = tf.sqrt(tf.square(grad_norm) + 2.0 * curvature * gap)
-    return tf.where(gap > 0, tf.math.divide(2.0 * gap, grad_norm + root), 0.0)
+    gap = ops.convert_to_tensor(gap, "float32")
+    grad_norm = ops.convert_to_tensor(grad_norm, "float32")
+    curvature = ops.maximum(ops.cast(curvature, "float32"), 0.0)
+    root = ops.sqrt(ops.square(grad_norm) + 2.0 * curvature * gap)
+    return ops.where(gap > 0, 2.0 * gap / (grad_norm + root), 0.0)
 
 
 class _DistanceBound(keras.metrics.Metric):
@@ -203,7 +201,6 @@ class _DistanceBound(keras.metrics.Metric):
         name: Optional[str] = None,
         dtype: Any = None,
     ):
-        backend.require_tensorflow(type(self).__name__)
         ball.check_norm(attack_norm)
         validation.check_choice("margin", margin, MARGINS)
         if epsilon is not None:
@@ -258,59 +255,60 @@ class _DistanceBound(keras.metrics.Metric):
 
     def update_from_terms(self, terms: BoundTerms, sample_weight: Any = None) -> None:
         """Records one batch of per-image terms (see bound_terms)."""
-        n = tf.shape(terms.gap)[0]
-        weight = tf.ones([n], tf.float32)
+        weight = ops.ones_like(ops.cast(terms.gap, "float32"))
         if sample_weight is not None:
-            weight = weight * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        n = ops.shape(weight)[0]
         replicas, index = backend.current().replica_position()
         # Replica r writes its k-th image to slot k * replicas + r: the replicas' records
         # never collide, and summing them across replicas (on read) gives their union.
-        slots = (self._count.value + tf.range(n)) * replicas + index
+        slots = (self._count.value + ops.arange(n, dtype="int32")) * replicas + index
         kept = slots < self.max_images
-        slots = tf.where(kept, slots, self.max_images)
+        slots = ops.where(kept, slots, self.max_images)
         values = {"weight": weight, "gap": terms.gap, "grad_norm": terms.grad_norm,
                   "curvature": terms.curvature}
         for field, variable in self._records.items():
-            variable.assign(tf.tensor_scatter_nd_update(
-                variable.value, slots[:, None], tf.cast(values[field], tf.float32)))
-        self._count.assign(self._count.value + n)
-        self._dropped.assign(self._dropped.value + tf.reduce_sum(1 - tf.cast(kept, tf.int32)))
+            variable.assign(ops.scatter_update(variable.value, slots[:, None],
+                                               ops.cast(values[field], "float32")))
+        self._count.assign(self._count.value + ops.cast(n, "int32"))
+        self._dropped.assign(self._dropped.value + ops.sum(1 - ops.cast(kept, "int32")))
 
     def _bounds(self) -> tuple:
         """(bound, weight) of every slot; unused slots have weight 0 (static shapes, for XLA)."""
-        records = {field: tf.convert_to_tensor(v)[:self.max_images]
+        records = {field: ops.convert_to_tensor(v)[:self.max_images]
                    for field, v in self._records.items()}
         weight = records["weight"]
         used = weight > 0
-        largest = {field: tf.reduce_max(tf.where(used, records[field], 0.0))
+        largest = {field: ops.max(ops.where(used, records[field], 0.0))
                    for field in ("grad_norm", "curvature") if field in records}
         if self._kind == "lipschitz":
             bounds = lipschitz_bound(records["gap"], largest["grad_norm"])
         else:  # curvature_bound replaces a negative C by 0 anyway
             bounds = curvature_bound(records["gap"], records["grad_norm"], largest["curvature"])
-        return tf.where(used, bounds, 0.0), weight
+        return ops.where(used, bounds, 0.0), weight
 
     def per_image_bounds(self) -> tuple:
-        """(bounds, weights) over the recorded images, with the dataset-wide L or C.
+        """(bounds, weights) over the recorded images, with the dataset-wide L or C, as
+        NumPy arrays.
 
         Raises:
           ValueError: more images were given than max_images since the last reset.
         """
-        dropped = int(tf.convert_to_tensor(self._dropped))
+        dropped = int(ops.convert_to_numpy(self._dropped.value))
         if dropped:
             raise ValueError(
                 f"{self.name} holds at most max_images={self.max_images} images and "
                 f"{dropped} more were given since the last reset; pass a larger max_images.")
-        bounds, weight = self._bounds()
-        return tf.boolean_mask(bounds, weight > 0), tf.boolean_mask(weight, weight > 0)
+        bounds, weight = (ops.convert_to_numpy(t) for t in self._bounds())
+        return bounds[weight > 0], weight[weight > 0]
 
     def result(self):
         """The mean bound (or the fraction >= epsilon); NaN if images were dropped."""
         bounds, weight = self._bounds()
         if self.epsilon is not None:
-            bounds = tf.cast(bounds >= self.epsilon, tf.float32)
-        value = tf.math.divide_no_nan(tf.reduce_sum(weight * bounds), tf.reduce_sum(weight))
-        return tf.where(tf.convert_to_tensor(self._dropped) > 0, np.nan, value)
+            bounds = ops.cast(bounds >= self.epsilon, "float32")
+        value = ops.divide_no_nan(ops.sum(weight * bounds), ops.sum(weight))
+        return ops.where(self._dropped.value > 0, np.nan, value)
 
     def get_config(self) -> dict:
         config = super().get_config()

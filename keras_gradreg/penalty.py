@@ -220,7 +220,8 @@ def input_gradient_penalty(
     attack_norm = default_attack_norm("input_gradient_penalty", attack_norm)
     h, epsilon = check_options(h, attack_norm, difference, estimator, penalty_power, epsilon)
     loss_fn = per_example.loss_fn(loss_fn)
-    clean = backend.clean_pass(model, x, y, loss_fn, training)
+    clean = backend.clean_pass(model, x, y, loss_fn, training,
+                               differentiable=estimator == "double_backprop")
     penalty = penalty_from_clean_pass(
         model, clean, y, loss_fn, h=h, attack_norm=attack_norm, difference=difference,
         estimator=estimator, training=training, penalty_power=penalty_power, epsilon=epsilon,

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_gradreg as kg
 
@@ -115,6 +116,11 @@ def run_model_test(make, x, y, tmp_path, config_keys, loss=None, jit_compile=(Fa
         model = make()
         before = [w.copy() for w in model.get_weights()]
         model.compile(keras.optimizers.SGD(0.1), loss, metrics=["accuracy"], jit_compile=jit)
+        if jit and not kg.backend.current().COMPILES_STEPS:  # PyTorch: refused before a step
+            with pytest.raises(ValueError, match="compiled with jit_compile=True"):
+                model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+            assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+            model.compile(keras.optimizers.SGD(0.1), loss, metrics=["accuracy"])
         history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0).history
         assert np.isfinite(history["loss"][0]) and "accuracy" in history
         assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
@@ -146,7 +152,7 @@ def run_metric_test(make, tmp_path):
     assert type(metric).from_config(config).get_config() == config
     x, y = batch(n=12, shape=(6, 6, 2))
     values = []
-    for jit_compile in (False, True):
+    for jit_compile in (False, True) if kg.backend.current().COMPILES_STEPS else (False, False):
         keras.utils.set_random_seed(0)
         model = kg.GradRegModel.from_model(small_cnn("softplus"), penalty_weight=0.1, attack_norm="l2")
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -159,6 +165,21 @@ def run_metric_test(make, tmp_path):
     loaded = keras.models.load_model(path)
     again = loaded.evaluate(x, y, batch_size=5, return_dict=True, verbose=0)[metric.name]
     np.testing.assert_allclose(again, values[1], rtol=1e-5)
+
+
+class TraceCounter(keras.layers.Layer):
+    """The identity, counting the traces of compiled functions that call it (it sees a
+    symbolic tensor only while one is traced: a graph, a jitted function) in `traces`,
+    the batch size of each."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = []
+
+    def call(self, x):
+        if kg.backend.current().in_trace(x):
+            self.traces.append(x.shape[0])
+        return x
 
 
 def linear_distance(w, logits, y, norm):

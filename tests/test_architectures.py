@@ -27,7 +27,7 @@ def test_each_method_takes_a_step(name, dataset, method, tmp_path):
     config = training.TrainConfig(model_dir=str(tmp_path), dataset=dataset, model=name,
                                   method=method, activation="softplus")
     model = training.build(config)
-    _one_step(model, kg.data.DATASETS[dataset].image_shape)
+    _one_step(model, kg.datasets.DATASETS[dataset].image_shape)
 
 
 def _trainable(model):

@@ -145,7 +145,7 @@ def _idx_dataset(folder, n_train=12, n_test=7, gz=True):
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        image_file, label_file = kg.data.IDX_FILES[split]
+        image_file, label_file = kg.datasets.IDX_FILES[split]
         suffix = ".gz" if gz else ""
         _write_idx(folder / (image_file + suffix), images)
         _write_idx(folder / (label_file + suffix), labels)
@@ -156,12 +156,12 @@ def _idx_dataset(folder, n_train=12, n_test=7, gz=True):
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_files_are_read_back_exactly_and_a_bad_file_is_named(tmp_path, gz):
     arrays = _idx_dataset(tmp_path, gz=gz)
-    path = tmp_path / (kg.data.IDX_FILES["train"][0] + (".gz" if gz else ""))
-    np.testing.assert_array_equal(kg.data.read_idx(str(path)), arrays["train"][0])
+    path = tmp_path / (kg.datasets.IDX_FILES["train"][0] + (".gz" if gz else ""))
+    np.testing.assert_array_equal(kg.datasets.read_idx(str(path)), arrays["train"][0])
     bad = tmp_path / "bad"
     bad.write_bytes(b"PK\x03\x04 not idx")
     with pytest.raises(ValueError, match="bad is not an idx file"):
-        kg.data.read_idx(str(bad))
+        kg.datasets.read_idx(str(bad))
 
 
 def test_fashion_mnist_from_idx_files_matches_the_tfds_path(tmp_path):
@@ -188,8 +188,8 @@ def test_fashion_mnist_from_idx_files_matches_the_tfds_path(tmp_path):
 
 def test_missing_fashion_mnist_names_tfds_the_data_dir_and_the_debian_package(tmp_path,
                                                                                monkeypatch):
-    info = kg.data.DATASETS["fashion_mnist"]
-    monkeypatch.setitem(kg.data.DATASETS, "fashion_mnist",
+    info = kg.datasets.DATASETS["fashion_mnist"]
+    monkeypatch.setitem(kg.datasets.DATASETS, "fashion_mnist",
                         dataclasses.replace(info, idx_folders=(str(tmp_path / "nowhere"),)))
     with pytest.raises(RuntimeError) as error:
         kg.load_dataset("fashion_mnist", "test", data_dir=str(tmp_path))
@@ -198,8 +198,8 @@ def test_missing_fashion_mnist_names_tfds_the_data_dir_and_the_debian_package(tm
         assert way in str(error.value)
 
 
-@pytest.mark.skipif(not os.path.isdir(kg.data.DEBIAN_FASHION_MNIST),
+@pytest.mark.skipif(not os.path.isdir(kg.datasets.DEBIAN_FASHION_MNIST),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_the_debian_package_gives_the_whole_fashion_mnist():
-    images, labels = kg.data._idx_split(kg.data.DEBIAN_FASHION_MNIST, "test")
+    images, labels = kg.datasets.idx_split(kg.datasets.DEBIAN_FASHION_MNIST, "test")
     assert images.shape == (10000, 28, 28, 1) and np.bincount(labels).tolist() == [1000] * 10

@@ -133,8 +133,8 @@ def test_train_takes_the_unsquared_penalty_and_any_keras_activation(tmp_path):
 
 
 def test_the_datasets_radii_and_flag_radii_are_checked():
-    assert kg.data.DATASETS["cifar10"].epsilons["linf"] == (2 / 255, 8 / 255)
-    assert kg.data.DATASETS["offline_mnist"].epsilons["linf"] == (0.1, 0.2, 0.3)
+    assert kg.datasets.DATASETS["cifar10"].epsilons["linf"] == (2 / 255, 8 / 255)
+    assert kg.datasets.DATASETS["offline_mnist"].epsilons["linf"] == (0.1, 0.2, 0.3)
     assert kg.attacks.ball.check_epsilons(["0.1", "0.3"], "linf") == (0.1, 0.3)  # as flags give them
     for bad in (["0.1", "nan"], ["abc"], ["1.5"]):
         try:

@@ -1,16 +1,17 @@
-"""Attacks, one file each, over the lp ball and the losses they share.
+"""Attacks, one file each, over the lp ball and the losses they share, in keras.ops on
+every Keras backend (CleverHans' on TensorFlow).
 
-- ball: projections, steps, random starts, norms, "within the radius" (keras.ops);
-- losses: cross-entropy, the margin, DLR, TRADES' divergence (keras.ops);
-- pgd: the one PGD, of adversarial training, the monitor and the evaluation (keras.ops);
-- apgd, fab, square: AutoAttack's attacks (TensorFlow);
-- cleverhans: CleverHans' attacks on Keras 3 (imported when first asked for);
+- base: what an attack is (`Attack`: its name, what it supports, how it is built);
+- ball: projections, steps, random starts, "within epsilon";
+- losses: cross-entropy, the margin, DLR, TRADES' divergence;
+- pgd: the one PGD, of adversarial training, the monitor and the evaluation;
+- apgd, fab, square: AutoAttack's attacks;
+- cleverhans: CleverHans' attacks on Keras 3 (imported when first built: TensorFlow);
 - judge: the model as the attacks see it, and the verification of their examples;
 - budgets: the attacks' budgets; registry: every attack by name, built and compiled once
   per model and input shape.
 
-The TensorFlow modules are imported when first used, so that the models, which use the
-ball, the losses and PGD on either backend, do not import TensorFlow through them.
+The modules are imported when first used, so that importing the package imports no attack.
 """
 
 from keras_gradreg import deprecation
@@ -19,7 +20,7 @@ from keras_gradreg import lazy
 _EXPORTS = {
     "ATTACKS": "registry",
     "SETS": "registry",
-    "AttackSpec": "registry",
+    "Attack": "base",
     "make_attack": "registry",
     "AttackBudget": "budgets",
     "AutoAttackBudget": "budgets",
@@ -33,8 +34,8 @@ _EXPORTS = {
     "margin": "losses",
     "misclassification_margin": "losses",
 }
-_SUBMODULES = ("apgd", "ball", "cleverhans", "fab", "judge", "losses", "pgd", "registry",
-               "budgets", "square")
+_SUBMODULES = ("apgd", "ball", "base", "budgets", "cleverhans", "fab", "judge", "losses", "pgd",
+               "registry", "square")
 
 __all__ = tuple(sorted(set(_EXPORTS) | set(_SUBMODULES), key=str.lower))
 

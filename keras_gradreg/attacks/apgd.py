@@ -1,30 +1,29 @@
-"""APGD (Croce & Hein, ICML 2020, Algorithm 1), batched in TensorFlow.
+"""APGD (Croce & Hein, ICML 2020, Algorithm 1), batched in keras.ops: APGD-CE, APGD-DLR and
+the targeted APGD-T.
 
 Projected gradient ascent with momentum 0.75 and a step of 2 epsilon halved at checkpoints
 where the loss stalled, on the cross-entropy ("ce"), the untargeted DLR loss ("dlr") or
 the targeted one; one radius per image (a (batch,) tensor `epsilon`), images in
-[clip_min, clip_max], on a function `model_fn(images) -> logits`.
+[clip_min, clip_max], on a function `model_fn(images) -> logits`. The loop is the
+backend's (a graph's, a jitted one's, Python's on PyTorch); the start is drawn on the host.
 """
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_gradreg import backend
 from keras_gradreg import per_example
 from keras_gradreg.attacks import ball
 from keras_gradreg.attacks import judge
 from keras_gradreg.attacks import losses
-from keras_gradreg.attacks.ball import project
+from keras_gradreg.attacks.base import Attack
 
 MOMENTUM = 0.75
 """APGD's alpha: weight of the new step against the previous one."""
 STALL_FRACTION = 0.75
 """APGD halves its step when fewer than this share of a window's steps raised the loss."""
-RETIRE_SHARE = 1 / 8
-"""APGD drops the images it fooled from its batch once they are this share of it: of
-1/8, 1/4 and 1/2, 1/8 was the fastest measured (docs/cost.md)."""
 
 
 def _loss_fn(loss: str, targeted: bool) -> Callable:
@@ -50,122 +49,137 @@ def checkpoints(steps: int) -> np.ndarray:
     return window
 
 
-def _retire(finished, s):
-    """The fooled images leave the batch: their example, the first misclassified point
-    met, is final (written into `finished`), and every other image's run is per image,
-    so the same."""
-    gone = s["fooled"]
-    finished = tf.tensor_scatter_nd_update(finished, tf.boolean_mask(s["index"], gone)[:, None],
-                                           tf.boolean_mask(s["x_found"], gone))
-    kept = tf.where(~gone)[:, 0]
-    return finished, tf.nest.map_structure(lambda v: tf.gather(v, kept), s)
+def draw_start(rngs: list, x: np.ndarray, budget: Any, attack_norm: str) -> tuple:
+    """APGD's random start, a point on the unit sphere of the norm per image (Croce & Hein
+    2020: uniform entries in l_inf, a Gaussian direction in l2), as the one draw."""
+    del budget
+    shape = x.shape[1:]
+    directions = [rng.uniform(-1.0, 1.0, shape) if attack_norm == "linf"
+                  else rng.standard_normal(shape) for rng in rngs]
+    flat = np.stack(directions).reshape(len(x), -1)
+    order = per_example.NORM_ORDERS[attack_norm]
+    length = np.maximum(np.linalg.norm(flat, ord=order, axis=1), 1e-12)
+    return ((flat / length[:, None]).reshape(x.shape).astype(np.float32),)
 
 
-def _checkpoint(s, length):
-    """At a checkpoint ending a window of `length` steps: halve the step where the window
-    saw few rises, or where the best loss did not move and the step was not halved at the
-    last checkpoint, and restart those images from their best point."""
+def _checkpoint(s: dict, length: Any) -> dict:
+    """Where iteration k ends a window of `length` > 0 steps: halve the step where the
+    window saw few rises, or where the best loss did not move and the step was not halved
+    at the last checkpoint, and restart those images from their best point."""
+    at_check = length > 0
     stalled = s["rises"] < STALL_FRACTION * length
-    stuck = ~s["halved_at_check"] & (s["loss_best_at_check"] >= s["loss_best"])
-    halve = stalled | stuck
-    wide = per_example.broadcast(halve, s["x"])
-    return dict(s, step=tf.where(wide, s["step"] / 2, s["step"]),
-                x_adv=tf.where(wide, s["x_best"], s["x_adv"]),
-                grad=tf.where(wide, s["grad_best"], s["grad"]),
-                rises=tf.zeros_like(s["rises"]), halved_at_check=halve,
-                loss_best_at_check=s["loss_best"])
+    stuck = ops.logical_not(s["halved_at_check"]) & (s["loss_best_at_check"] >= s["loss_best"])
+    halve = (stalled | stuck) & at_check
+    wide = per_example.broadcast(halve, s["x_adv"])
+    return dict(s, step=ops.where(wide, s["step"] / 2, s["step"]),
+                x_adv=ops.where(wide, s["x_best"], s["x_adv"]),
+                grad=ops.where(wide, s["grad_best"], s["grad"]),
+                rises=ops.where(at_check, ops.zeros_like(s["rises"]), s["rises"]),
+                halved_at_check=ops.where(at_check, halve, s["halved_at_check"]),
+                loss_best_at_check=ops.where(at_check, s["loss_best"], s["loss_best_at_check"]))
 
 
-def _move(k, s, loss_and_grad, attack_norm: str, clip_min: float, clip_max: float):
-    """Step k of every running image: the momentum step, its loss and gradient, and what
-    the step changed of the best point and the first misclassified one."""
-    x, epsilon = s["x"], s["epsilon"]
-    momentum = tf.where(k > 0, MOMENTUM, 1.0)
-    z = project(s["x_adv"] + s["step"] * ball.ascent_direction(s["grad"], attack_norm),
-                x, epsilon, attack_norm, clip_min, clip_max)
+def _move(k, s: dict, x, epsilon, evaluate: Callable, attack_norm: str, clip_min: float,
+          clip_max: float) -> dict:
+    """Step k of every image: the momentum step, its loss and gradient, and what the step
+    changed of the best point and of the first misclassified one."""
+    momentum = ops.where(k > 0, MOMENTUM, 1.0)
+    z = ball.project(s["x_adv"] + s["step"] * ball.ascent_direction(s["grad"], attack_norm),
+                     x, epsilon, attack_norm, clip_min, clip_max)
     moved = (s["x_adv"] + momentum * (z - s["x_adv"])
              + (1 - momentum) * (s["x_adv"] - s["x_prev"]))
-    x_new = project(moved, x, epsilon, attack_norm, clip_min, clip_max)
-    values, grad, fooled = loss_and_grad(x_new, s["y"], s["targets"])
+    x_new = ball.project(moved, x, epsilon, attack_norm, clip_min, clip_max)
+    values, grad, fooled = evaluate(x_new)
     better = values > s["loss_best"]
     wide = per_example.broadcast(better, x)
-    newly = per_example.broadcast(fooled & ~s["fooled"], x)
+    newly = per_example.broadcast(fooled & ops.logical_not(s["fooled"]), x)
     return dict(s, x_prev=s["x_adv"], x_adv=x_new, grad=grad, loss=values,
-                x_found=tf.where(newly, x_new, s["x_found"]),
+                x_found=ops.where(newly, x_new, s["x_found"]),
                 fooled=s["fooled"] | fooled,
-                x_best=tf.where(wide, x_new, s["x_best"]),
-                grad_best=tf.where(wide, grad, s["grad_best"]),
-                loss_best=tf.where(better, values, s["loss_best"]),
-                rises=s["rises"] + tf.cast(values > s["loss"], values.dtype))
+                x_best=ops.where(wide, x_new, s["x_best"]),
+                grad_best=ops.where(wide, grad, s["grad_best"]),
+                loss_best=ops.where(better, values, s["loss_best"]),
+                rises=s["rises"] + ops.cast(values > s["loss"], values.dtype))
 
 
-def apgd(model_fn: Callable, x: tf.Tensor, y: tf.Tensor, epsilon: tf.Tensor, *,
-         attack_norm: str, loss: str, steps: int, clip_min: float, clip_max: float,
-         targets: Optional[tf.Tensor] = None, seed: int = 0, top_k: int = 1) -> tf.Tensor:
-    """APGD from a random point on the epsilon-sphere (Croce & Hein 2020, Algorithm 1).
+def apgd(model_fn: Callable, x: Any, y: Any, epsilon: Any, start: Any, *, attack_norm: str,
+         loss: str, steps: int, clip_min: float, clip_max: float,
+         targets: Optional[Any] = None, top_k: int = 1) -> Any:
+    """APGD from a point on the epsilon-sphere (Croce & Hein 2020, Algorithm 1).
 
     Args:
       model_fn: images -> logits.
       x: images.
       y: their integer labels.
       epsilon: (batch,) radii.
+      start: the random start on the unit sphere, shaped like x (`draw_start`).
       attack_norm: "linf" or "l2".
       loss: "ce" or "dlr" (targeted when `targets` are given).
       steps: iterations.
       clip_min: the data range's lowest value.
       clip_max: the data range's highest value.
       targets: target classes (batch,) for the targeted DLR loss.
-      seed: seeds the random start, drawn with the stateless seed (seed, 0).
       top_k: an image is misclassified once its label is outside the top k classes
         (judge.fooled).
 
     Returns:
       Per image, a misclassified example within epsilon if one was met (the first one),
-      else the point of highest loss.
-
-    An image is done once misclassified, so the batch sheds the fooled images whenever
-    they are RETIRE_SHARE of it (`_retire`); the others run on as before. The batch
-    size changes inside the loop: this cannot run inside an XLA-compiled function.
+      else the point of highest loss. The loop stops once every image is misclassified.
     """
-    window = tf.constant(checkpoints(steps))
+    window = ops.convert_to_tensor(checkpoints(steps))
     loss_of = _loss_fn(loss, targets is not None)
+    targets = y if targets is None else targets
+    epsilon = per_example.broadcast(epsilon, x)
 
-    def loss_and_grad(images, y, targets):
+    def evaluate(images):
         def loss_at(images):
             logits = model_fn(images)
             return loss_of(logits, y, targets), logits
 
         values, logits, gradient = backend.value_and_gradient(loss_at, images)
-        return values, gradient, judge.fooled(logits, y, top_k)
+        return (ops.stop_gradient(values), ops.stop_gradient(gradient),
+                judge.fooled(logits, y, top_k))
 
-    epsilon = per_example.broadcast(epsilon, x)
-    targets = y if targets is None else targets
-    start = ball.on_sphere(tf.shape(x), epsilon, attack_norm, [seed, 0], x.dtype)
-    x_adv = project(x + start, x, epsilon, attack_norm, clip_min, clip_max)
-    values, grad, fooled = loss_and_grad(x_adv, y, targets)
-    # every entry is per image: the images still running (see `_retire`)
+    x_adv = ball.project(x + epsilon * ops.cast(start, x.dtype), x, epsilon, attack_norm,
+                         clip_min, clip_max)
+    values, grad, fooled = evaluate(x_adv)
     state = dict(
-        index=tf.range(tf.shape(x)[0]), x=x, y=y, targets=targets, epsilon=epsilon,
         x_adv=x_adv, x_prev=x_adv, grad=grad, loss=values,
-        x_best=x_adv, grad_best=grad, loss_best=values,
-        x_found=x_adv, fooled=fooled,
-        step=2.0 * epsilon, rises=tf.zeros_like(values),
-        loss_best_at_check=values, halved_at_check=tf.ones_like(values, tf.bool),
+        x_best=x_adv, grad_best=grad, loss_best=values, x_found=x_adv, fooled=fooled,
+        step=2.0 * epsilon * ops.ones_like(per_example.broadcast(values, x)),
+        rises=ops.zeros_like(values), loss_best_at_check=values,
+        halved_at_check=ops.ones_like(fooled),
     )
 
-    def body(k, finished, s):
-        s = _move(k, s, loss_and_grad, attack_norm, clip_min, clip_max)
-        length = tf.cast(window[k], s["loss"].dtype)
-        s = tf.cond(length > 0, lambda: _checkpoint(s, length), lambda: s)
-        many = tf.reduce_mean(tf.cast(s["fooled"], tf.float32)) >= RETIRE_SHARE
-        finished, s = tf.cond(many, lambda: _retire(finished, s), lambda: (finished, s))
-        return k + 1, finished, s
+    def body(k, s):
+        s = _move(k, s, x, epsilon, evaluate, attack_norm, clip_min, clip_max)
+        return k + 1, _checkpoint(s, ops.cast(ops.take(window, k), s["loss"].dtype))
 
-    running = tf.nest.map_structure(lambda v: tf.TensorShape([None]).concatenate(v.shape[1:]),
-                                    state)
-    _, finished, s = tf.while_loop(
-        lambda k, finished, s: (k < steps) & (tf.size(s["index"]) > 0), body,
-        (tf.constant(0), tf.zeros_like(x), state),
-        shape_invariants=(tf.TensorShape([]), x.shape, running))
-    last = tf.where(per_example.broadcast(s["fooled"], s["x"]), s["x_found"], s["x_best"])
-    return tf.tensor_scatter_nd_update(finished, s["index"][:, None], last)
+    def running(k, s):
+        return (k < steps) & ops.logical_not(ops.all(s["fooled"]))
+
+    _, s = ops.while_loop(running, body, (ops.convert_to_tensor(0, "int32"), state))
+    return ops.where(per_example.broadcast(s["fooled"], x), s["x_found"], s["x_best"])
+
+
+def _build(loss: str, targeted: bool) -> Callable:
+    """The core of one APGD (see attacks.base): the budget's steps, the start drawn."""
+
+    def build(model_fn, budget, attack_norm, clip_min, clip_max, top_k):
+        def core(x, y, epsilon, targets, start):
+            return apgd(model_fn, x, y, epsilon, start, attack_norm=attack_norm, loss=loss,
+                        steps=budget.apgd_steps, clip_min=clip_min, clip_max=clip_max,
+                        targets=targets if targeted else None, top_k=top_k)
+
+        return core
+
+    return build
+
+
+APGD_CE = Attack("apgd_ce", "APGD on the cross-entropy", _build("ce", False), draw_start,
+                 autoattack=True, any_top_k=True)
+APGD_DLR = Attack("apgd_dlr", "APGD on the untargeted DLR loss", _build("dlr", False),
+                  draw_start, autoattack=True, min_classes=3)
+APGD_T = Attack("apgd_t", "APGD on the targeted DLR loss", _build("dlr", True), draw_start,
+                autoattack=True, targeted=True, min_classes=4)
+"""AutoAttack's APGD attacks (Croce & Hein, ICML 2020)."""

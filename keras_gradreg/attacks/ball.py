@@ -79,12 +79,13 @@ def check_epsilons(epsilons: Any, attack_norm: str, clip_min: float = 0.0, clip_
     return checked
 
 
-def _broadcastable(epsilon: Any, rank: int) -> Any:
+def broadcastable(epsilon: Any, rank: int) -> Any:
     """epsilon (a number, or one per example of shape (batch,)) so that it broadcasts
     against tensors of that rank."""
-    if len(getattr(epsilon, "shape", ())) != 1:
+    if not hasattr(epsilon, "shape"):
         return epsilon
-    return ops.reshape(epsilon, (-1,) + (1,) * (rank - 1))
+    epsilon = ops.convert_to_tensor(epsilon)  # not a NumPy array, which PyTorch's refuse
+    return epsilon if len(epsilon.shape) != 1 else ops.reshape(epsilon, (-1,) + (1,) * (rank - 1))
 
 
 def ascent_direction(gradient: Any, attack_norm: str, unit_l2: bool = False) -> Any:
@@ -103,6 +104,7 @@ def ascent_direction(gradient: Any, attack_norm: str, unit_l2: bool = False) -> 
       d, shaped like g.
     """
     attack_norm = per_example.check_attack_norm(attack_norm)
+    gradient = ops.convert_to_tensor(gradient)
     if attack_norm == "linf":
         sign = ops.sign(gradient)
         if not unit_l2:
@@ -119,7 +121,8 @@ def ascent_direction(gradient: Any, attack_norm: str, unit_l2: bool = False) -> 
 
 def ascend(x_adv: Any, gradient: Any, epsilon: Any, step_size: float, attack_norm: str) -> Any:
     """One step of `step_size * epsilon` from x_adv along the ascent direction of gradient."""
-    step = step_size * _broadcastable(epsilon, len(x_adv.shape))
+    x_adv = ops.convert_to_tensor(x_adv)
+    step = step_size * broadcastable(epsilon, len(x_adv.shape))
     return x_adv + step * ascent_direction(gradient, attack_norm)
 
 
@@ -139,7 +142,8 @@ def project(x_adv: Any, x: Any, epsilon: Any, attack_norm: str, clip_min: float,
     so the result is inside both (the usual PGD-l2 step, not the exact projection onto
     the intersection).
     """
-    epsilon = _broadcastable(epsilon, len(x.shape))
+    x_adv, x = ops.convert_to_tensor(x_adv), ops.convert_to_tensor(x)
+    epsilon = broadcastable(epsilon, len(x.shape))
     if check_norm(attack_norm) == "linf":
         inside = ops.clip(x_adv, x - epsilon, x + epsilon)
     else:
@@ -161,7 +165,7 @@ def uniform_in_ball(shape: Any, epsilon: Any, attack_norm: str, seed: Any, dtype
     would and R replicas draw what one device would.
     """
     draw = backend.current()
-    epsilon = _broadcastable(epsilon, len(shape))
+    epsilon = broadcastable(epsilon, len(shape))
     if check_norm(attack_norm) == "linf":
         return epsilon * draw.stateless_uniform(shape, seed, -1.0, 1.0, dtype)
     gaussian = draw.stateless_normal(shape, seed, dtype)
@@ -177,7 +181,7 @@ def on_sphere(shape: Any, epsilon: Any, attack_norm: str, seed: Any, dtype: str)
     (l_inf) or Gaussian (l2), scaled to norm epsilon (APGD's start). A function of
     `seed` only, as `uniform_in_ball`."""
     draw = backend.current()
-    epsilon = _broadcastable(epsilon, len(shape))
+    epsilon = broadcastable(epsilon, len(shape))
     if check_norm(attack_norm) == "linf":
         direction = draw.stateless_uniform(shape, seed, -1.0, 1.0, dtype)
     else:

@@ -7,7 +7,8 @@ break there and get small adapters here: Carlini-Wagner L2 calls
 `lr=` (Keras 3 only accepts `learning_rate=`). CW also turns itself into a targeted
 attack whenever labels are given, mended here too. FGM, BIM and MIM are called as they
 are. This module, and CleverHans with it, is imported when a CleverHans attack is first
-asked for (attacks.registry).
+built (attacks.registry); they run on the TensorFlow backend only. SPSA draws from
+TensorFlow's global random generator: seed it (tf.random.set_seed) for a repeatable SPSA.
 """
 
 from typing import Callable
@@ -21,6 +22,7 @@ from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
+from keras_gradreg.attacks import judge
 from keras_gradreg.attacks import losses
 from keras_gradreg.attacks.budgets import AttackBudget
 
@@ -131,7 +133,7 @@ def rescaled_attack(name: str, model_fn: Callable, budget: AttackBudget, *,
 
         z = unit(scaled_model, x, y, x + (clip_min - x) / scale, x + (clip_max - x) / scale)
         candidate = tf.clip_by_value(x + scale * (z - x), clip_min, clip_max)
-        fooled = tf.not_equal(tf.argmax(model_fn(candidate), axis=1), y)
+        fooled = judge.fooled(model_fn(candidate), y)
         return tf.where(tf.reshape(fooled, tf.shape(scale)), candidate, x)
 
     return attack
@@ -160,3 +162,17 @@ def untraced_attack(name: str, model_fn: Callable, budget: AttackBudget, clip_mi
         return np.asarray(cw.attack(np.asarray(x, np.float32)))
 
     return carlini_wagner
+
+
+def build(name: str, model_fn: Callable, budget: AttackBudget, attack_norm: str,
+          clip_min: float, clip_max: float, top_k: int) -> Callable:
+    """The core of CleverHans' attack `name` (see attacks.base): FGM, BIM and MIM at one
+    radius per image (`rescaled_attack`), CW-L2 and SPSA as Python (`untraced_attack`)."""
+    del top_k  # top-1 only (the registry refuses them with top_k > 1)
+    if name in ("cw", "spsa"):
+        attack = untraced_attack(name, model_fn, budget, clip_min, clip_max)
+        return lambda x, y, epsilon, targets: attack(np.asarray(x), np.asarray(y),
+                                                     np.asarray(epsilon))
+    attack = rescaled_attack(name, model_fn, budget, attack_norm=attack_norm,
+                             clip_min=clip_min, clip_max=clip_max)
+    return lambda x, y, epsilon, targets: attack(x, tf.cast(y, tf.int64), epsilon)

@@ -10,8 +10,9 @@ import weakref
 from typing import Any, Optional
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_gradreg import backend
 from keras_gradreg.attacks import ball
 
 
@@ -21,60 +22,62 @@ _COMPILED = weakref.WeakKeyDictionary()
 
 def compiled_for(model: Any) -> dict:
     """The functions compiled on `model`, kept as long as the model lives, so that every
-    evaluation of it (each protocol, each radius, the sanity checks) traces each attack
-    once (see registry.traced_per_image_shape). They hold the model only weakly."""
+    evaluation of it (each protocol, each radius, the sanity checks) compiles each attack
+    once per shape (see registry.make_attack). They hold the model only weakly."""
     return _COMPILED.setdefault(model, {})
 
 
 def class_scores(model: Any, x: np.ndarray, batch_size: int) -> tuple:
     """(images -> float32 logits, whether the model outputs probabilities, classes), the
     function compiled once per model and image shape (see `compiled_for`)."""
-    sample = np.asarray(model(x[:batch_size], training=False))
+    sample = ops.convert_to_numpy(model(x[:batch_size], training=False))
     if sample.ndim != 2 or sample.shape[1] < 2 or not np.issubdtype(sample.dtype, np.floating):
         raise ValueError(
             f"The model must output class scores of shape (batch, classes >= 2); it "
             f"returned shape {sample.shape}, dtype {sample.dtype}."
         )
     probabilities = bool(np.all(sample >= 0) and np.allclose(sample.sum(1), 1.0, atol=1e-3))
-    key = ("logits", probabilities, tuple(x.shape[1:]))
+    key = ("logits", probabilities)
     compiled = compiled_for(model)
     if key not in compiled:
-        compiled[key] = _Logits(model, probabilities, x.shape[1:])
+        compiled[key] = _Logits(model, probabilities)
     return compiled[key], probabilities, sample.shape[1]
 
 
 class _Logits:
     """images -> float32 logits of a model (log-probabilities for a softmax model, which
-    differ by a per-image constant: the same attacks). Traced inline into the attacks'
-    graphs; called directly (the verifications, hundreds of calls a model), a graph
-    compiled once for any batch size (faster than an eager call, docs/cost.md). Holds
-    the model weakly (it lives in `compiled_for(model)`)."""
+    differ by a per-image constant: the same attacks). Inline inside an attack's compiled
+    function; called directly (the verifications, hundreds of calls a model), compiled
+    by the backend (docs/cost.md). Holds the model weakly (it lives in
+    `compiled_for(model)`)."""
 
-    def __init__(self, model: Any, probabilities: bool, image_shape: tuple):
+    def __init__(self, model: Any, probabilities: bool):
         self._model = weakref.ref(model)
         self._probabilities = probabilities
-        self._compiled = tf.function(self._logits, input_signature=[
-            tf.TensorSpec((None,) + tuple(image_shape), tf.float32)])
+        self._compiled = backend.current().compiled(self._logits)
 
     def _logits(self, images):
-        outputs = tf.cast(self._model()(images, training=False), tf.float32)
-        return tf.math.log(tf.maximum(outputs, 1e-30)) if self._probabilities else outputs
+        outputs = ops.cast(self._model()(images, training=False), "float32")
+        return ops.log(ops.maximum(outputs, 1e-30)) if self._probabilities else outputs
 
     def __call__(self, images, training: bool = False):
         """The logits (a model called in inference mode: `training` must be False)."""
         if training:
             raise ValueError("The attacks' view of a model runs in inference mode only.")
-        return self._logits(images) if tf.inside_function() else self._compiled(images)
+        if backend.current().in_trace(images):
+            return self._logits(images)
+        return self._compiled(ops.convert_to_tensor(images, "float32"))
 
 
-def fooled(logits: tf.Tensor, y: tf.Tensor, top_k: int = 1) -> tf.Tensor:
+def fooled(logits: Any, y: Any, top_k: int = 1) -> Any:
     """Per image, whether the label is outside the `top_k` highest-scoring classes: for
     top_k = 1, whether the argmax is another class; for k > 1, whether at least k other
     classes score strictly higher than the label."""
+    y = ops.cast(y, "int32")
     if top_k == 1:
-        return tf.not_equal(tf.argmax(logits, axis=-1, output_type=y.dtype), y)
-    label = tf.gather(logits, y, axis=1, batch_dims=1)
-    higher = tf.reduce_sum(tf.cast(logits > label[:, None], tf.int32), axis=-1)
+        return ops.not_equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), y)
+    label = ops.take_along_axis(logits, ops.reshape(y, (-1, 1)), axis=1)
+    higher = ops.sum(ops.cast(logits > label, "int32"), axis=-1)
     return higher >= top_k
 
 
@@ -105,18 +108,10 @@ class Judge:
     cache: Optional[dict] = None
     top_k: int = 1
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """The predicted class of each image."""
-        return np.concatenate([np.argmax(self.model_fn(images[idx]), 1) for idx in
-                               batches(np.arange(len(images)), self.batch_size)]
-                              or [np.zeros(0, np.int64)])
-
     def misclassified(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per image, whether its label is outside the model's top `top_k` classes."""
-        if self.top_k == 1:
-            return self.predict(images) != labels
-        return np.concatenate([np.asarray(fooled(self.model_fn(images[idx]),
-                                                 tf.constant(labels[idx], tf.int64), self.top_k))
+        return np.concatenate([ops.convert_to_numpy(fooled(self.model_fn(images[idx]),
+                                                           labels[idx], self.top_k))
                                for idx in batches(np.arange(len(images)), self.batch_size)]
                               or [np.zeros(0, bool)])
 

@@ -1,81 +1,54 @@
-"""Every attack by name: the one table of what each supports, the named sets the
-protocols default to, and `make_attack`, the one place where an attack is built and
-compiled for a model (once per model, attack, budget and input shape)."""
+"""Every attack by name: the list of the attack files' specs (attacks.base.Attack), the
+named sets the protocols default to, and `make_attack`, the one place where an attack is
+built and compiled for a model (once per model, attack, budget and input shape), on any
+Keras backend. Adding an attack is its file and a line here."""
 
-import dataclasses
-import threading
-from typing import Any, Callable, Optional
+import importlib
+from typing import Any, Callable
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_gradreg import backend
-from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import apgd
 from keras_gradreg.attacks import ball
 from keras_gradreg.attacks import fab
-from keras_gradreg.attacks import judge as judge_lib
-from keras_gradreg.attacks import losses
 from keras_gradreg.attacks import pgd
 from keras_gradreg.attacks import square
-from keras_gradreg.attacks.judge import Judge
+from keras_gradreg.attacks.base import Attack
 from keras_gradreg.attacks.budgets import AttackBudget
+from keras_gradreg.attacks.judge import Judge
 
 
-@dataclasses.dataclass(frozen=True)
-class AttackSpec:
-    """What an attack supports.
+def _cleverhans(name: str) -> Callable:
+    """The builder of CleverHans' attack `name`, importing CleverHans (and TensorFlow)
+    when an evaluation first builds it (attacks.cleverhans)."""
 
-    Attributes:
-      description: what it is, with its source.
-      norms: the norms it attacks in.
-      autoattack: one of AutoAttack's attacks (Croce & Hein, ICML 2020): its budget is an
-        AutoAttackBudget, and the AutoAttack protocol (the cascade) can run it.
-      cleverhans: run by CleverHans 4.0.0 (imported when first asked for).
-      targeted: runs once per runner-up class.
-      gradient_free: queries the model's outputs only.
-      minimises_distance: finds a small distance itself, so the minimum-distance protocol
-        runs it once, without a search over radii.
-      min_classes: the fewest classes of a model it can attack.
-      images_only: needs (batch, height, width, channels) inputs.
-      any_top_k: can push the label out of the top k classes for any k (top-5 error);
-        the others aim at top-1 misclassification only (a DLR ratio, a target class).
-    """
+    def build(*args):
+        return importlib.import_module("keras_gradreg.attacks.cleverhans").build(name, *args)
 
-    description: str
-    norms: tuple = ball.NORMS
-    autoattack: bool = False
-    cleverhans: bool = False
-    targeted: bool = False
-    gradient_free: bool = False
-    minimises_distance: bool = False
-    min_classes: int = 2
-    images_only: bool = False
-    any_top_k: bool = False
+    return build
 
 
-ATTACKS = {
-    "pgd": AttackSpec("PGD on the margin loss from a random start (Madry et al. 2018)",
-                      any_top_k=True),
-    "fgm": AttackSpec("CleverHans' fast gradient method on the margin loss", cleverhans=True),
-    "bim": AttackSpec("CleverHans' basic iterative method on the margin loss", cleverhans=True),
-    "mim": AttackSpec("CleverHans' momentum iterative method (cross-entropy)", cleverhans=True),
-    "cw": AttackSpec("CleverHans' Carlini-Wagner L2, mended for Keras 3", norms=("l2",),
-                     cleverhans=True, minimises_distance=True),
-    "spsa": AttackSpec("CleverHans' SPSA, mended for Keras 3", norms=("linf",), cleverhans=True,
-                       gradient_free=True),
-    "apgd_ce": AttackSpec("APGD on the cross-entropy", autoattack=True, any_top_k=True),
-    "apgd_dlr": AttackSpec("APGD on the untargeted DLR loss", autoattack=True, min_classes=3),
-    "apgd_t": AttackSpec("APGD on the targeted DLR loss", autoattack=True, targeted=True,
-                         min_classes=4),
-    "fab_t": AttackSpec("FAB, targeted", autoattack=True, targeted=True,
-                        minimises_distance=True),
-    "square": AttackSpec("the Square Attack (Andriushchenko et al. 2020)", autoattack=True,
-                         gradient_free=True, images_only=True, any_top_k=True),
-}
-"""Every attack the evaluations run, by name."""
-
+_TENSORFLOW = ("tensorflow",)
+_CLEVERHANS = (
+    Attack("fgm", "CleverHans' fast gradient method on the margin loss", _cleverhans("fgm"),
+           backends=_TENSORFLOW),
+    Attack("bim", "CleverHans' basic iterative method on the margin loss", _cleverhans("bim"),
+           backends=_TENSORFLOW),
+    Attack("mim", "CleverHans' momentum iterative method (cross-entropy)", _cleverhans("mim"),
+           backends=_TENSORFLOW),
+    Attack("cw", "CleverHans' Carlini-Wagner L2, mended for Keras 3", _cleverhans("cw"),
+           norms=("l2",), minimises_distance=True, backends=_TENSORFLOW, compiled=False),
+    Attack("spsa", "CleverHans' SPSA, mended for Keras 3", _cleverhans("spsa"), norms=("linf",),
+           gradient_free=True, backends=_TENSORFLOW, compiled=False),
+)
+ATTACKS = {attack.name: attack for attack in (
+    pgd.PGD, *_CLEVERHANS, apgd.APGD_CE, apgd.APGD_DLR, apgd.APGD_T, fab.FAB_T, square.SQUARE)}
+"""Every attack the evaluations run, by name: the library's own in keras.ops (every
+backend), CleverHans' (TensorFlow)."""
 SETS = {
     "minimum_distance": ("apgd_ce", "apgd_dlr", "fab_t"),
     "autoattack": ("apgd_ce", "apgd_dlr", "fab_t", "square"),
@@ -105,6 +78,7 @@ def resolve(attacks: Any, attack_norm: str, default: str, autoattack_only: bool 
     """
     ball.check_norm(attack_norm)
     known = tuple(n for n, spec in ATTACKS.items() if spec.autoattack or not autoattack_only)
+    here = keras.backend.backend()
     if attacks is None:
         names = SETS["top_k" if top_k > 1 else default]
     elif isinstance(attacks, str):
@@ -118,6 +92,11 @@ def resolve(attacks: Any, attack_norm: str, default: str, autoattack_only: bool 
         names = tuple(attacks)
     for name in names:
         validation.check_choice("attack", name, known)
+        if here not in ATTACKS[name].backends:
+            raise ValueError(
+                f"Attack {name!r} runs on the {', '.join(ATTACKS[name].backends)} backend; Keras "
+                f"runs on {here!r}, where the attacks are "
+                f"{tuple(n for n in known if here in ATTACKS[n].backends)}.")
         if attack_norm not in ATTACKS[name].norms:
             raise ValueError(f"Attack {name!r} does not support attack_norm={attack_norm!r} (it "
                              f"supports {ATTACKS[name].norms}).")
@@ -147,85 +126,22 @@ def runner_up_classes(logits: np.ndarray, y: np.ndarray, count: int) -> np.ndarr
     return np.argsort(-scores, axis=1, kind="stable")[:, :count]
 
 
-_NEW_GRAPH = threading.Lock()
-"""Held while an attack's graph is chosen and, when new, traced (not run): batches attacked
-at the same time (evaluation.progress.in_batches) trace each graph once, one at a time."""
+def _budget_of(spec: Attack, budget: AttackBudget) -> Any:
+    """The budget an attack takes: the AutoAttackBudget of AutoAttack's, else `budget`."""
+    return budget.autoattack if spec.autoattack else budget
 
 
-def traced_per_image_shape(fn: Callable, *extra: tf.TensorSpec,
-                           cache: Optional[dict] = None, key: Any = None) -> Callable:
-    """fn(x, y, epsilon, *extra) as a tf.function traced at most twice per image shape: x
-    float32 (batch, ...), y int64 (batch,), epsilon float32 (batch,) radii, then the `extra`
-    arguments. The first batch size met gets a graph of its own (a graph for a known
-    batch size ran 10 % faster: APGD and Square, small CNN, 2 CPU cores), every other
-    size shares one graph for any size, so the shrinking batches of a radius search or a
-    cascade do not trace again.
-
-    Args:
-      fn: the function to compile.
-      *extra: the specs of its arguments after epsilon.
-      cache: where the graphs live, under `key` (everything fn's graph depends on): a
-        dict that lasts as long as the model, so that every evaluation of it reuses
-        them (see judge.compiled_for); None: this function's own.
-      key: fn's key in `cache`.
-    """
-    traced = {} if cache is None else cache.setdefault(key, {})
-
-    def call(x, y, epsilon, *args):
-        with _NEW_GRAPH:
-            graphs = traced.setdefault(tuple(x.shape[1:]), {})
-            batch = len(x) if not graphs or len(x) in graphs else None
-            if batch not in graphs:
-                graph = tf.function(fn, input_signature=[
-                    tf.TensorSpec((batch,) + tuple(x.shape[1:]), tf.float32),
-                    tf.TensorSpec((batch,), tf.int64), tf.TensorSpec((batch,), tf.float32),
-                    *extra])
-                # TensorFlow counts traces per Python function across all models, and an
-                # attack called a few times a model (Square in the checks, the cascade's
-                # later stages) traces on most calls with every new model: a false alarm
-                # here, where each graph traces once (see backend.PRIVATE_KERAS_APIS)
-                graph._omit_frequent_tracing_warning = True
-                graph.get_concrete_function()  # traced here, under the lock
-                graphs[batch] = graph
-            graph = graphs[batch]
-        return graph(x, y, epsilon, *args)
-
-    return call
-
-
-def _graph(name: str, model_fn: Callable, attack_norm: str, budget: AttackBudget,
-           clip_min: float, clip_max: float, top_k: int) -> Callable:
-    """Attack `name` as a TensorFlow function f(x, y, epsilon, targets, seed)."""
-    autoattack = budget.autoattack
-    common = dict(attack_norm=attack_norm, clip_min=clip_min, clip_max=clip_max)
-    if name.startswith("apgd"):
-        return lambda x, y, epsilon, targets, seed: apgd.apgd(
-            model_fn, x, y, epsilon, loss="ce" if name == "apgd_ce" else "dlr",
-            targets=targets if name == "apgd_t" else None, steps=autoattack.apgd_steps, seed=seed,
-            top_k=top_k, **common)
-    if name == "fab_t":
-        return lambda x, y, epsilon, targets, seed: fab.fab(
-            model_fn, x, y, targets=targets, steps=autoattack.fab_steps, **common)
-    if name == "square":
-        return lambda x, y, epsilon, targets, seed: square.square(
-            model_fn, x, y, epsilon, queries=autoattack.square_queries, seed=seed, top_k=top_k, **common)
-    if name == "pgd":
-        def restarted(x, y, epsilon, targets, seed):
-            best = x
-            for restart in range(budget.restarts):
-                candidate = pgd.pgd(
-                    model_fn, lambda labels, logits: losses.margin(logits, labels, top_k), x, y,
-                    epsilon, steps=budget.steps, step_size=budget.pgd_step,
-                    seed=ball.seed_stream(tf.stack([seed, 0]), restart), **common)
-                fooled = judge_lib.fooled(model_fn(candidate), y, top_k)
-                best = tf.where(per_example.broadcast(fooled, x), candidate, best)
-            return best
-
-        return restarted
-    from keras_gradreg.attacks import cleverhans  # imported when first asked for
-
-    attack = cleverhans.rescaled_attack(name, model_fn, budget, **common)
-    return lambda x, y, epsilon, targets, seed: attack(x, y, epsilon)
+def _core(spec: Attack, judge: Judge, budget: AttackBudget) -> Callable:
+    """The attack's core built on the judge's model and compiled by the backend, once per
+    model (kept in `judge.cache`), attack, budget, norm, data range and top-k."""
+    key = (spec.name, judge.model_fn, judge.attack_norm, _budget_of(spec, budget),
+           judge.clip_min, judge.clip_max, judge.top_k)
+    cache = judge.cache if judge.cache is not None else {}
+    if key not in cache:
+        core = spec.build(judge.model_fn, _budget_of(spec, budget), judge.attack_norm,
+                          judge.clip_min, judge.clip_max, judge.top_k)
+        cache[key] = backend.current().compiled(core) if spec.compiled else core
+    return cache[key]
 
 
 def _padded(idx: np.ndarray, multiple: int) -> np.ndarray:
@@ -233,18 +149,39 @@ def _padded(idx: np.ndarray, multiple: int) -> np.ndarray:
     return np.concatenate([idx, np.repeat(idx[-1:], -len(idx) % multiple)])
 
 
+def _runner(spec: Attack, judge: Judge, budget: AttackBudget, seed: int) -> Callable:
+    """f(x, y, epsilon, targets, draw) -> x_adv on NumPy batches: the compiled core on the
+    batch padded as the backend wants (where it compiles once per shape, to the judge's
+    batch size: a search's shrinking batches compile once), with its draws: image i's
+    from the stateless seed (seed, draw, i), the same on every backend."""
+    core = _core(spec, judge, budget)
+    multiple = (judge.batch_size if backend.current().PADS_BATCHES
+                else spec.batch_multiple or 1)
+
+    def run(x, y, epsilon, targets, draw):
+        rows = _padded(np.arange(len(x)), multiple)
+        rngs = [np.random.default_rng([seed, draw, int(i)]) for i in rows]
+        draws = spec.draws(rngs, x[rows], _budget_of(spec, budget), judge.attack_norm)
+        args = [x[rows].astype(np.float32), y[rows].astype(np.int32),
+                np.asarray(epsilon, np.float32)[rows], targets[rows].astype(np.int32), *draws]
+        found = core(*[ops.convert_to_tensor(a) if spec.compiled else a for a in args])
+        return np.asarray(ops.convert_to_numpy(found))[:len(x)]
+
+    return run
+
+
 def make_attack(name: str, judge: Judge, budget: AttackBudget = AttackBudget(),
                 seed: int = 0) -> Callable:
-    """Attack `name` as f(x, y, epsilon) -> x_adv on NumPy batches, epsilon one radius per image
-    (inf for an attack that minimises the distance itself).
+    """Attack `name` as f(x, y, epsilon) -> x_adv on NumPy batches, epsilon one radius per
+    image (inf for an attack that minimises the distance itself).
 
-    The graph is traced at most twice per image shape (see `traced_per_image_shape`) and
-    kept with the model (`judge.cache`). APGD-T and FAB-T run once per runner-up class,
-    each run only on the images not yet broken within epsilon (with epsilon = inf, FAB-T runs
-    every target on every image and keeps each image's closest example). FAB-T, which
-    neither depends on epsilon nor draws at random, remembers each image's runs: a later call
-    on the same image (a larger radius of the cascade) runs only the target classes not
-    run yet, and breaks within its radius exactly the images a fresh attack would.
+    The core is compiled once per model, attack and budget (see `_core`). Targeted
+    attacks run once per runner-up class, each run only on the images not yet broken
+    within epsilon (with epsilon = inf, an attack that minimises the distance runs every
+    target on every image and keeps each image's closest example). A deterministic
+    attack (FAB-T) remembers each image's runs: a later call on the same image (a larger
+    epsilon of the cascade) runs only the target classes not run yet, and breaks within
+    its epsilon exactly the images a fresh attack would.
 
     Args:
       name: a key of ATTACKS.
@@ -253,59 +190,47 @@ def make_attack(name: str, judge: Judge, budget: AttackBudget = AttackBudget(),
       seed: seeds the attack's random draws (restarts, starts, queries).
     """
     spec = ATTACKS[name]
-    attack_norm, clip_min, clip_max = judge.attack_norm, judge.clip_min, judge.clip_max
-    if name in ("cw", "spsa"):  # one call per batch (CW) or per image (SPSA), not traced
-        from keras_gradreg.attacks import cleverhans  # imported when first asked for
-
-        return cleverhans.untraced_attack(name, judge.model_fn, budget, clip_min, clip_max)
-    key_budget = budget.autoattack if spec.autoattack else budget
-    run = traced_per_image_shape(
-        _graph(name, judge.model_fn, attack_norm, budget, clip_min, clip_max, judge.top_k),
-        tf.TensorSpec((None,), tf.int64),  # targets
-        tf.TensorSpec((), tf.int32),  # seed
-        cache=judge.cache,
-        key=(name, judge.model_fn, attack_norm, key_budget, clip_min, clip_max, judge.top_k))
-
-    def untargeted(x, y, epsilon):
-        x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
-        return np.asarray(run(x, y, np.asarray(epsilon, np.float32), y, np.int32(seed)))
-
+    run = _runner(spec, judge, budget, seed)
     if not spec.targeted:
-        return untargeted
-    remembered = {}  # FAB-T: image and label bytes -> (targets run, closest example, its size)
+        return lambda x, y, epsilon: run(np.asarray(x, np.float32), np.asarray(y, np.int64),
+                                         epsilon, np.asarray(y, np.int64), 0)
+    return _Targeted(spec, judge, budget, run)
 
-    def targeted(x, y, epsilon):
+
+class _Targeted:
+    """A targeted attack's rounds over the runner-up classes (see make_attack)."""
+
+    def __init__(self, spec: Attack, judge: Judge, budget: AttackBudget, run: Callable):
+        self.spec, self.judge, self.budget, self.run = spec, judge, budget, run
+        self.remembered = {}  # image and label bytes -> (targets run, closest example, size)
+
+    def __call__(self, x, y, epsilon):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
         epsilon = np.asarray(epsilon, np.float32)
-        logits = np.asarray(judge.model_fn(x))
-        rounds = min(budget.autoattack.target_classes, logits.shape[1] - 1)
+        judge, spec = self.judge, self.spec
+        logits = ops.convert_to_numpy(judge.model_fn(x))
+        rounds = min(self.budget.autoattack.target_classes, logits.shape[1] - 1)
         targets = runner_up_classes(logits, y, rounds)
-        best = x.copy()
-        distance = np.full(len(x), np.inf)
+        best, distance = x.copy(), np.full(len(x), np.inf)
         start = np.zeros(len(x), int)  # the first round each image still has to run
-        keys = [x[i].tobytes() + y[i].tobytes() for i in range(len(x))] if name == "fab_t" else []
+        keys = [x[i].tobytes() + y[i].tobytes() for i in range(len(x))] if spec.deterministic else []
         for i, key in enumerate(keys):
-            if key in remembered:
-                start[i], best[i], distance[i] = remembered[key]
-        todo = ~(np.isfinite(distance)
-                 & ball.within_epsilon(distance, epsilon, attack_norm, x.shape[1:], clip_min, clip_max))
+            if key in self.remembered:
+                start[i], best[i], distance[i] = self.remembered[key]
+        within = lambda size, eps: ball.within_epsilon(  # noqa: E731
+            size, eps, judge.attack_norm, x.shape[1:], judge.clip_min, judge.clip_max)
+        todo = ~(np.isfinite(distance) & within(distance, epsilon))
         for r in range(rounds):
             idx = np.flatnonzero(todo & (start <= r))
             if not len(idx):
                 continue
-            padded = _padded(idx, fab.BATCH_MULTIPLE if name == "fab_t" else 1)
-            found = np.asarray(run(x[padded], y[padded], epsilon[padded], targets[padded, r],
-                                   np.int32(seed + r)))[:len(idx)]
+            found = self.run(x[idx], y[idx], epsilon[idx], targets[idx, r], r)
             wrong, size = judge.verify(found, x[idx], y[idx])
-            closer = (wrong & (size < distance[idx])) if name == "fab_t" else (wrong | (r == 0))
+            closer = (wrong & (size < distance[idx])) if spec.minimises_distance else (wrong | (r == 0))
             best[idx[closer]] = found[closer]
             distance[idx[closer & wrong]] = size[closer & wrong]
             start[idx] = r + 1
-            todo[idx] = ~(wrong & ball.within_epsilon(size, epsilon[idx], attack_norm, x.shape[1:],
-                                                     clip_min, clip_max)
-                          & np.isfinite(epsilon[idx]))
+            todo[idx] = ~(wrong & within(size, epsilon[idx]) & np.isfinite(epsilon[idx]))
         for i, key in enumerate(keys):
-            remembered[key] = (start[i], best[i], distance[i])
+            self.remembered[key] = (start[i], best[i], distance[i])
         return best
-
-    return targeted

@@ -3,9 +3,10 @@
 The mathematics (the direction, the norms, the finite difference, the objectives, the
 lazy schedule's weighting, the trackers, the attacks' steps) is written once, in
 keras.ops (penalty.py, models/, attacks/); a backend module supplies only the input
-gradient (`clean_pass`), the stateless random draws, and the training and evaluation
-steps around an objective (`train_step`, `test_step`: how the weight gradient is taken,
-how a skipped step is skipped, how replicas agree).
+gradient (`clean_pass`, `value_and_gradient`), the stateless random draws, how the
+attacks are compiled (`compiled`, `fused`, `PADS_BATCHES`), and the training and
+evaluation steps around an objective (`train_step`, `test_step`: how the weight gradient
+is taken, how a skipped step is skipped, how replicas agree).
 """
 
 import importlib
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 import keras
 
-SUPPORTED_BACKENDS = ("tensorflow", "jax")
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 """The Keras backends with a module here; importing keras_gradreg under another raises."""
 
 KERAS_VERSIONS_CHECKED = ("3.15.1",)
@@ -31,8 +32,6 @@ PRIVATE_KERAS_APIS = (
     ("keras.utils.Progbar", "_dynamic_display", "evaluation/progress.progress_bar: a line per update in a log"),
     ("tensorflow", "__internal__.distribute.strategy_supports_no_merge_call",
      "backend/tensorflow._apply_if (TensorFlow)"),
-    ("tf.function", "_omit_frequent_tracing_warning",
-     "attacks/registry.traced_per_image_shape: no false retracing warning (TensorFlow)"),
 )
 """Every private Keras (or TensorFlow) API keras_gradreg uses; tests/test_backends.py fails
 naming the one a Keras upgrade removed."""
@@ -45,14 +44,15 @@ def check_supported() -> str:
         raise ImportError(
             f"keras_gradreg supports the Keras backends {', '.join(SUPPORTED_BACKENDS)}; "
             f"KERAS_BACKEND is {name!r}. Set KERAS_BACKEND=tensorflow (the default; one "
-            "machine, CPUs or GPUs) or KERAS_BACKEND=jax (several machines) before importing "
-            "keras."
+            "machine, CPUs or GPUs), KERAS_BACKEND=jax (several machines) or "
+            "KERAS_BACKEND=torch (one device) before importing keras."
         )
     return name
 
 
 def current() -> types.ModuleType:
-    """The module of the running Keras backend (keras_gradreg.backend.tensorflow or .jax).
+    """The module of the running Keras backend (keras_gradreg.backend.tensorflow, .jax or
+    .torch).
 
     keras_gradreg imports it with the package, so that a call inside a traced function
     (an attack's graph) finds it in sys.modules and imports nothing while tracing."""
@@ -60,15 +60,19 @@ def current() -> types.ModuleType:
     return sys.modules.get(name) or importlib.import_module(name)
 
 
-def clean_pass(model: Callable, x: Any, y: Any, loss_fn: Callable, training: bool):
+def clean_pass(model: Callable, x: Any, y: Any, loss_fn: Callable, training: bool,
+               differentiable: bool = False):
     """The model at x: its outputs, the per-example loss and its input gradient, taken by
     the running backend's module (a per_example.CleanPass).
 
     Integer inputs (e.g. uint8 pixels) are cast to float first; gradients, a step h and a
     direction are then in the input's own units. The model's state (BatchNorm statistics,
-    seeds) is updated as by an ordinary call.
+    seeds) is updated as by an ordinary call. `differentiable`: the weights' gradient
+    will flow through the input gradient (double backpropagation, GradAlign), which
+    PyTorch must record while taking it; TensorFlow's tape and JAX differentiate it on
+    demand either way.
     """
-    return current().clean_pass(model, x, y, loss_fn, training)
+    return current().clean_pass(model, x, y, loss_fn, training, differentiable)
 
 
 def value_and_gradient(fn: Callable, x: Any) -> tuple:
@@ -76,19 +80,3 @@ def value_and_gradient(fn: Callable, x: Any) -> tuple:
     gradient of the values' sum with respect to x, shaped like x: the input gradient of
     every attack step and bound, taken by the running backend's module."""
     return current().value_and_gradient(fn, x)
-
-
-def require_tensorflow(what: str) -> None:
-    """Raises RuntimeError, before any work, unless Keras runs on TensorFlow.
-
-    For what is built on TensorFlow itself (the bound metrics, the evaluations and their
-    attacks, CleverHans). A model trained on JAX and saved as `.keras` loads under
-    TensorFlow, where all of them run.
-    """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"{what} runs on the TensorFlow backend only; Keras runs on "
-            f"{keras.backend.backend()!r}. Save the model (model.save('m.keras')) and "
-            "evaluate it in a process with KERAS_BACKEND=tensorflow, e.g. with "
-            "examples/evaluate.py --model_path=m.keras."
-        )

@@ -82,13 +82,16 @@ def snapshot(model) -> list:
     return [(v, v.value) for v in model.trainable_variables + model.non_trainable_variables]
 
 
-def clean_pass(model, x, y, loss_fn, training: bool) -> per_example.CleanPass:
+def clean_pass(model, x, y, loss_fn, training: bool,
+               differentiable: bool = False) -> per_example.CleanPass:
     """penalty.clean_pass with jax.value_and_grad over the model's stateless call.
 
     The variables' current values are read (inside a train step they are the step's
     traced values), the new non-trainable values are assigned back (a StatelessScope
-    records them), and the perturbed passes run with the values from before.
+    records them), and the perturbed passes run with the values from before. jax.grad
+    differentiates the input gradient on demand (`differentiable` is PyTorch's).
     """
+    del differentiable
     flat_x = [per_example.as_float(t) for t in keras.tree.flatten(x)]
     state = snapshot(model)  # the values before the pass, which the perturbed ones use
     trainable = [v.value for v in model.trainable_variables]
@@ -118,6 +121,34 @@ def value_and_gradient(fn, x) -> tuple:
 
     (_, (values, aux)), gradient = jax.value_and_grad(total, has_aux=True)(x)
     return values, aux, gradient
+
+
+COMPILES_STEPS = True
+"""Whether `fit` may compile the steps (jit_compile=True: jax.jit, Keras' default)."""
+
+PADS_BATCHES = True
+"""Whether the attacks pad their batches to a few sizes: a jitted function compiles again
+for every new shape."""
+
+
+def compiled(fn):
+    """fn compiled whole by XLA (jax.jit), once per argument shapes."""
+    return jax.jit(fn)
+
+
+def fused(fn):
+    """fn itself: inside a jitted attack XLA fuses it anyway."""
+    return fn
+
+
+def in_trace(x) -> bool:
+    """Whether x is a tracer of a function being jitted."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def has_gpu() -> bool:
+    """Whether JAX runs on a GPU."""
+    return jax.default_backend() == "gpu"
 
 
 def _current(scope, variables, old) -> list:

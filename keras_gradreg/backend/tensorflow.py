@@ -77,9 +77,12 @@ def snapshot(model) -> list:
     return [(v, tf.identity(v.value)) for v in getattr(model, "non_trainable_variables", [])]
 
 
-def clean_pass(model, x, y, loss_fn, training: bool) -> per_example.CleanPass:
+def clean_pass(model, x, y, loss_fn, training: bool,
+               differentiable: bool = False) -> per_example.CleanPass:
     """penalty.clean_pass with a GradientTape; the perturbed passes reset the
-    non-trainable variables to their values before it."""
+    non-trainable variables to their values before it; the tape records the input
+    gradient anyway (`differentiable` is PyTorch's)."""
+    del differentiable
     flat_x = [per_example.as_float(t) for t in tf.nest.flatten(x)]
     state = snapshot(model)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -101,6 +104,37 @@ def value_and_gradient(fn, x) -> tuple:
         tape.watch(x)
         values, aux = fn(x)
     return values, aux, tape.gradient(values, x)
+
+
+COMPILES_STEPS = True
+"""Whether `fit` may compile the steps (jit_compile=True: XLA)."""
+
+PADS_BATCHES = False
+"""Whether the attacks pad their batches to a few sizes: TensorFlow's graphs take any
+batch size (`compiled`)."""
+
+
+def compiled(fn):
+    """fn as a TensorFlow graph (the attacks, the verifications' logits), traced once per
+    argument shapes and relaxed to any batch size after a second one."""
+    return tf.function(fn, reduce_retracing=True, autograph=False)
+
+
+def fused(fn):
+    """fn as one XLA kernel inside a graph (the attacks' element-wise bookkeeping: FAB's
+    bisection, Square's candidate; docs/cost.md)."""
+    return tf.function(fn, jit_compile=True, autograph=False)
+
+
+def in_trace(x) -> bool:
+    """Whether x is a symbolic tensor of a graph being traced."""
+    del x
+    return tf.inside_function()
+
+
+def has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def _everywhere(flag: tf.Tensor) -> tf.Tensor:

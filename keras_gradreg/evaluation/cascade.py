@@ -82,7 +82,7 @@ def evaluate_autoattack(
     if not isinstance(budget, AutoAttackBudget):
         raise ValueError(f"budget={budget!r} must be an AutoAttackBudget.")
     images = inputs.prepare(
-        "evaluate_autoattack", model, x, y, protocol="autoattack", attacks=attacks,
+        model, x, y, protocol="autoattack", attacks=attacks,
         attack_norm=attack_norm, epsilons=_as_list(epsilons), num_images=num_images,
         batch_size=batch_size, clip_min=clip_min, clip_max=clip_max, seed=seed,
         workers=workers, given=adversarial)

@@ -4,10 +4,9 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_gradreg import backend
-from keras_gradreg import data as data_lib
+from keras_gradreg import datasets
 from keras_gradreg import per_example
 from keras_gradreg import validation
 from keras_gradreg.attacks import ball
@@ -45,17 +44,19 @@ def check_attacks(attacks: Any, attack_norm: str, protocol: str = "minimum_dista
 
 
 def as_arrays(x: Any, y: Any, num_images: int) -> tuple:
-    """(images, labels) as NumPy arrays, from arrays or from a dataset of (image, label)
-    elements or batches (its first num_images images)."""
-    if isinstance(x, tf.data.Dataset):
+    """(images, labels) as NumPy arrays, from arrays or from a tf.data dataset of (image,
+    label) elements or batches (its first num_images images)."""
+    if hasattr(x, "element_spec"):  # a tf.data dataset: TensorFlow is there already
+        from keras_gradreg import data  # the pipelines' module, with TensorFlow
+
         if y is not None:
             raise ValueError("Pass labels inside the dataset ((image, label) elements), not as y.")
         spec = x.element_spec[0]
         elements = x.unbatch() if spec.shape.rank and spec.shape[0] is None else x
-        return data_lib.dataset_arrays(elements.take(num_images).batch(256))
+        return data.dataset_arrays(elements.take(num_images).batch(256))
     if y is None:
         raise ValueError("Labels y are required with array inputs.")
-    return np.asarray(x), np.asarray(y)
+    return np.asarray(ops.convert_to_numpy(x)), np.asarray(ops.convert_to_numpy(y))
 
 
 def check_data(attacks: Sequence[str], x: np.ndarray, y: np.ndarray, num_classes: int,
@@ -125,7 +126,7 @@ class CheckedInputs:
     given: Optional[np.ndarray] = None
 
 
-def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: Any,
+def prepare(model: Any, x: Any, y: Any, *, protocol: str, attacks: Any,
             attack_norm: str, epsilons: Optional[Sequence[Any]], num_images: Any,
             batch_size: Any, clip_min: float, clip_max: float, seed: int,
             workers: Optional[int] = None, given: Optional[np.ndarray] = None,
@@ -134,14 +135,13 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
     both protocols, so that a bad value is named before any attack runs.
 
     Args:
-      caller: the public function, named in the backend's error.
       model: as for `evaluate_robustness`.
       x: as for `evaluate_robustness`.
       y: as for `evaluate_robustness`.
       protocol: a key of PROTOCOLS.
       attacks: as for `check_attacks`.
       attack_norm: "linf" or "l2".
-      epsilons: the radii; None for data.DEFAULT_EPSILONS scaled to the data range (those
+      epsilons: the radii; None for datasets.DEFAULT_EPSILONS scaled to the data range (those
         within its largest distance).
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
@@ -155,7 +155,6 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
     Returns:
       The CheckedInputs.
     """
-    backend.require_tensorflow(caller)
     num_images = validation.check_number("num_images", num_images, low=1, low_open=False,
                                          integer=True)
     batch_size = validation.check_number("batch_size", batch_size, low=1, low_open=False,
@@ -171,7 +170,7 @@ def prepare(caller: str, model: Any, x: Any, y: Any, *, protocol: str, attacks: 
     dims = int(np.prod(x.shape[1:]))
     largest = ball.max_epsilon(attack_norm, clip_min, clip_max, dims)
     if epsilons is None:  # the defaults that fit in the data range
-        epsilons = [e * (clip_max - clip_min) for e in data_lib.DEFAULT_EPSILONS[attack_norm]
+        epsilons = [e * (clip_max - clip_min) for e in datasets.DEFAULT_EPSILONS[attack_norm]
                     if e * (clip_max - clip_min) <= largest]
     epsilons = ball.check_epsilons(epsilons, attack_norm, clip_min, clip_max, dims)
     check_data(attacks, x, y, num_classes, clip_min, clip_max)

@@ -70,7 +70,7 @@ def _lower_bounds(model, images: inputs.CheckedInputs, seconds: dict) -> np.ndar
     for idx in batches(np.arange(len(images.x)), images.judge.batch_size):
         metric.update_from_model(model, images.x[idx], images.y[idx])
     seconds["lower_bound"] = time.perf_counter() - start
-    return metric.per_image_bounds()[0].numpy().astype(np.float64)
+    return metric.per_image_bounds()[0].astype(np.float64)
 
 
 def evaluate_robustness(
@@ -104,7 +104,7 @@ def evaluate_robustness(
         (its first `num_images` images).
       y: integer labels, (N,) or (N, 1), or one-hot, with array `x`.
       attack_norm: "linf" or "l2".
-      epsilons: the radii of "% error at epsilon" (default: data.DEFAULT_EPSILONS).
+      epsilons: the radii of "% error at epsilon" (default: datasets.DEFAULT_EPSILONS).
       attacks: names from attacks.ATTACKS, or a set's name (attacks.SETS); default
         SETS["minimum_distance"], or SETS["top_k"] with top_k > 1.
       num_images: how many images; with arrays, a random subset chosen by `seed`.
@@ -132,7 +132,7 @@ def evaluate_robustness(
     budget = deprecation.renamed_keyword("evaluate_robustness", renamed, "budget", budget,
                                          AttackBudget())
     images = inputs.prepare(
-        "evaluate_robustness", model, x, y, protocol="minimum_distance",
+        model, x, y, protocol="minimum_distance",
         attacks=attacks, attack_norm=attack_norm, epsilons=epsilons, num_images=num_images,
         batch_size=batch_size, clip_min=clip_min, clip_max=clip_max, seed=seed,
         workers=workers, top_k=top_k)

@@ -11,8 +11,8 @@ import sys
 from typing import Optional
 
 import keras
-import tensorflow as tf
 
+from keras_gradreg import backend
 from keras_gradreg import validation
 from keras_gradreg.attacks import judge
 
@@ -59,12 +59,12 @@ def progress_bar(target: int, verbose: int, unit_name: str) -> keras.utils.Progb
 
 def workers(count: Optional[int] = None) -> int:
     """How many batches `in_batches` attacks at the same time, each in a thread of its own
-    (TensorFlow runs a graph without holding Python's lock): one batch's Python and NumPy
+    (a backend runs a compiled function without holding Python's lock): one batch's Python and NumPy
     work, and the small operations that leave a core idle, overlap the other's. Each batch
     runs the same graph on the same inputs as alone, so the results are the same (tested).
 
     Args:
-      count: a number >= 1, or None: two where TensorFlow sees no GPU (faster on CPUs,
+      count: a number >= 1, or None: two where the backend sees no GPU (faster on CPUs,
         docs/cost.md), one where it sees one, since two batches at once hold twice the
         memory a batch size was chosen for.
 
@@ -72,7 +72,7 @@ def workers(count: Optional[int] = None) -> int:
       ValueError: count is neither None nor a whole number >= 1.
     """
     if count is None:
-        return 1 if tf.config.list_physical_devices("GPU") else 2
+        return 1 if backend.current().has_gpu() else 2
     return validation.check_number("workers", count, low=1, low_open=False, integer=True,
                                    hint="(or None: 2 without a GPU, 1 with one)")
 

@@ -188,7 +188,8 @@ class GradRegModel(SteppedModel):
         if penalty_weight is None:
             y_pred = self(x, training=training)
         else:
-            clean = backend.clean_pass(self, x, y, loss_fn, training)
+            clean = backend.clean_pass(self, x, y, loss_fn, training,
+                                       differentiable=self.estimator == "double_backprop")
             y_pred = clean.outputs
             # add_loss/regulariser losses of the clean pass, where they cannot live on
             # the layers (JAX), as Keras' own JAX trainer passes them.

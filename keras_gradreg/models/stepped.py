@@ -251,7 +251,20 @@ class SteppedModel(WrapsModel, keras.Model):
         """One update (see keras_gradreg/backend/ for how each backend takes it)."""
         return backend.current().train_step(self, *args)
 
+    def _check_step_compilation(self) -> None:
+        """A ValueError, before the first step, if the backend cannot compile the steps."""
+        if self.jit_compile and not backend.current().COMPILES_STEPS:
+            raise ValueError(
+                f"{type(self).__name__} was compiled with jit_compile=True; on the "
+                f"{keras.backend.backend()} backend its steps run eagerly. Compile it with "
+                "jit_compile=False or 'auto' (the default, eager on PyTorch).")
+
+    def make_test_function(self, force=False):
+        self._check_step_compilation()
+        return super().make_test_function(force)
+
     def make_train_function(self, force=False):
+        self._check_step_compilation()
         weight, every = self._step_weight()
         lazy = every > 1 and weight is not None
         if not lazy or (self.train_function is not None and not force):

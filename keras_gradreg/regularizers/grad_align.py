@@ -27,6 +27,6 @@ class GradAlign(Regularizer):
                                      context.seed, x.dtype),
             model.clip_min, model.clip_max)
         second = backend.clean_pass(model, noisy, context.y, context.loss_fn,
-                                        context.training).gradient
+                                    context.training, differentiable=True).gradient
         lengths = per_example.norm(first, "l2") * per_example.norm(second, "l2")
         return 1.0 - ops.divide_no_nan(ops.sum(first * second, axis=1), lengths)

@@ -9,7 +9,7 @@ from typing import Optional
 import keras
 
 from keras_gradreg import architectures
-from keras_gradreg import data as data_lib
+from keras_gradreg import datasets
 from keras_gradreg import deprecation
 from keras_gradreg import models
 from keras_gradreg import penalty as penalty_lib
@@ -133,7 +133,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
       The config with its numbers as Python ints and floats (NumPy scalars are fine), and
       attack_steps as the method's default where it was None.
     """
-    choices = {"dataset": tuple(data_lib.DATASETS), "model": tuple(architectures.MODELS),
+    choices = {"dataset": tuple(datasets.DATASETS), "model": tuple(architectures.MODELS),
                "method": TRAINING_METHODS,
                "attack_norm": per_example.ATTACK_NORMS if config.method not in ADVERSARIAL
                else ball.NORMS,
@@ -151,7 +151,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     if config.method in ADVERSARIAL:
         checked["epsilon"] = ball.check_epsilon(
             config.epsilon, config.attack_norm, 0.0, 1.0,
-            math.prod(data_lib.DATASETS[config.dataset].image_shape))
+            math.prod(datasets.DATASETS[config.dataset].image_shape))
         numbers.update(ramp_epochs=dict(low_open=False, integer=True, hint="(0: no ramp)"),
                        replays=whole, trades_beta={})
         if config.method in ATTACK_STEPS:

@@ -7,6 +7,7 @@ import keras
 
 from keras_gradreg import architectures
 from keras_gradreg import data as data_lib
+from keras_gradreg import datasets
 from keras_gradreg import models
 from keras_gradreg import optimizers
 from keras_gradreg.regularizers import trades
@@ -71,7 +72,7 @@ def wrap(config: TrainConfig, base: keras.Model) -> keras.Model:
 
 def build(config: TrainConfig) -> keras.Model:
     """The model of a run, wrapped for its method, not yet compiled."""
-    info = data_lib.DATASETS[config.dataset]
+    info = datasets.DATASETS[config.dataset]
     return wrap(config, architectures.build_model(config.model, info.image_shape,
                                                   info.num_classes, config.activation))
 
@@ -89,6 +90,6 @@ def compiled(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
 def test_images(dataset: str, num_images: int, *, data_dir: Optional[str] = None,
                 download: bool = False) -> tuple:
     """The first `num_images` test images and labels of a dataset, as NumPy arrays."""
-    test_split = data_lib.DATASETS[dataset].splits[1]
+    test_split = datasets.DATASETS[dataset].splits[1]
     return data_lib.dataset_arrays(data_lib.load_dataset(
         dataset, test_split, batch_size=256, data_dir=data_dir, download=download, limit=num_images))

@@ -7,6 +7,7 @@ import keras
 
 from keras_gradreg import models
 from keras_gradreg import data as data_lib
+from keras_gradreg import datasets
 from keras_gradreg import files
 from keras_gradreg.training import distributed
 from keras_gradreg.training import run_dir
@@ -68,7 +69,7 @@ def _fit(config: TrainConfig, resume: run_dir.Resume, verbose: int) -> tuple:
     # A run killed after its last epoch still builds from one epoch of data.
     first = min(resume.epochs, config.epochs - 1)
     train_data, steps = data_lib.training_epochs(
-        config.dataset, data_lib.DATASETS[config.dataset].splits[0], batch_size=config.batch_size,
+        config.dataset, datasets.DATASETS[config.dataset].splits[0], batch_size=config.batch_size,
         seed=config.seed, first_epoch=first, epochs=config.epochs, cutout=config.cutout,
         data_dir=config.data_dir, download=config.download, limit=config.train_limit)
     chief = distributed.is_chief(config)

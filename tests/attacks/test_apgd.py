@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from helpers import broken_by
 from helpers import linear_distance
@@ -37,10 +36,10 @@ def test_untargeted_dlr_breaks_nothing_below_the_true_distance_and_most_above(no
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("loss,targeted", [("ce", False), ("dlr", False), ("dlr", True)])
-def test_apgd_returns_the_same_examples_when_fooled_images_leave_its_batch(
-        norm, loss, targeted, monkeypatch):
-    """APGD drops the images it fooled from its batch (apgd.RETIRE_SHARE): every
-    image's run is its own, so each example equals that of a run keeping them all."""
+def test_each_image_runs_its_own_apgd_whatever_else_is_in_the_batch(norm, loss, targeted):
+    """An image's example depends on its own start only: the same in the whole batch as
+    in a third of it (what padding a batch and stopping once all are fooled rely on),
+    and the loop stops early only when every image is fooled."""
     rng = np.random.default_rng(3)
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(5)])
@@ -49,24 +48,17 @@ def test_apgd_returns_the_same_examples_when_fooled_images_leave_its_batch(
     y = np.argmax(logits, 1)
     targets = kg.attacks.registry.runner_up_classes(logits, y, 1)[:, 0] if targeted else None
     epsilon = np.geomspace(0.005, 0.5, 48).astype("float32") * (1.0 if norm == "linf" else 4.0)
-    smallest = tf.Variable(48)  # the smallest batch the model saw
+    rngs = [np.random.default_rng([0, i]) for i in range(48)]
+    (start,) = kg.attacks.apgd.draw_start(rngs, x, None, norm)
 
-    def model_fn(images):
-        smallest.assign(tf.minimum(smallest, tf.shape(images)[0]))
-        return model(images, training=False)
+    def run(part):
+        return np.asarray(kg.attacks.apgd.apgd(
+            lambda images: model(images, training=False), x[part], y[part], epsilon[part],
+            start[part], attack_norm=norm, loss=loss, steps=30, clip_min=0.0, clip_max=1.0,
+            targets=None if targets is None else targets[part]))
 
-    def run():
-        smallest.assign(48)
-        x_adv = tf.function(lambda: kg.attacks.apgd.apgd(
-            model_fn, tf.constant(x), tf.constant(y), tf.constant(epsilon), attack_norm=norm,
-            loss=loss, steps=30, clip_min=0.0, clip_max=1.0,
-            targets=None if targets is None else tf.constant(targets), seed=1))().numpy()
-        return x_adv, int(smallest.numpy())
-
-    retiring, shed_to = run()
-    monkeypatch.setattr(kg.attacks.apgd, "RETIRE_SHARE", 2.0)  # never: every image runs on
-    keeping, kept = run()
-    fooled = np.argmax(model.predict(keeping, verbose=0), 1) != y
-    assert 12 <= fooled.sum() < 48  # enough leave the batch, and some run to the end
-    assert kept == 48 and shed_to <= 48 - 6  # the batch did shrink, by at least an eighth
-    np.testing.assert_allclose(retiring, keeping, atol=1e-6)
+    whole = run(slice(None))
+    fooled = np.argmax(model.predict(whole, verbose=0), 1) != y
+    assert 12 <= fooled.sum() < 48  # some images fooled early, some run to the end
+    for third in (slice(0, 16), slice(16, 32), slice(32, 48)):
+        np.testing.assert_allclose(run(third), whole[third], atol=1e-6)

@@ -1,8 +1,8 @@
 """The Square Attack: on linear classifiers, on a gradient-masking model, its margin."""
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from helpers import broken_by
 from helpers import linear_distance
@@ -43,9 +43,11 @@ def test_square_keeps_only_answers_that_lower_the_margin(norm):
     epsilon = 0.5 * linear_distance(w, logits, y, norm).astype(np.float32)
     margins = []
     for queries in (1, 2, 5, 20, 100):
-        x_adv = kg.attacks.square.square(lambda v: model(v, training=False), tf.constant(x),
-                                         tf.constant(y), tf.constant(epsilon), attack_norm=norm,
-                                         queries=queries, clip_min=0.0, clip_max=1.0).numpy()
+        rngs = [np.random.default_rng([0, i]) for i in range(len(x))]
+        draws = kg.attacks.square.draw(rngs, x, kg.AutoAttackBudget(square_queries=queries), norm)
+        x_adv = keras.ops.convert_to_numpy(kg.attacks.square.square(
+            lambda v: model(v, training=False), x, y, epsilon, *draws, attack_norm=norm,
+            queries=queries, clip_min=0.0, clip_max=1.0))
         size = kg.attacks.ball.perturbation_size(x_adv, x, norm)
         assert np.all(kg.attacks.ball.within_epsilon(size, epsilon, norm, x.shape[1:], 0.0, 1.0))
         bias = logits - x.reshape(len(x), -1) @ w

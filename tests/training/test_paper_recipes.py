@@ -29,7 +29,7 @@ TRAINING_IMAGES = {"cifar10": 50_000, "imagenet2012": 1_281_167}
 
 
 def _digits(n):
-    (x, y), _ = kg.data.load_offline_mnist()
+    (x, y), _ = kg.datasets.load_offline_mnist()
     x = np.repeat(np.pad(x[:n], ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
     return x, y[:n]
 
@@ -77,8 +77,8 @@ def test_each_run_trains_its_first_steps_on_real_images(name, run, monkeypatch):
     config = _config(name, run)
     steps, batch = STEPS[name], config.batch_size
     x, y = _digits(steps * batch) if name == "paper_cifar10" else _photograph_crops(steps * batch)
-    monkeypatch.setitem(kg.data.DATASETS, config.dataset, dataclasses.replace(
-        kg.data.DATASETS[config.dataset], image_shape=x.shape[1:]))
+    monkeypatch.setitem(kg.datasets.DATASETS, config.dataset, dataclasses.replace(
+        kg.datasets.DATASETS[config.dataset], image_shape=x.shape[1:]))
     keras.utils.set_random_seed(0)
     model = training.compiled(config, steps_per_epoch=TRAINING_IMAGES[config.dataset] // batch)
     objectives = _step_objectives(model, x, y, batch)
