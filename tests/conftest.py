@@ -1,5 +1,5 @@
 """Test set-up: two logical CPUs, so MirroredStrategy really runs two replicas; on the
-JAX backend (tests/test_backends.py runs the `both_backends` tests there) float64 on."""
+JAX backend (tests/test_backends.py runs the `every_backend` tests there) float64 on."""
 
 import gc
 import os
@@ -53,7 +53,7 @@ def trained_cnn():
 LONGEST_FIRST = (
     "tests/test_examples.py::test_the_paper_imagenet_",  # 6-7 minutes each (ResNet-50,
     "tests/test_examples.py::test_the_paper_cifar10_",  # the ResNeXt): one per worker
-    "tests/test_backends.py::test_the_model_tests_pass_on_jax",  # a pytest process on JAX
+    "tests/test_backends.py::test_the_shared_tests_pass_on",  # a pytest process per backend
     "tests/distribution/test_multi_host.py::test_two_",  # two or three JAX processes each
     "tests/distribution/test_multi_worker.py::",
     "tests/test_examples.py::test_reproduce_on_tiny_settings",

@@ -1,12 +1,13 @@
-"""GradRegModel and the penalty on the JAX backend, and across backends.
+"""The shared tests on every Keras backend, and what is particular to each backend.
 
-Under the default (TensorFlow) run, `test_the_model_tests_pass_on_jax` runs every test
-marked `both_backends` (tests/models/, tests/attacks/test_ball.py and test_pgd.py,
-tests/regularizers/test_local_linearity.py: one step equals the float64 reference for
-each variant, the lazy schedule, penalty_weight=0 equals keras.Model, save/load, ...)
-and this file's JAX-only tests in a process with KERAS_BACKEND=jax.
+Under the default (TensorFlow) run, `test_the_shared_tests_pass_on` runs every test marked
+`every_backend` (the models, regularisers, attacks, both protocols, the bound metrics, the
+penalty, ...: one step equals the float64 reference for each variant, each attack against
+its closed form, save/load, ...) again in a process with KERAS_BACKEND=jax and one with
+KERAS_BACKEND=torch, with this file's tests for that backend.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,8 +20,10 @@ import keras_gradreg as kg
 from helpers import batch, linear_classifier, small_cnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ON_JAX = keras.backend.backend() == "jax"
+BACKEND = keras.backend.backend()
+ON_JAX = BACKEND == "jax"
 jax_only = pytest.mark.skipif(not ON_JAX, reason="runs in the KERAS_BACKEND=jax pass")
+torch_only = pytest.mark.skipif(BACKEND != "torch", reason="runs in the KERAS_BACKEND=torch pass")
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CE64 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
 
@@ -33,35 +36,29 @@ def run_python(args, backend, timeout=600, **kwargs):
                           capture_output=True, text=True, **kwargs)
 
 
-JAX_PASS = ("tests/models", "tests/regularizers", "tests/attacks/test_ball.py",
-            "tests/attacks/test_pgd.py", "tests/test_penalty.py", "tests/test_optimizers.py",
-            "tests/test_backends.py", "tests/test_layers.py", "tests/test_per_example.py")
-"""Where the tests marked both_backends or jax_only are (the others import TensorFlow-only
-parts at collection)."""
+SHARED = ("tests/models", "tests/regularizers", "tests/attacks", "tests/evaluation",
+          "tests/test_metrics.py", "tests/test_penalty.py", "tests/test_optimizers.py",
+          "tests/test_backends.py", "tests/test_layers.py", "tests/test_per_example.py")
+"""Where the tests marked every_backend (or for one backend only) are."""
 
 
 @pytest.mark.processes
-@pytest.mark.skipif(ON_JAX, reason="this is the test that starts the JAX pass")
-def test_the_model_tests_pass_on_jax():
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow run starts the other passes")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_shared_tests_pass_on(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed: it comes with the `{backend}` extra "
+                    f"(pip install 'keras_gradreg[{backend}]')")
     result = run_python(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m",
-                         "both_backends or jax_only", *JAX_PASS], "jax", timeout=900)
+                         f"every_backend or {backend}_only", *SHARED], backend, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
+    assert " passed" in result.stdout
 
 
 def test_an_unsupported_backend_is_named_at_import(monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
-    with pytest.raises(ImportError, match="tensorflow, jax; KERAS_BACKEND is 'torch'"):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "openvino")
+    with pytest.raises(ImportError, match="tensorflow, jax, torch; KERAS_BACKEND is 'openvino'"):
         kg.backend.check_supported()
-
-
-@jax_only
-@pytest.mark.jax_only
-def test_the_tensorflow_only_parts_say_so_before_any_work():
-    with pytest.raises(RuntimeError, match="LipschitzBound runs on the TensorFlow backend only"):
-        kg.LipschitzBound()
-    with pytest.raises(RuntimeError, match="evaluate_robustness runs on the TensorFlow backend"):
-        kg.evaluate_robustness(linear_classifier(), *batch())
 
 
 @jax_only
@@ -174,22 +171,28 @@ def test_a_lazy_train_step_called_directly_decides_in_the_step_as_fit_does_outsi
     assert not np.allclose(np.asarray(state[0][0]), linear_classifier(dtype="float64").get_weights()[0])
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_a_training_run_xla_compiles_its_step_on_jax_and_as_asked_on_tensorflow(tmp_path):
-    """On JAX, Keras without jit_compile runs a step op by op (12 steps: 10 s instead of 4)."""
+    """On JAX, Keras without jit_compile runs a step op by op (12 steps: 10 s instead of 4);
+    PyTorch refuses it by name."""
     from keras_gradreg import training
 
     for asked in (False, True):
         config = training.TrainConfig(model_dir=str(tmp_path / str(asked)), epochs=1,
                                       batch_size=32, train_limit=32, jit_compile=asked)
+        if asked and BACKEND == "torch":
+            with pytest.raises(ValueError, match="jit_compile=True is not offered on the torch"):
+                training.train(config, verbose=0)
+            continue
         model, _, _ = training.train(config, verbose=0)
         assert model.jit_compile == (asked or ON_JAX)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("owner,attribute,where", [
     api for api in kg.backend.PRIVATE_KERAS_APIS  # those of this pass's backend
-    if not api[2].endswith("(TensorFlow)" if ON_JAX else "(JAX)")])
+    if not api[2].endswith(("(TensorFlow)", "(JAX)", "(PyTorch)"))
+    or api[2].endswith({"tensorflow": "(TensorFlow)", "jax": "(JAX)", "torch": "(PyTorch)"}[BACKEND])])
 def test_the_private_keras_apis_the_backends_use_still_exist(owner, attribute, where):
     """Fails naming the private API a Keras (or TensorFlow) upgrade removed, and its user."""
     if owner == "tensorflow":

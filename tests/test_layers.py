@@ -38,7 +38,7 @@ def _random_layer(groups, **kwargs):
     return layer, x
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("groups", [1, 2, 4])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_grouped_convolution_equals_numpys(groups, stride):
@@ -49,7 +49,7 @@ def test_a_grouped_convolution_equals_numpys(groups, stride):
                                atol=1e-5)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.skipif(ON_TENSORFLOW, reason="TensorFlow has no channels-first convolution on CPU")
 def test_channels_first_splits_the_channel_axis():
     layer, x = _random_layer(2)

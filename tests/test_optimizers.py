@@ -21,7 +21,7 @@ def _torch_sgd(w, gradients, lr, momentum, l2):
     return w
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_biases_and_batchnorm_shifts_can_be_left_undecayed():
     """decay_biases=False: a Dense bias and BatchNorm's beta step as plain SGD, the kernel
     and BatchNorm's gamma as PyTorch's decayed SGD (the authors' ImageNet recipe)."""
@@ -45,7 +45,7 @@ def test_biases_and_batchnorm_shifts_can_be_left_undecayed():
     assert CoupledWeightDecaySGD.from_config(optimizer.get_config()).decay_biases is False
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("l2", [0.0, 5e-4, 0.1])
 def test_coupled_weight_decay_steps_as_pytorchs_sgd(l2):
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from keras_gradreg import per_example
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("which", per_example.ATTACK_NORMS)
 def test_norms_are_per_example_and_numpys(which):
     t = RNG.normal(size=(3, 4, 5))

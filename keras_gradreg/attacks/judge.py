@@ -73,7 +73,7 @@ def fooled(logits: Any, y: Any, top_k: int = 1) -> Any:
     """Per image, whether the label is outside the `top_k` highest-scoring classes: for
     top_k = 1, whether the argmax is another class; for k > 1, whether at least k other
     classes score strictly higher than the label."""
-    y = ops.cast(y, "int32")
+    logits, y = ops.convert_to_tensor(logits), ops.cast(y, "int32")
     if top_k == 1:
         return ops.not_equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), y)
     label = ops.take_along_axis(logits, ops.reshape(y, (-1, 1)), axis=1)

@@ -92,14 +92,14 @@ def resolve(attacks: Any, attack_norm: str, default: str, autoattack_only: bool 
         names = tuple(attacks)
     for name in names:
         validation.check_choice("attack", name, known)
+        if attack_norm not in ATTACKS[name].norms:
+            raise ValueError(f"Attack {name!r} does not support attack_norm={attack_norm!r} (it "
+                             f"supports {ATTACKS[name].norms}).")
         if here not in ATTACKS[name].backends:
             raise ValueError(
                 f"Attack {name!r} runs on the {', '.join(ATTACKS[name].backends)} backend; Keras "
                 f"runs on {here!r}, where the attacks are "
                 f"{tuple(n for n in known if here in ATTACKS[n].backends)}.")
-        if attack_norm not in ATTACKS[name].norms:
-            raise ValueError(f"Attack {name!r} does not support attack_norm={attack_norm!r} (it "
-                             f"supports {ATTACKS[name].norms}).")
         if top_k > 1 and not ATTACKS[name].any_top_k:
             raise ValueError(
                 f"Attack {name!r} aims at top-1 misclassification; with top_k={top_k} use "

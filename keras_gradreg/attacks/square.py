@@ -217,6 +217,7 @@ def square(model_fn: Callable, x: Any, y: Any, epsilon: Any, start: Any, *draws:
         better = (value < best) & (best > 0)
         x_best = ops.where(per_example.broadcast(better, x), candidate, x_best)
         best = ops.where(better, value, best)
+        k = ops.minimum(k, queries - 1)  # after the last query a proposal nobody asks
         candidate = ball.project(propose(k, x, epsilon, x_best, *draws), x, epsilon,
                                  attack_norm, clip_min, clip_max)
         return x_best, best, candidate, ops.any(best > 0)

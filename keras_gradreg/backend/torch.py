@@ -113,10 +113,12 @@ def value_and_gradient(fn, x) -> tuple:
 
 def compiled(fn):
     """fn without recording gradients (an attack, the verifications' logits: the input
-    gradients they take record their own), eager: PyTorch compiles nothing here."""
+    gradients they take record their own), eager: PyTorch compiles nothing here. NumPy
+    arguments become tensors, as a compiled function's do on the other backends."""
 
     @functools.wraps(fn)
     def run(*args):
+        args = [keras.ops.convert_to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
         with torch.no_grad():
             return fn(*args)
 
@@ -129,9 +131,9 @@ def fused(fn):
 
 
 def in_trace(x) -> bool:
-    """False: PyTorch runs eagerly."""
-    del x
-    return False
+    """Whether x is being differentiated (PyTorch traces nothing: a function called
+    with it runs inline, recording, not through `compiled`'s torch.no_grad)."""
+    return isinstance(x, torch.Tensor) and x.requires_grad
 
 
 def has_gpu() -> bool:

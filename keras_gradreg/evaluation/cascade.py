@@ -9,7 +9,9 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from keras_gradreg import per_example
+from keras_gradreg import validation
 from keras_gradreg.attacks import registry
+from keras_gradreg.attacks.budgets import BUDGETS
 from keras_gradreg.attacks.budgets import STANDARD_BUDGET
 from keras_gradreg.attacks.budgets import AttackBudget
 from keras_gradreg.attacks.budgets import AutoAttackBudget
@@ -28,7 +30,7 @@ def evaluate_autoattack(
     epsilons: Union[float, Sequence[float], None] = None,
     attack_norm: str = per_example.DEFAULT_ATTACK_NORM,
     attacks: Optional[Sequence[str]] = None,
-    budget: AutoAttackBudget = STANDARD_BUDGET,
+    budget: Union[AutoAttackBudget, str] = STANDARD_BUDGET,
     num_images: int = 1000,
     batch_size: int = 128,
     clip_min: float = 0.0,
@@ -55,7 +57,8 @@ def evaluate_autoattack(
       attack_norm: "linf" or "l2".
       attacks: names of AutoAttack's attacks (attacks.ATTACKS), in order (None: its
         "standard" cascade, attacks.SETS["standard"]).
-      budget: the attacks' budgets (an AutoAttackBudget; default "standard").
+      budget: the attacks' budgets: an AutoAttackBudget or the name of one in
+        `attacks.budgets.BUDGETS` ("standard", the default, or "quick").
       num_images: how many images; with arrays, a random subset chosen by `seed`.
       batch_size: images per attack call.
       clip_min: the data range's lowest value.
@@ -79,8 +82,11 @@ def evaluate_autoattack(
     """
     if epsilons is None:
         raise TypeError("evaluate_autoattack needs `epsilons`: a radius, or several.")
+    if isinstance(budget, str):
+        budget = BUDGETS[validation.check_choice("budget", budget, tuple(BUDGETS))]
     if not isinstance(budget, AutoAttackBudget):
-        raise ValueError(f"budget={budget!r} must be an AutoAttackBudget.")
+        raise ValueError(f"budget={budget!r} must be an AutoAttackBudget or one of "
+                         f"{sorted(BUDGETS)}.")
     images = inputs.prepare(
         model, x, y, protocol="autoattack", attacks=attacks,
         attack_norm=attack_norm, epsilons=_as_list(epsilons), num_images=num_images,

@@ -9,6 +9,7 @@ from typing import Optional
 import keras
 
 from keras_gradreg import architectures
+from keras_gradreg import backend
 from keras_gradreg import datasets
 from keras_gradreg import deprecation
 from keras_gradreg import models
@@ -164,6 +165,10 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"l2={config.l2!r} is SGD's L2 weight decay (PyTorch's kind, with "
                          f"optimizer='sgd' and no weight_decay); optimizer is "
                          f"{config.optimizer!r}, weight_decay {config.weight_decay!r}.")
+    if config.jit_compile and not backend.current().COMPILES_STEPS:
+        raise ValueError(f"jit_compile=True is not offered on the {keras.backend.backend()} "
+                         "backend: its steps run eagerly (torch.compile does not mix with "
+                         "the double backward some methods take).")
     if not config.decay_biases and not config.l2:
         raise ValueError("decay_biases=False leaves the biases out of l2's decay, but l2 is "
                          f"{config.l2!r}: give l2 > 0 (with optimizer='sgd').")

@@ -9,6 +9,8 @@ from helpers import linear_distance
 from helpers import linear_image_problem
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("attack,classes", [("apgd_ce", 2), ("apgd_t", 4), ("apgd_t", 5)])

@@ -7,7 +7,7 @@ import pytest
 
 from keras_gradreg.attacks import ball
 
-pytestmark = pytest.mark.both_backends
+pytestmark = pytest.mark.every_backend
 
 
 def _x(n=6, shape=(3, 4), seed=0):

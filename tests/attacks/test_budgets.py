@@ -4,6 +4,8 @@ import pytest
 
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 @pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps=0"), (dict(restarts=1.5), "restarts=1.5"),
                                           (dict(cw_learning_rate=-1.0), "cw_learning_rate=-1.0"),

@@ -5,12 +5,15 @@ import weakref
 
 import keras
 import numpy as np
+import pytest
 
 from helpers import FAST
 from helpers import TraceCounter
 from helpers import evaluation_problem
 from helpers import judge_for
 import keras_gradreg as kg
+
+pytestmark = pytest.mark.every_backend
 
 
 def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive():

@@ -18,7 +18,7 @@ def _corner(model, x, y, epsilon):
     return np.clip(x + epsilon * np.sign(w[:, 1 - y] - w[:, y]).T, 0, 1)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_pgd_on_a_binary_linear_classifier_ends_at_the_worst_corner_of_the_ball():
     """The cross-entropy's input gradient has the sign of w_other - w_y everywhere, so
     enough steps from any start reach x + epsilon sign(w_other - w_y), clipped to the range."""
@@ -30,7 +30,7 @@ def test_pgd_on_a_binary_linear_classifier_ends_at_the_worst_corner_of_the_ball(
                                atol=1e-6)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_each_image_gets_its_own_radius():
     model = linear_classifier(num_classes=2)
     x, y = batch(n=16, num_classes=2)
@@ -40,7 +40,7 @@ def test_each_image_gets_its_own_radius():
     np.testing.assert_allclose(x_adv, _corner(model, x, y, epsilon[:, None]), atol=1e-6)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_without_a_start_one_step_is_fgsm_and_unprojected_steps_leave_the_ball():
     model = linear_classifier(num_classes=2)
     x, y = batch(n=16, num_classes=2)

@@ -18,6 +18,8 @@ from helpers import lowest_class_distance
 import keras_gradreg as kg
 from keras_gradreg.attacks import registry
 
+pytestmark = pytest.mark.every_backend
+
 
 def test_too_few_classes_and_bad_budgets_are_named():
     model, x, y, _, _ = linear_image_problem(3)

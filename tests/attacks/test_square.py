@@ -10,6 +10,8 @@ from helpers import linear_image_problem
 from helpers import quantised
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 @pytest.mark.parametrize("norm,factor", [("linf", 1.5), ("l2", 2.0)])
 def test_square_breaks_a_gradient_masking_model_where_apgd_cannot(norm, factor):

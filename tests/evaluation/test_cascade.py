@@ -9,6 +9,8 @@ from helpers import linear_distance
 from helpers import linear_image_problem
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_seed():
     model, x, y, w, logits = linear_image_problem(5, seed=4, n=24, side=4)

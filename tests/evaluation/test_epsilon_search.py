@@ -3,8 +3,11 @@
 import types
 
 import numpy as np
+import pytest
 
 from keras_gradreg.evaluation import epsilon_search
+
+pytestmark = pytest.mark.every_backend
 
 
 def _threshold_attack(thresholds):

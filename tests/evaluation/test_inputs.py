@@ -9,6 +9,8 @@ import tensorflow as tf
 from helpers import evaluation_problem
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 @pytest.mark.parametrize(
     "kwargs,match",

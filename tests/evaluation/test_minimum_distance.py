@@ -17,6 +17,8 @@ from helpers import lowest_class_distance
 import keras_gradreg as kg
 from keras_gradreg.evaluation import epsilon_search
 
+pytestmark = pytest.mark.every_backend
+
 COLD = dataclasses.replace(FAST, warm_start=False)
 
 

@@ -8,12 +8,13 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from helpers import FAST
 from helpers import evaluation_problem
 import keras_gradreg as kg
 from keras_gradreg.evaluation import progress as progress_lib
+
+pytestmark = pytest.mark.every_backend
 
 
 @pytest.mark.parametrize("tty,interval", [(True, 0.05), (False, kg.evaluation.LOG_INTERVAL)])
@@ -57,7 +58,7 @@ class _Count:
 
 
 def _no_gpu(monkeypatch):
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(kg.backend.current(), "has_gpu", lambda: False)
 
 
 def test_batches_run_two_at_a_time_and_come_back_in_order(monkeypatch):
@@ -78,9 +79,8 @@ def test_batches_run_two_at_a_time_and_come_back_in_order(monkeypatch):
     assert progress.done == 4
 
 
-def test_one_batch_at_a_time_where_tensorflow_sees_a_gpu_unless_told(monkeypatch):
-    monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+def test_one_batch_at_a_time_where_the_backend_sees_a_gpu_unless_told(monkeypatch):
+    monkeypatch.setattr(kg.backend.current(), "has_gpu", lambda: True)
     assert progress_lib.workers() == 1 and progress_lib.workers(3) == 3
     threads = set()
     list(progress_lib.in_batches(lambda b: threads.add(threading.get_ident()), np.arange(3), 1,

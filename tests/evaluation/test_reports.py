@@ -5,6 +5,8 @@ import pytest
 
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 def test_error_at_counts_only_the_images_asked_for_and_refuses_unevaluated_ones():
     # images 2, 5, 7 and 9 of the data were evaluated, with these distances

@@ -10,6 +10,8 @@ from helpers import evaluation_problem
 from helpers import quantised
 import keras_gradreg as kg
 
+pytestmark = pytest.mark.every_backend
+
 
 def _masked_model():
     """Rounds its input to 4 levels: zero gradients everywhere, a gradient-masking model."""

@@ -1,8 +1,11 @@
 """The tables a report prints: the paper's columns from what was measured."""
 
 import numpy as np
+import pytest
 
 import keras_gradreg as kg
+
+pytestmark = pytest.mark.every_backend
 
 
 def test_a_report_and_its_table_say_what_was_measured():

@@ -126,7 +126,7 @@ CASES = [  # attack, regularizer, weight, steps
     ("fgsm_rs", "grad_align", 5.0, None), ("pgd", "trades", 6.0, 3)]
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("attack,regularizer,weight,steps", CASES,
                          ids=["-".join(map(str, case[:2])) for case in CASES])
 def test_one_step_equals_the_numpy_objective_differentiated_by_central_differences(
@@ -170,7 +170,7 @@ def _examples(**options):
     return base.get_weights(), model, got, x, y, float(_numpy(model.current_epsilon))
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("attack,steps", [("fgsm_rs", None), ("n_fgsm", None), ("pgd", 3),
                                           ("trades", 4)])
 def test_each_attacks_examples_are_its_closed_form_from_the_seeded_start(attack, steps):
@@ -189,7 +189,7 @@ def test_each_attacks_examples_are_its_closed_form_from_the_seeded_start(attack,
     assert not np.allclose(_numpy(model.adversarial_examples(x, y)), got)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_l2_fgsm_rs_steps_along_the_normalised_gradient_and_stays_in_the_l2_ball():
     (w, b), model, got, x, y, _ = _examples(epsilon=0.5, attack_norm="l2", attack="fgsm_rs")
     start = _start(x, 0.5, "l2")
@@ -213,7 +213,7 @@ def test_pgd_at_examples_of_an_image_model_stay_within_epsilon_and_raise_the_los
     assert float(loss(y[:32], base(x_adv))) > float(loss(y[:32], base(x[:32])))
 
 
-ON_BOTH = pytest.mark.both_backends  # the JAX pass round-trips three, the TensorFlow pass six
+ON_BOTH = pytest.mark.every_backend  # the JAX pass round-trips three, the TensorFlow pass six
 
 
 @pytest.mark.parametrize("options", [  # ELLE-A runs ELLE's error; N-FGSM the unregularised step

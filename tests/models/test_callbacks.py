@@ -47,7 +47,7 @@ def test_the_monitor_refuses_a_bad_radius_by_name():
         kg.RobustnessMonitor(x, y, epsilon=1.5)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_epsilon_ramp_reaches_full_strength():
     model = kg.AdversarialTrainingModel.from_model(small_cnn(), epsilon=0.2)
     ramp = kg.EpsilonRamp(epochs=2)

@@ -45,7 +45,7 @@ def _replays_numpy(w, b, x, y, epsilon, lr, attack_norm):
     return w - lr * gw, b - lr * gb
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("attack_norm", ["linf", "l2"])
 def test_each_replay_trains_on_the_perturbation_the_last_replays_backward_pass_gave(attack_norm):
     x, y = batch(n=8, dtype="float64")

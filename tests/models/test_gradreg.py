@@ -62,7 +62,7 @@ def _reference_step(w, b, x, y, *, lam, h, attack_norm, difference, estimator, l
     return [w.numpy() - lr * gw.numpy(), b.numpy() - lr * gb.numpy()]
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("variant", VARIANTS + UNSQUARED,
                          ids=lambda v: "-".join(map(str, list(v.values())[:4])))
 def test_one_step_equals_an_independent_computation(variant):
@@ -76,7 +76,7 @@ def test_one_step_equals_an_independent_computation(variant):
         np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_unsquared_penalty_at_h_epsilon_is_fgsm_training_without_a_random_start():
     """loss(x) + epsilon * (loss(x + h d) - loss(x)) / h with h = epsilon and d = sign(g)
     is loss(x + epsilon sign(g)): two steps give FGSM training's weights (one step of
@@ -97,7 +97,7 @@ def test_unsquared_penalty_at_h_epsilon_is_fgsm_training_without_a_random_start(
                            small_cnn("gelu").get_weights()[0])
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_lazy_penalty_penalises_every_kth_step_with_k_times_the_weight():
     """penalty_every=2: steps 0 and 2 follow the objective with 2 lambda, step 1 is plain."""
     base = linear_classifier(dtype="float64")
@@ -113,7 +113,7 @@ def test_lazy_penalty_penalises_every_kth_step_with_k_times_the_weight():
         np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_warmup_raises_the_penalty_weight_linearly_over_its_steps():
     """penalty_warmup=4: steps 0, 1, 2 follow the objective with lambda / 4, 2 / 4, 3 / 4;
     a run resumed from a .keras file keeps counting (the optimizer's iterations)."""
@@ -132,7 +132,7 @@ def test_warmup_raises_the_penalty_weight_linearly_over_its_steps():
         np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_lazy_penalty_logs_average_over_the_penalised_steps():
     """With lr = 0 every step sees the same weights: the logged penalty is that of one
     penalised step, and the logged loss averages to loss + lambda / 2 * penalty."""
@@ -146,7 +146,7 @@ def test_lazy_penalty_logs_average_over_the_penalised_steps():
     np.testing.assert_allclose(history["loss"][0], np.mean(loss) + np.mean(penalty), rtol=1e-5)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_lazy_penalty_keeps_its_phase_through_a_keras_file(tmp_path):
     """The phase is the optimizer's iteration count, which the .keras file keeps."""
     x, y = batch(n=12, shape=(6, 6, 2))
@@ -160,7 +160,7 @@ def test_lazy_penalty_keeps_its_phase_through_a_keras_file(tmp_path):
     weights_close(model, loaded, rtol=1e-5)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_zero_penalty_weight_trains_exactly_like_keras_model():
     x, y = batch(n=12, shape=(6, 6, 2))
     plain = small_cnn(batchnorm=True, dropout=0.3)
@@ -173,7 +173,7 @@ def test_zero_penalty_weight_trains_exactly_like_keras_model():
     assert any("moving_mean" in v.path for v in gradreg.non_trainable_variables)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_penalty_changes_the_weights_but_not_the_batchnorm_statistics():
     """With lr = 0 only BatchNorm statistics move: they must match plain training."""
     x, y = batch(n=12, shape=(6, 6, 2))
@@ -187,7 +187,7 @@ def test_penalty_changes_the_weights_but_not_the_batchnorm_statistics():
     np.testing.assert_allclose(plain.predict(x, verbose=0), gradreg.predict(x, verbose=0), rtol=1e-6)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_logs_show_loss_penalty_and_grad_norm_in_fit_and_evaluate():
     base = linear_classifier()
     x, y = batch(n=16)
@@ -210,7 +210,7 @@ def test_logs_show_loss_penalty_and_grad_norm_in_fit_and_evaluate():
     np.testing.assert_allclose(history.history["val_loss"][0], results["loss"], rtol=1e-5)
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_sample_weight_scales_the_penalty_like_the_loss():
     x, y = batch(n=8)
     doubled_weight = _compile(kg.GradRegModel.from_model(linear_classifier(), penalty_weight=1.0, attack_norm="l2"), lr=0.1)
@@ -273,7 +273,7 @@ def test_model_round_trips_and_trains_with_and_without_xla(variant, tmp_path):
                    jit_compile=(False, True) if with_xla else (False,))
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.skipif(not kg.backend.current().COMPILES_STEPS, reason="steps run eagerly here")
 @pytest.mark.parametrize("penalty_every", [1, 2])
 def test_jit_compiled_fit_gives_the_same_weights(penalty_every):
@@ -360,7 +360,7 @@ def _two_headed(dtype="float64"):
     return keras.Model(inputs, [first(inputs), second(inputs)])
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("one_loss,loss_weights", [(True, None), (False, None), (False, [1.0, 0.5])])
 def test_multi_output_model_penalises_the_weighted_sum_of_its_losses(one_loss, loss_weights):
     """One SGD step equals an independent double-backprop computation of the objective
@@ -402,7 +402,7 @@ def test_dict_of_losses_maps_to_the_outputs_by_name():
     assert np.isfinite(history["loss"][0]) and history["penalty"][0] > 0
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_more_losses_than_outputs_is_named_before_training():
     model = kg.GradRegModel.from_model(linear_classifier(), attack_norm="l2")
     model.compile("sgd", loss=[CE, CE])
@@ -412,7 +412,7 @@ def test_more_losses_than_outputs_is_named_before_training():
     _weights_close_arrays(before, model.get_weights())
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_fit_without_labels_is_a_clear_error():
     model = _compile(kg.GradRegModel.from_model(linear_classifier(), attack_norm="l2"))
     with pytest.raises(ValueError, match="needs targets"):
@@ -430,7 +430,7 @@ def _log_model():
                            h=1.0, difference="central", attack_norm="l2")
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_nonfinite_penalty_updates_nothing_and_stops_fit_with_and_without_xla(jit_compile):
     """Under XLA a check_numerics would be dropped: the skip is in the step itself."""
@@ -449,7 +449,7 @@ def test_nonfinite_penalty_updates_nothing_and_stops_fit_with_and_without_xla(ji
     assert int(model.optimizer.iterations) == 1  # the skipped step left Adam alone
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_nonfinite_inputs_are_refused_naming_the_batch(jit_compile):
     x, y = batch(n=8)
@@ -486,7 +486,7 @@ def test_zero_penalty_weight_takes_no_input_gradient(monkeypatch):
     assert "penalty" not in history and "grad_norm" not in history and "loss" in history
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 def test_logged_penalty_is_the_term_the_objective_uses_with_sample_weights():
     """loss = compiled loss + lambda / 2 * penalty, each a batch mean of weighted values."""
     base = linear_classifier()

@@ -17,7 +17,7 @@ MODELS = {
 }
 
 
-@pytest.mark.both_backends
+@pytest.mark.every_backend
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_a_skipped_step_reports_nan_not_a_perfect_loss(kind):
     """A batch with a NaN pixel updates nothing; train_on_batch says so: the loss (and the

@@ -10,7 +10,7 @@ from helpers import linear_classifier
 from helpers import softmax
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.both_backends
+pytestmark = pytest.mark.every_backend
 CE64 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
 
 
