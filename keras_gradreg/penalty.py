@@ -23,8 +23,10 @@ with it: ``penalty_weight * epsilon * ||grad_x loss||_*``, the dual norm scaled 
 attack's radius. Its direction is a unit step in the attack's own norm (against l_inf
 attacks ``sign(g)``), so ``x + h d`` is an attacker's step of length h; with ``h =
 epsilon``, weight 1 and the forward difference, ``loss(x) + epsilon * (loss(x + h d) -
-loss(x)) / h`` is ``loss(x + epsilon d)``, FGSM training without a random start. The
-step h dials the penalty between the gradient norm (h -> 0) and FGSM (h = epsilon).
+loss(x)) / h`` is ``loss(x + epsilon d)``, FGSM training without a random start,
+wherever the step raises the loss (the unsquared slope is clamped at 0: a norm is not
+negative). The step h dials the penalty between the gradient norm (h -> 0) and FGSM
+(h = epsilon).
 
 The perturbed passes see the model's state (BatchNorm moving statistics, dropout seeds)
 as it was before the clean pass and leave no trace: they use the same dropout masks as
@@ -146,8 +148,11 @@ def penalty_from_clean_pass(
 
     The direction d is a constant (stop-gradient). The finite difference and its
     subtraction are computed in float32 whatever the model's compute dtype. The
-    unsquared penalty takes the difference as it is, not its absolute value (it
-    estimates g . d = ||g||_* >= 0), so that with h = epsilon it is FGSM's loss exactly.
+    unsquared penalty clamps the slope at 0: it estimates g . d = ||g||_* >= 0, and a
+    falling secant, left as it is, puts a negative weight on the clean loss once
+    penalty_weight * epsilon / h exceeds the clean weight, which training then drives
+    down without bound. With h = epsilon it is FGSM's loss wherever the step raises the
+    loss, and the clean loss where it does not.
     """
     d = ops.stop_gradient(direction(clean.gradient, attack_norm, penalty_power))
     if estimator == "double_backprop":
@@ -159,7 +164,7 @@ def penalty_from_clean_pass(
         else:
             behind = _perturbed_loss(model, clean, -h * d, y, loss_fn, training)
             slope = (ahead - behind) / (2.0 * h)
-    return ops.square(slope) if penalty_power == 2 else epsilon * slope
+    return ops.square(slope) if penalty_power == 2 else epsilon * ops.relu(slope)
 
 
 def input_gradient_penalty(

@@ -66,11 +66,11 @@ def test_papers_resnext_draws_its_weights_as_the_authors_do():
     for layer in model.layers:
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             kernel = np.asarray(layer.kernel)
-            bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))
+            bound = np.float32(1 / np.sqrt(np.prod(kernel.shape[:-1])))  # drawn in float32
             assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.95 * bound
     stem = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
     beta = np.asarray(stem.beta)
-    assert 0.9 / np.sqrt(27) < np.abs(beta).max() <= 1 / np.sqrt(27)  # 3 x 3 x 3 inputs
+    assert 0.9 / np.sqrt(27) < np.abs(beta).max() <= np.float32(1 / np.sqrt(27))  # 3x3x3 inputs
 
 
 def test_papers_resnet50_is_the_authors_network():

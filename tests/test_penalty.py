@@ -131,6 +131,26 @@ def test_examples_without_input_gradient_get_zero_penalty():
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
 
 
+def test_a_falling_secant_gives_the_unsquared_penalty_zero_and_no_gradient():
+    """loss = sin(x) at x = 1.5 rises (slope cos 1.5 > 0) but falls over a step of 0.5: the
+    unsquared forward difference would be negative; it is clamped at 0, while the squared
+    one is the secant's square."""
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")(inputs))
+    x, y = np.array([[1.5]], "float32"), np.array([0.0], "float32")
+    sine = lambda y_true, out: keras.ops.sin(out[:, 0])
+    secant = (np.sin(2.0) - np.sin(1.5)) / 0.5
+    assert secant < 0 < np.cos(1.5)
+    options = dict(h=0.5, attack_norm="linf", training=False)
+    with tf.GradientTape() as tape:
+        _, unsquared = kg.input_gradient_penalty(model, x, y, sine, penalty_power=1, epsilon=0.1,
+                                                 **options)
+    assert unsquared.numpy()[0] == 0.0
+    assert float(tape.gradient(unsquared, model.trainable_weights)[0][0, 0]) == 0.0
+    _, squared = kg.input_gradient_penalty(model, x, y, sine, **options)  # d = sign(g) in 1-D
+    np.testing.assert_allclose(squared.numpy()[0], secant**2, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "loss_fn",
     [
