@@ -1,6 +1,7 @@
 """Small models and reference computations shared by the tests."""
 
 import keras
+from keras import ops
 import numpy as np
 import pytest
 
@@ -210,6 +211,17 @@ def linear_image_problem(classes=3, seed=0, n=16, side=2, scale=1.0, spread=0.1)
     return model, x, logits.argmax(1), w, logits
 
 
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+"""CleverHans' attacks (fgm, mim, cw, spsa) run on TensorFlow only: elsewhere the tests
+attack with the keras.ops attacks in their place."""
+ONE_STEP = "fgm" if ON_TENSORFLOW else "pgd"
+"""The cheapest attack of the minimum-distance protocol on the backend."""
+GRADIENT_FREE = "spsa" if ON_TENSORFLOW else "square"
+"""A gradient-free attack of the protocol on the backend."""
+NORM_ATTACKS = ([("linf", ("fgm", "pgd", "mim")), ("l2", ("fgm", "pgd", "cw"))] if ON_TENSORFLOW
+                else [("linf", ("pgd", "apgd_ce", "fab_t")), ("l2", ("pgd", "apgd_ce", "fab_t"))])
+"""Each norm's attacks of the protocol on the backend."""
+
 FAST = kg.AttackBudget(steps=10, search_steps=12, cw_binary_steps=4, cw_iterations=200,
                          cw_learning_rate=0.05, spsa_samples=64)
 """Smaller budgets of the minimum-distance protocol, for its tests."""
@@ -248,11 +260,9 @@ def broken_by(model, x, y, attack, attack_norm, epsilon, budget=None, seed=0, to
 def quantised(model, levels):
     """The model on its input rounded to `levels` levels: zero input gradients everywhere,
     a gradient-masking model."""
-    import tensorflow as tf
-
     inputs = keras.Input(model.inputs[0].shape[1:])
     rounded = keras.layers.Lambda(
-        lambda t: 0.0 * t + tf.stop_gradient(tf.round(t * levels) / levels))(inputs)
+        lambda t: 0.0 * t + ops.stop_gradient(ops.round(t * levels) / levels))(inputs)
     return keras.Model(inputs, model(rounded))
 
 

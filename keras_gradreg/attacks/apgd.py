@@ -83,7 +83,7 @@ def _move(k, s: dict, x, epsilon, evaluate: Callable, attack_norm: str, clip_min
           clip_max: float) -> dict:
     """Step k of every image: the momentum step, its loss and gradient, and what the step
     changed of the best point and of the first misclassified one."""
-    momentum = ops.where(k > 0, MOMENTUM, 1.0)
+    momentum = ops.cast(ops.where(k > 0, MOMENTUM, 1.0), x.dtype)  # (float64 under JAX x64)
     z = ball.project(s["x_adv"] + s["step"] * ball.ascent_direction(s["grad"], attack_norm),
                      x, epsilon, attack_norm, clip_min, clip_max)
     moved = (s["x_adv"] + momentum * (z - s["x_adv"])
@@ -126,10 +126,11 @@ def apgd(model_fn: Callable, x: Any, y: Any, epsilon: Any, start: Any, *, attack
       Per image, a misclassified example within epsilon if one was met (the first one),
       else the point of highest loss. The loop stops once every image is misclassified.
     """
+    x, start = ops.convert_to_tensor(x), ops.convert_to_tensor(start)  # NumPy or tensors
     window = ops.convert_to_tensor(checkpoints(steps))
     loss_of = _loss_fn(loss, targets is not None)
     targets = y if targets is None else targets
-    epsilon = per_example.broadcast(epsilon, x)
+    epsilon = per_example.broadcast(ops.cast(epsilon, x.dtype), x)
 
     def evaluate(images):
         def loss_at(images):
@@ -146,7 +147,7 @@ def apgd(model_fn: Callable, x: Any, y: Any, epsilon: Any, start: Any, *, attack
     state = dict(
         x_adv=x_adv, x_prev=x_adv, grad=grad, loss=values,
         x_best=x_adv, grad_best=grad, loss_best=values, x_found=x_adv, fooled=fooled,
-        step=2.0 * epsilon * ops.ones_like(per_example.broadcast(values, x)),
+        step=2.0 * epsilon * ops.ones_like(per_example.broadcast(values, x), x.dtype),
         rises=ops.zeros_like(values), loss_best_at_check=values,
         halved_at_check=ops.ones_like(fooled),
     )

@@ -205,6 +205,7 @@ def square(model_fn: Callable, x: Any, y: Any, epsilon: Any, start: Any, *draws:
     Between two model calls one fused kernel (backend.*.fused) keeps the last answer where
     it lowered the margin and builds the next candidate.
     """
+    x = ops.convert_to_tensor(x)  # NumPy or tensors
     epsilon = per_example.broadcast(epsilon, x)
     search = _Search(x, queries, attack_norm)
     propose = (_linf_propose if attack_norm == "linf" else _l2_propose)(search, clip_min,

@@ -23,10 +23,11 @@ KERAS_VERSIONS_CHECKED = ("3.15.1",)
 """Keras releases the private APIs below were checked on (the whole suite passes)."""
 PRIVATE_KERAS_APIS = (
     # (owner, attribute, where keras_gradreg uses it)
-    ("keras.Model", "_make_function", "backend/*.lazy_train_function: fit's step function"),
+    ("keras.Model", "_make_function",
+     "backend/{tensorflow,jax}.lazy_train_function: fit's step function (TensorFlow, JAX)"),
     ("keras.Model", "_compile_config", "models/stepped.compiled_loss_fn: compile's loss_weights"),
     ("keras.Model", "_losses_override", "models/gradreg.GradRegModel: add_loss losses on JAX"),
-    ("keras.Model", "_call_has_training_arg", "backend/jax.clean_pass"),
+    ("keras.Model", "_call_has_training_arg", "backend/jax.clean_pass (JAX)"),
     ("keras.Model", "_get_state_sharding_spec", "backend/jax.lazy_train_function (JAX)"),
     ("keras.Variable", "_value", "backend/jax.keeps_variables (JAX)"),
     ("keras.utils.Progbar", "_dynamic_display", "evaluation/progress.progress_bar: a line per update in a log"),

@@ -183,10 +183,13 @@ def _objective(model, penalty_weight, training, trainable, non_trainable, metric
     return scaled, (loss, y_pred, penalty, grad_norm, non_trainable, metrics)
 
 
-def _logs(model, metrics, x, y, y_pred, sample_weight, step, finite, training) -> tuple:
-    """(logs, new metric values): the trackers and compiled metrics, updated statelessly."""
+def _logs(model, metrics, x, y, y_pred, sample_weight, step, finite, training,
+          weights: tuple = ()) -> tuple:
+    """(logs, new metric values): the trackers and compiled metrics, updated statelessly;
+    `weights`, (variable, value) pairs, for metrics that call the model (the bounds)."""
     loss, penalty, grad_norm, penalised = step
-    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics))) as scope:
+    mapping = list(weights) + list(zip(model.metrics_variables, metrics))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
         model._track(x, loss, penalty, grad_norm, penalised, finite)
         logs = model._logs(x, y, y_pred, sample_weight, training=training, finite=finite)
     return logs, _current(scope, model.metrics_variables, metrics)
@@ -263,9 +266,11 @@ def test_step(model, state, data) -> tuple:
     _, (loss, y_pred, penalty, grad_norm, non_trainable, metrics) = _objective(
         model, model.penalty_weight, False, trainable, non_trainable, metrics, None,
         x, y, sample_weight)
+    weights = (*zip(model.trainable_variables, trainable),
+               *zip(model.non_trainable_variables, non_trainable))
     logs, metrics = _logs(model, metrics, x, y, y_pred, sample_weight,
                           (loss, penalty, grad_norm, jnp.array(True)),
-                          model._finite(x, loss), training=False)
+                          model._finite(x, loss), training=False, weights=weights)
     return logs, (trainable, non_trainable, metrics)
 
 

@@ -104,10 +104,12 @@ def value_and_gradient(fn, x) -> tuple:
     """(values, aux, gradient): fn(x) -> (per-example values, aux), and the gradient of
     the values' sum with respect to x (shaped like x), with torch.autograd.grad; the
     gradient is differentiable where x is part of a graph."""
+    x = keras.ops.convert_to_tensor(x)
+    outer = x.requires_grad  # differentiated again by whoever watches x
     with torch.enable_grad():
-        x = _watched(keras.ops.convert_to_tensor(x))
+        x = _watched(x)
         values, aux = fn(x)
-        (gradient,) = torch.autograd.grad(torch.sum(values), [x], create_graph=x.grad_fn is not None)
+        (gradient,) = torch.autograd.grad(torch.sum(values), [x], create_graph=outer)
     return values, aux, gradient
 
 

@@ -29,15 +29,18 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
     kg.evaluate_autoattack(model, x, y, epsilons=[0.05, 0.1], budget=kg.attacks.SEARCH_BUDGET,
                            verbose=0)
     first = len(counter.traces)
-    assert first > 0 or keras.backend.backend() == "torch"  # (eager: nothing to trace)
+    assert first > 0
+    compiles = kg.backend.current().COMPILES_STEPS  # eager PyTorch counts every call
     for again in range(2):
         kg.evaluate_robustness(model, x, y, **dict(kwargs, epsilons=(0.02, 0.2)))
         kg.evaluate_autoattack(model, x, y, epsilons=0.2, budget=kg.attacks.SEARCH_BUDGET,
                                seed=3, verbose=0)
         if not again:
             second = len(counter.traces)
-            assert all(size is None for size in counter.traces[first:]), counter.traces
-    assert len(counter.traces) == second
+            if keras.backend.backend() == "tensorflow":  # (JAX traces each batch size)
+                assert all(size is None for size in counter.traces[first:]), counter.traces
+    if compiles:
+        assert len(counter.traces) == second
     held = weakref.ref(model)
     del model
     gc.collect()

@@ -36,7 +36,8 @@ def test_saturated_softmax_defeats_cross_entropy_attacks_but_not_dlr_margin_or_s
     ce, _ = broken_by(model, x, y, "apgd_ce", "linf", epsilon)
     pgd = attack_fn(model, x, "pgd", "linf")(x, y, epsilon)
     fooled = lambda x_adv: np.mean(np.argmax(model.predict(np.asarray(x_adv), verbose=0), 1) != y)
-    assert ce.mean() <= 0.25
+    if keras.backend.backend() != "jax":  # JAX's (in this suite's x64 mode) does not underflow
+        assert ce.mean() <= 0.25
     if keras.backend.backend() == "tensorflow":  # CleverHans: TensorFlow only
         assert fooled(attack_fn(model, x, "mim", "linf")(x, y, epsilon)) <= 0.25
     assert broken_by(model, x, y, "apgd_t", "linf", epsilon)[0].all()

@@ -123,7 +123,8 @@ def test_batches_attacked_at_the_same_time_give_what_one_at_a_time_gives():
 
     with futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(call, sizes))
-    assert len(traces) <= 2 * 2, traces  # (each graph calls the model twice: PGD, its check)
+    if kg.backend.current().COMPILES_STEPS:  # eager PyTorch calls the model, traces nothing
+        assert len(traces) <= 2 * 2, traces  # (each graph calls the model twice: PGD, its check)
     for n, result in zip(sizes, results):
         np.testing.assert_allclose(result, attack(x[:n], y[:n], epsilon[:n]), atol=1e-6)
 

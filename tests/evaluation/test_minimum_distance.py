@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from helpers import FAST
+from helpers import NORM_ATTACKS
+from helpers import ONE_STEP
 from helpers import evaluation_problem
 from helpers import linear_distance
 from helpers import linear_image_problem
@@ -20,9 +22,6 @@ from keras_gradreg.evaluation import epsilon_search
 pytestmark = pytest.mark.every_backend
 
 COLD = dataclasses.replace(FAST, warm_start=False)
-
-
-NORM_ATTACKS = [("linf", ("fgm", "pgd", "mim")), ("l2", ("fgm", "pgd", "cw"))]
 
 
 @pytest.mark.parametrize("norm,attacks", NORM_ATTACKS)
@@ -105,7 +104,7 @@ def test_misclassified_images_have_distance_zero_and_count_as_clean_error():
     model, x, y, _, _ = evaluation_problem(seed=2)
     wrong = y.copy()
     wrong[:5] = (y[:5] + 1) % 3
-    report = kg.evaluate_robustness(model, x, wrong, attacks=("fgm",), budget=FAST,
+    report = kg.evaluate_robustness(model, x, wrong, attacks=(ONE_STEP,), budget=FAST,
                                     sanity_checks=False, lower_bound=False, verbose=0)
     assert np.all(report.distances[:5] == 0) and np.all(report.distances[5:] > 0)
     assert list(report.best_attack[:5]) == ["clean"] * 5
@@ -123,7 +122,7 @@ def test_softmax_outputs_are_detected_and_give_the_same_distances():
 
 def test_labels_of_shape_n_1_give_the_same_report():
     model, x, y, _, _ = evaluation_problem(seed=4)
-    kwargs = dict(attacks=("fgm",), epsilons=(0.1,), budget=FAST, sanity_checks=False, verbose=0)
+    kwargs = dict(attacks=(ONE_STEP,), epsilons=(0.1,), budget=FAST, sanity_checks=False, verbose=0)
     flat = kg.evaluate_robustness(model, x, y, **kwargs)
     column = kg.evaluate_robustness(model, x, y[:, None], **kwargs)
     np.testing.assert_array_equal(column.distances, flat.distances)

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import FAST
+from helpers import ONE_STEP
 from helpers import evaluation_problem
 import keras_gradreg as kg
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.every_backend
 
 def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     model, x, y, _, _ = evaluation_problem(seed=7)
-    report = kg.evaluate_robustness(model, x, y, attacks=("fgm",), epsilons=(0.1,), budget=FAST,
+    report = kg.evaluate_robustness(model, x, y, attacks=(ONE_STEP,), epsilons=(0.1,), budget=FAST,
                                     sanity_checks=False, verbose=0)
 
     def fail(*args):
@@ -33,7 +34,7 @@ def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_dataset_input_and_files_table_and_plot(tmp_path):
     model, x, y, _, _ = evaluation_problem(seed=7)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
-    reports = [kg.evaluate_robustness(model, data, attacks=("fgm", "pgd"), epsilons=(0.05, 0.1),
+    reports = [kg.evaluate_robustness(model, data, attacks=(ONE_STEP, "apgd_ce"), epsilons=(0.05, 0.1),
                                       budget=FAST, sanity_checks=False, verbose=0, name=name,
                                       training_time=36.0)
                for name in ("a", "b")]

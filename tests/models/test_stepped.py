@@ -44,3 +44,37 @@ def test_labels_that_are_not_numbers_are_refused_before_training(kind):
     with pytest.raises(ValueError, match="Labels of dtype <U3 are not class indices"):
         model.fit(x, np.array(["cat", "dog"] * 4), verbose=0)
     assert int(model.optimizer.iterations) == 0
+
+
+class _KeptLogs(keras.callbacks.Callback):
+    """Keeps each batch's logs unread, as an async callback may read them late."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append(logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.logs.append(logs)
+
+
+@pytest.mark.every_backend
+@pytest.mark.parametrize("kind,run", [("gradreg", "fit"), ("gradreg", "evaluate"),
+                                      ("adversarial", "fit")])  # (its evaluation is Keras')
+def test_each_batchs_logs_stay_that_batchs_after_the_next_steps(kind, run):
+    """Read after the whole run, batch 0's logs still say batch 0 was finite: later steps
+    do not update them in place (NonFiniteGuard names the batch from them)."""
+    x, y = batch(n=8)
+    x[5, 2] = np.nan  # batch 1 of 2
+    model = MODELS[kind]()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
+    kept = _KeptLogs()
+    kwargs = dict(shuffle=False) if run == "fit" else {}
+    where = "training" if run == "fit" else "evaluation"
+    with pytest.raises(FloatingPointError, match=f"{where} batch 1"):
+        getattr(model, run)(x, y, batch_size=4, verbose=0, callbacks=[kept], **kwargs)
+    assert [float(logs["skipped_steps"]) for logs in kept.logs] == [0.0, 1.0]
