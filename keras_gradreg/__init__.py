@@ -30,7 +30,7 @@ from keras_gradreg import penalty
 if keras.backend.backend() == "tensorflow":
     from keras_gradreg import metrics  # saved models compile with them (TensorFlow only)
 
-__version__ = "0.7.1"
+__version__ = "0.8.0"
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
 """The Keras backends keras_gradreg runs on: ("tensorflow", "jax")."""
