@@ -137,7 +137,8 @@ REGIMES = {
         {"penalty_weight": (FASHION_SMOOTH_LAMBDA,), "penalty_every": (1, 4), "pgd_steps": (3,)},
         (penalty_norm(1.2, 0.03), penalty_norm(1.2, 0.03, every=4),
          penalty_norm(1.2, 0.03, estimator="double_backprop"),
-         penalty_norm(1.0, 0.1, clean_weight=1.0), FGSM_RS, N_FGSM), num_images=500),
+         penalty_norm(1.0, 0.1, clean_weight=1.0), FGSM_RS, N_FGSM), num_images=500,
+        recommended="n_fgsm"),
     "fashion_smooth_pilot": Regime(
         "the pilot of fashion_smooth: GELU, 3 epochs, one seed: the penalty's lambda and h",
         dict(_FASHION_SMOOTH, epochs=3, ramp_epochs=1), (0.1,),

@@ -7,6 +7,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # read by JAX at import; the float64 tests need it
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker per core: one TensorFlow thread per op in
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")  # it and in the processes it starts
 
 # The example scripts' shared modules (shared_flags, regimes, experiments), as the scripts
 # themselves find them beside them.
@@ -51,14 +53,15 @@ def trained_cnn():
 
 
 LONGEST_FIRST = (
-    "tests/test_examples.py::test_the_paper_imagenet_",  # 6-7 minutes each (ResNet-50,
-    "tests/test_examples.py::test_the_paper_cifar10_",  # the ResNeXt): one per worker
+    "tests/test_examples.py::test_the_paper_imagenet_",  # minutes each (ResNet-50, the
+    "tests/test_examples.py::test_the_paper_cifar10_",  # ResNeXt): one per worker
     "tests/test_backends.py::test_the_shared_tests_pass_on",  # a pytest process per backend
     "tests/distribution/test_multi_host.py::test_two_",  # two or three JAX processes each
     "tests/distribution/test_multi_worker.py::",
     "tests/test_examples.py::test_reproduce_on_tiny_settings",
     "tests/test_frontier.py::test_a_tiny_frontier",
     "tests/test_frontier.py::test_an_l2_frontier",
+    "tests/training/test_paper_recipes.py::",  # the paper's networks, half a minute each
 )
 """Tests of a minute or more (most start processes): started first, so that no worker
 starts one when the other is nearly done (pyproject.toml: xdist's worksteal schedule)."""
