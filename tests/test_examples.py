@@ -398,14 +398,16 @@ def test_the_paper_experiments_hold_the_papers_settings():
 @pytest.mark.processes
 def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     """The experiment trained a few steps on TFDS' mock data with the paper's optimizer,
-    schedule and augmentation, as the penalty and as PGD-AT, attacked by both protocols
-    and printed beside the published table, on the paper's ResNeXt34-2x32; a flag given
-    wins over the experiment's setting."""
+    schedule and augmentation, as the penalty and as PGD-AT, attacked by the paper's
+    protocol and printed beside the published table, on the paper's ResNeXt34-2x32; a flag
+    given wins over the experiment's setting. (No AutoAttack: on an image the two steps
+    leave correctly classified, its quick cascade on the ResNeXt took 4-5 minutes of the
+    suite, FAB-T's nine targets most of them; test_reproduce_on_tiny_settings runs it.)"""
     import tensorflow_datasets as tfds
 
     tiny = (f"--output_dir={tmp_path}", "--experiment=paper_cifar10", "--epochs=1",
-            "--train_limit=8", "--batch_size=4", "--num_images=2", "--autoattack_images=1",
-            "--autoattack_budget=quick", "--attacks=pgd")
+            "--train_limit=8", "--batch_size=4", "--num_images=2", "--autoattack_images=0",
+            "--attacks=pgd")
     assert "--runs='gradreg' is not supported" in _refused("reproduce.py", *tiny, "--runs=gradreg")
     assert "'nosuch'" in _refused("reproduce.py", *tiny, "--attacks=nosuch")
     names = ["gradreg_l1_0.1", "pgd_at"]
@@ -418,8 +420,6 @@ def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     assert [r["name"] for r in results] == names
     assert list(results[0]["error_at"]) == [f"{2 / 255:g}", f"{8 / 255:g}"]
     assert "linf attacks (pgd), best attack per image, 2 images" in printed  # --attacks wins
-    cascade = json.load(open(tmp_path / "results" / "autoattack.json"))
-    assert [r["name"] for r in cascade] == [n for n in names for _ in range(2)]
     assert sorted(os.listdir(tmp_path)) == sorted(names + ["results"])
     for name in names:
         settings = json.load(open(tmp_path / name / kg.training.SETTINGS_FILE))

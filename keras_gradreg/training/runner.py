@@ -36,6 +36,11 @@ def train(config: TrainConfig, verbose: int = 2) -> tuple:
       RunFileError: a file of the run cannot be read (before any training).
       ConnectionError: the processes of a multi-process run did not all connect in time.
 
+    Like the scripts' entry points, it seeds the process (`keras.utils.set_random_seed(
+    config.seed)`: Python's, NumPy's, the backend's and Keras' generators), which a run needs
+    to be repeatable and to resume where it would have ended; the caller's random state is
+    not restored afterwards (the dtype policy is). Seed again after it where that matters.
+
     In a multi-process run (strategy="data_parallel", num_processes > 1) every process
     runs this with the same settings; process 0, the chief, alone reads and writes
     model_dir, and the others receive its decisions and, on resume, its weights.
