@@ -25,6 +25,15 @@ CleverHans' FGM, PGD and MIM (the default before 0.3, "cleverhans") and with
 attacks="autoattack" ("autoattack", Square included: slow), each attack, the sanity
 checks and the lower bound apart, with the strength each reached; and AutoAttack's
 standard cascade at --epsilon ("cascade", each attack apart).
+
+    python examples/benchmark.py --evaluation --evaluations=backends \
+        --model_path=runs/reproduce/pgd_at/model.keras --num_images=200
+
+runs AutoAttack's standard cascade at the largest --epsilons on TensorFlow, JAX and
+PyTorch and the official AutoAttack (the `pyautoattack` package) on the same weights and
+digits, one after the other, each in a process of its own (autoattack_backends.py):
+seconds, robust error, speed against the official, images only the official broke, and
+the model passes per image on PyTorch.
 """
 
 import json
@@ -40,6 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import autoattack_backends
 import keras_gradreg as kg
 import shared_flags
 from keras_gradreg import files
@@ -94,7 +104,7 @@ SUITES = {"default": None, "cleverhans": ("fgm", "pgd", "mim"), "autoattack": "a
 """The minimum-distance evaluations --evaluations can time: their `attacks` argument.
 "cleverhans" is the default before 0.3: CleverHans' FGM and MIM, and PGD (the library's
 own since 0.7)."""
-EVALUATIONS = (*SUITES, "cascade")
+EVALUATIONS = (*SUITES, "cascade", "backends")
 FORMAT_VERSION = 2
 """Of the --output_json files. 2: the evaluation's protocols under keys that say what they
 hold (`protocol_key`); 1 (no "format_version"): "minimum_distance_SUITE" and, for the
@@ -118,7 +128,8 @@ def read_results(path: str) -> dict:
                    else model for path, model in results.items()}
     return dict(results, format_version=FORMAT_VERSION)
 flags.DEFINE_list("evaluations", list(EVALUATIONS), f"--evaluation: which to time, from "
-                  f"{list(EVALUATIONS)} (cascade: AutoAttack at --epsilon).")
+                  f"{list(EVALUATIONS)} (cascade: AutoAttack at --epsilon; backends: AutoAttack "
+                  "on each Keras backend and the official AutoAttack, processes of their own).")
 flags.DEFINE_string("memory_child", None, "Internal: MODEL:METHOD to measure in this process.")
 FLAGS = flags.FLAGS
 
@@ -275,6 +286,8 @@ def stage_rows(result: dict, num_images: int) -> list:
 
 def print_evaluation_costs(results: dict, num_images: int) -> None:
     for path, r in results.items():
+        if not r:  # (--evaluations=backends alone: its own table)
+            continue
         print(f"\n{path}")
         for suite in (s for s in SUITES if protocol_key(s) in r):
             m = r[protocol_key(suite)]
@@ -347,6 +360,11 @@ def main(argv):
         env = dict(environment(), num_images=len(x))
         print(", ".join(f"{k} {v}" for k, v in env.items()))
         print_evaluation_costs(results, len(x))
+        for path in FLAGS.model_path if "backends" in FLAGS.evaluations else ():
+            print(f"\n{path}")
+            runs = autoattack_backends.run(autoattack_backends.RUNS, path, len(x), _cascade_epsilon())
+            autoattack_backends.print_table(runs, _cascade_epsilon())
+            results[path]["autoattack_backends"] = runs
         if FLAGS.output_json:
             files.write_text(FLAGS.output_json, json.dumps(dict(results, environment=env, format_version=FORMAT_VERSION),
                                                      indent=1))

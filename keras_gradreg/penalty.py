@@ -187,7 +187,9 @@ def input_gradient_penalty(
 
     With TensorFlow, call it inside your own `tf.GradientTape` (and `tf.function`,
     with or without `jit_compile`): both outputs are differentiable with respect to the
-    weights. With JAX, differentiate `stateless_input_gradient_penalty` instead. The
+    weights. With PyTorch, call it in your loop and `backward()` the objective (eager
+    autograd; not under `torch.compile`, which has no double backward). With JAX,
+    differentiate `stateless_input_gradient_penalty` instead. The
     paper's objective is `mean(loss) + penalty_weight / 2 * mean(penalty)`; with
     `penalty_power=1`, Rodriguez-Munoz et al.'s is `clean_weight * mean(loss) +
     penalty_weight * mean(penalty)` (PENALTY_FACTORS).

@@ -56,6 +56,7 @@ LONGEST_FIRST = (
     "tests/test_examples.py::test_the_paper_imagenet_",  # minutes each (ResNet-50, the
     "tests/test_examples.py::test_the_paper_cifar10_",  # ResNeXt): one per worker
     "tests/test_backends.py::test_the_shared_tests_pass_on",  # a pytest process per backend
+    "tests/test_backends.py::test_models_attacks_and_protocols_agree_across_backends",
     "tests/distribution/test_multi_host.py::test_two_",  # two or three JAX processes each
     "tests/distribution/test_multi_worker.py::",
     "tests/test_examples.py::test_reproduce_on_tiny_settings",

@@ -36,23 +36,97 @@ def run_python(args, backend, timeout=600, **kwargs):
                           capture_output=True, text=True, **kwargs)
 
 
-SHARED = ("tests/models", "tests/regularizers", "tests/attacks", "tests/evaluation",
-          "tests/test_metrics.py", "tests/test_penalty.py", "tests/test_optimizers.py",
-          "tests/test_backends.py", "tests/test_layers.py", "tests/test_per_example.py")
-"""Where the tests marked every_backend (or for one backend only) are."""
+SHARED = {"training": ("tests/models", "tests/regularizers", "tests/test_penalty.py",
+                       "tests/test_optimizers.py", "tests/test_backends.py",
+                       "tests/test_layers.py", "tests/test_per_example.py"),
+          "evaluation": ("tests/attacks", "tests/evaluation", "tests/test_metrics.py")}
+SHARED["all"] = SHARED["training"] + SHARED["evaluation"]
+"""Where the tests marked every_backend (or for one backend only) are: JAX's pass in two
+halves that two test workers run at the same time (it compiles each test's graphs),
+PyTorch's (eager, a minute) whole."""
 
 
 @pytest.mark.processes
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow run starts the other passes")
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_the_shared_tests_pass_on(backend):
+@pytest.mark.parametrize("backend,half", [("jax", "training"), ("jax", "evaluation"),
+                                          ("torch", "all")])
+def test_the_shared_tests_pass_on(backend, half):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed: it comes with the `{backend}` extra "
                     f"(pip install 'keras_gradreg[{backend}]')")
     result = run_python(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m",
-                         f"every_backend or {backend}_only", *SHARED], backend, timeout=900)
+                         f"every_backend or {backend}_only", *SHARED[half]], backend, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
+
+
+def _cross_backend_problem(folder):
+    """problem.npz and the two models saved on TensorFlow, for cross_backend_job.py."""
+    rng = np.random.default_rng(0)
+    init = keras.initializers.GlorotUniform(seed=0)
+    base = keras.Sequential([keras.Input((8, 8, 1)),
+                             keras.layers.Conv2D(4, 3, activation="softplus", kernel_initializer=init),
+                             keras.layers.BatchNormalization(),
+                             keras.layers.Flatten(),
+                             keras.layers.Dense(10, kernel_initializer=init)])
+    base.layers[0].kernel.assign(20.0 * base.layers[0].kernel)  # distances about epsilon
+    x = rng.uniform(0.2, 0.8, (8, 8, 8, 1)).astype("float32")
+    y = np.argmax(base.predict(x, verbose=0), axis=1)
+    y[0] = (y[0] + 1) % 10  # one image misclassified already
+    batch_x = rng.uniform(0.0, 1.0, (4, 8, 8, 1)).astype("float32")
+    np.savez(folder / "problem.npz", x=x, y=y, batch_x=batch_x, batch_y=np.arange(4))
+    clone = keras.models.clone_model(base)
+    clone.set_weights(base.get_weights())
+    models = {"gradreg": kg.GradRegModel.from_model(base, penalty_weight=1.0, h=0.1,
+                                                    attack_norm="linf", penalty_every=2),
+              "adversarial": kg.AdversarialTrainingModel.from_model(
+                  clone, epsilon=0.1, attack="pgd", steps=2,
+                  start=0.0)}  # (random starts are drawn by each backend's generator)
+    for name, model in models.items():
+        model.compile(keras.optimizers.SGD(0.1), CE)
+        model.save(folder / f"{name}.keras")
+
+
+@pytest.fixture(scope="module")
+def tensorflow_results(tmp_path_factory):
+    """cross_backend_job.py's results on TensorFlow, in this process."""
+    import cross_backend_job
+
+    folder = tmp_path_factory.mktemp("cross_backend")
+    _cross_backend_problem(folder)
+    cross_backend_job.main(str(folder))
+    return folder, dict(np.load(folder / "tensorflow.npz"))
+
+
+@pytest.mark.processes
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow run starts the other backends")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_models_attacks_and_protocols_agree_across_backends(backend, tensorflow_results):
+    """The same .keras files and images on JAX and PyTorch as on TensorFlow: logits, every
+    attack's breaks and distances, both protocols, the bound metrics and one training
+    step of each model agree; their files load back on TensorFlow; no TensorFlow import."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed: it comes with the `{backend}` extra "
+                    f"(pip install 'keras_gradreg[{backend}]')")
+    folder, want = tensorflow_results
+    result = run_python(["tests/cross_backend_job.py", str(folder)], backend)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    got = dict(np.load(folder / f"{backend}.npz"))
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        if key.endswith("_broken") or key == "autoattack_robust":
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        else:  # float32; a step's finite difference divides rounding by h
+            np.testing.assert_allclose(got[key], value, rtol=1e-4,
+                                       atol=1e-4 if "_step_" in key else 1e-5, err_msg=key)
+    assert want["pgd_broken"].sum() > 1 and not want["square_broken"].all()
+    for name in ("gradreg", "adversarial"):
+        loaded = kg.layers.load_model(folder / f"{backend}-{name}.keras")
+        stepped = [got[f"{name}_step_{i}"] for i in range(len(loaded.get_weights()))]
+        for weight, saved in zip(loaded.get_weights(), stepped):
+            np.testing.assert_array_equal(weight, saved)
+        original = kg.layers.load_model(folder / f"{name}.keras")
+        assert type(loaded) is type(original) and loaded.get_config() == original.get_config()
 
 
 def test_an_unsupported_backend_is_named_at_import(monkeypatch):
@@ -91,6 +165,47 @@ def test_a_jax_custom_loop_step_equals_gradregmodel_fit():
     assert not np.allclose(np.asarray(custom[0]), start[0])
 
 
+@torch_only
+@pytest.mark.torch_only
+@pytest.mark.parametrize("estimator", ["finite_difference", "double_backprop"])
+def test_a_pytorch_loop_step_equals_gradregmodel_fit(estimator):
+    """input_gradient_penalty in a plain PyTorch loop (autograd, torch.optim.SGD): the same
+    step as GradRegModel's, the exact double backprop included."""
+    import torch
+
+    x, y = batch(dtype="float64")
+    options = dict(h=0.05, attack_norm="linf", estimator=estimator)
+    base = linear_classifier(dtype="float64")
+    start = [np.array(w) for w in base.get_weights()]
+    parameters = [v.value for v in base.trainable_variables]
+    optimizer = torch.optim.SGD(parameters, lr=0.5)
+    loss, penalty = kg.input_gradient_penalty(base, x, y, CE64, **options)
+    (loss.mean() + 1.0 / 2 * penalty.mean()).backward()
+    optimizer.step()
+    custom = [np.array(w) for w in base.get_weights()]
+    base.set_weights(start)
+    model = kg.GradRegModel.from_model(base, penalty_weight=1.0, **options)
+    model.compile(keras.optimizers.SGD(0.5), CE64)
+    model.train_on_batch(torch.from_numpy(x), torch.from_numpy(y))  # (fit casts NumPy float64 to float32)
+    for got, want in zip(model.get_weights(), custom):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert not np.allclose(custom[0], start[0])
+
+
+@torch_only
+@pytest.mark.torch_only
+def test_a_pytorch_steps_logs_are_not_changed_by_the_next_step():
+    """Keras' Sum.result() on PyTorch is its variable's own tensor, updated in place by
+    the next step: the logs a step returns are copies (an async callback reads late)."""
+    x, y = batch(n=8)
+    model = kg.GradRegModel.from_model(linear_classifier(), penalty_weight=1.0, attack_norm="l2")
+    model.compile(keras.optimizers.SGD(0.1), CE)
+    first = model.train_step((x[:4], y[:4]))
+    x[5, 2] = np.nan
+    second = model.train_step((x[4:], y[4:]))
+    assert (float(first["skipped_steps"]), float(second["skipped_steps"])) == (0.0, 1.0)
+
+
 @jax_only
 @pytest.mark.jax_only
 def test_perturbed_pass_on_jax_uses_the_clean_dropout_mask_and_leaves_batchnorm_alone():
@@ -116,30 +231,6 @@ def test_perturbed_pass_on_jax_uses_the_clean_dropout_mask_and_leaves_batchnorm_
         model, [v.value for v in model.trainable_variables],
         [v.value for v in model.non_trainable_variables], x, y, CE64, h=1e-6, attack_norm="l2")
     np.testing.assert_allclose(np.asarray(estimate[0][1]), np.asarray(exact[0][1]), rtol=1e-4)
-
-
-@jax_only
-@pytest.mark.jax_only
-@pytest.mark.processes
-def test_a_model_trained_on_jax_loads_under_tensorflow_with_the_same_predictions(tmp_path):
-    x, y = batch(n=16, shape=(6, 6, 2))
-    model = kg.GradRegModel.from_model(small_cnn(batchnorm=True), penalty_weight=1.0,
-                                       attack_norm="linf", penalty_every=2)
-    model.compile(keras.optimizers.Adam(0.01), CE, metrics=["accuracy"])
-    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    model.save(tmp_path / "m.keras")
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "p.npy", model.predict(x, verbose=0))
-    check = (
-        "import sys, numpy as np, keras, keras_gradreg as kg; d = sys.argv[1];"
-        "m = keras.models.load_model(d + '/m.keras');"
-        "assert keras.backend.backend() == 'tensorflow' and isinstance(m, kg.GradRegModel);"
-        "assert (m.penalty_every, m.attack_norm) == (2, 'linf');"
-        "np.testing.assert_allclose(m.predict(np.load(d + '/x.npy'), verbose=0),"
-        " np.load(d + '/p.npy'), rtol=1e-5, atol=1e-6); print('same predictions')"
-    )
-    result = run_python(["-c", check, str(tmp_path)], "tensorflow")
-    assert result.returncode == 0 and "same predictions" in result.stdout, result.stderr[-3000:]
 
 
 @jax_only

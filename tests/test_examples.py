@@ -449,3 +449,23 @@ def test_the_paper_imagenet_experiment_runs_end_to_end_on_mock_data(tmp_path):
     settings = json.load(open(tmp_path / "gradreg_l2_0.1" / kg.training.SETTINGS_FILE))
     assert (settings["attack_norm"], settings["schedule"], settings["l2"]) == ("l2", "paper_imagenet", 1e-4)
     assert settings["penalty_weight"] == pytest.approx(0.1 * 0.226**2)
+
+
+def test_the_backends_benchmark_counts_passes_and_compares_with_the_official(capsys):
+    """examples/autoattack_backends.py (benchmark.py --evaluations=backends): the model
+    calls counted per image; the table's robust error, speed against the official run and
+    the images only the official broke, on made-up results."""
+    import autoattack_backends
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    counts = autoattack_backends._count_passes(model)
+    model(np.zeros((5, 3), "float32"))
+    model.predict(np.zeros((2, 3), "float32"), verbose=0)
+    assert counts == {"forward": 7, "gradient": 0}
+    results = [{"run": "tensorflow", "seconds": 2.0, "robust": [True, True, False, False]},
+               {"run": "official", "seconds": 5.0, "robust": [True, False, False, True],
+                "forward_passes_per_image": 10.0, "gradient_passes_per_image": 4.0}]
+    autoattack_backends.print_table(results, 0.3)
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:]}
+    assert rows["tensorflow"][1:6] == ["2.0", "50.0", "2.50", "1", "as"]
+    assert rows["official"][1:8] == ["5.0", "50.0", "1.00", "0", "10", "/", "4"]

@@ -179,8 +179,10 @@ def _build(loss: str, targeted: bool) -> Callable:
 
 APGD_CE = Attack("apgd_ce", "APGD on the cross-entropy", _build("ce", False), draw_start,
                  autoattack=True, any_top_k=True)
+"""AutoAttack's first attack (Croce & Hein, ICML 2020): APGD on the cross-entropy."""
 APGD_DLR = Attack("apgd_dlr", "APGD on the untargeted DLR loss", _build("dlr", False),
                   draw_start, autoattack=True, min_classes=3)
+"""APGD on the untargeted difference-of-logits ratio (Croce & Hein, ICML 2020)."""
 APGD_T = Attack("apgd_t", "APGD on the targeted DLR loss", _build("dlr", True), draw_start,
                 autoattack=True, targeted=True, min_classes=4)
-"""AutoAttack's APGD attacks (Croce & Hein, ICML 2020)."""
+"""AutoAttack's second attack: APGD on the targeted DLR loss, one run per runner-up class."""

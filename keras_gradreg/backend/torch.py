@@ -190,7 +190,15 @@ def train_step(model, data, penalised: Optional[bool] = None) -> dict:
     finite_everywhere = torch.tensor(finite_everywhere)
     with torch.no_grad():
         model._track(x, loss, penalty, grad_norm, weighted, finite_everywhere)
-        return model._logs(x, y, y_pred, sample_weight, training=True, finite=finite_everywhere)
+        return _own(model._logs(x, y, y_pred, sample_weight, training=True,
+                                finite=finite_everywhere))
+
+
+def _own(logs: dict) -> dict:
+    """The logs as tensors of their own: a metric's result may be its variable's tensor,
+    which the next step updates in place while an async callback has yet to read it."""
+    return {name: value.detach().clone() if isinstance(value, torch.Tensor) else value
+            for name, value in logs.items()}
 
 
 def test_step(model, data) -> dict:
@@ -200,7 +208,7 @@ def test_step(model, data) -> dict:
                                                         model.penalty_weight)
     finite = model._finite(x, loss)
     model._track(x, loss, penalty, grad_norm, torch.tensor(True), finite)
-    return model._logs(x, y, y_pred, sample_weight, training=False, finite=finite)
+    return _own(model._logs(x, y, y_pred, sample_weight, training=False, finite=finite))
 
 
 def lazy_train_function(model):

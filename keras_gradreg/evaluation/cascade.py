@@ -80,13 +80,7 @@ def evaluate_autoattack(
     Raises:
       ValueError: a bad argument, before any attack runs.
     """
-    if epsilons is None:
-        raise TypeError("evaluate_autoattack needs `epsilons`: a radius, or several.")
-    if isinstance(budget, str):
-        budget = BUDGETS[validation.check_choice("budget", budget, tuple(BUDGETS))]
-    if not isinstance(budget, AutoAttackBudget):
-        raise ValueError(f"budget={budget!r} must be an AutoAttackBudget or one of "
-                         f"{sorted(BUDGETS)}.")
+    budget = _check_budget(epsilons, budget)
     images = inputs.prepare(
         model, x, y, protocol="autoattack", attacks=attacks,
         attack_norm=attack_norm, epsilons=_as_list(epsilons), num_images=num_images,
@@ -106,6 +100,18 @@ def evaluate_autoattack(
             adversarial=examples, indices=images.indices, robust_after=robust_after,
             seconds=seconds, budget=budget)
     return [reports[epsilon] for epsilon in images.epsilons]
+
+
+def _check_budget(epsilons: Any, budget: Union[AutoAttackBudget, str]) -> AutoAttackBudget:
+    """The budget (given or by name), or an error naming a bad budget or missing epsilons."""
+    if epsilons is None:
+        raise TypeError("evaluate_autoattack needs `epsilons`: a radius, or several.")
+    if isinstance(budget, str):
+        budget = BUDGETS[validation.check_choice("budget", budget, tuple(BUDGETS))]
+    if not isinstance(budget, AutoAttackBudget):
+        raise ValueError(f"budget={budget!r} must be an AutoAttackBudget or one of "
+                         f"{sorted(BUDGETS)}.")
+    return budget
 
 
 def _as_list(epsilons: Union[float, Sequence[float]]) -> list:

@@ -1,5 +1,5 @@
 """What trains: keras.Model subclasses whose training steps add a penalty or adversarial
-examples, all on the SteppedModel contract (both Keras backends), and their callbacks."""
+examples, all on the SteppedModel contract (every Keras backend), and their callbacks."""
 
 from keras_gradreg import deprecation
 from keras_gradreg.models.adversarial import AdversarialTrainingModel

@@ -9,11 +9,10 @@ from helpers import linear_distance
 from helpers import linear_image_problem
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.every_backend
-
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("attack,classes", [("apgd_ce", 2), ("apgd_t", 4), ("apgd_t", 5)])
+@pytest.mark.every_backend
 def test_apgd_breaks_every_image_just_above_the_true_distance_and_none_below(norm, attack, classes):
     """Binary cross-entropy and the targeted DLR loss (every runner-up a target) are
     maximised in the ball at the nearest boundary point of a linear classifier."""
@@ -26,6 +25,7 @@ def test_apgd_breaks_every_image_just_above_the_true_distance_and_none_below(nor
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.every_backend
 def test_untargeted_dlr_breaks_nothing_below_the_true_distance_and_most_above(norm):
     """Untargeted DLR can also rise by pushing the third logit down, so on 3 classes it
     need not reach the nearest boundary (hence APGD-T in AutoAttack); it never fakes one."""

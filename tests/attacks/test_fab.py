@@ -10,11 +10,10 @@ from helpers import linear_distance
 from helpers import linear_image_problem
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.every_backend
-
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.every_backend
 def test_fab_distances_are_within_a_few_percent_of_the_closed_form_and_never_below(norm, classes):
     model, x, y, w, logits = linear_image_problem(classes, seed=1)
     true = linear_distance(w, logits, y, norm)
@@ -33,6 +32,7 @@ def test_fab_treats_each_image_on_its_own_so_padding_its_batches_changes_nothing
     np.testing.assert_allclose(alone, together[:5], atol=1e-6)
 
 
+@pytest.mark.every_backend
 def test_fab_boundary_step_is_the_closed_form_projection():
     """Without the box binding: l2 moves along w by c / ||w||^2, l_inf by c / ||w||_1 signs."""
     w = keras.ops.convert_to_tensor([[3.0, -4.0], [1.0, 1.0]])

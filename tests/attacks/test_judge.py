@@ -16,6 +16,10 @@ import keras_gradreg as kg
 pytestmark = pytest.mark.every_backend
 
 
+TINY = kg.AutoAttackBudget(apgd_steps=5, target_classes=3, fab_steps=5, square_queries=20)
+"""Budgets too small to break much: what is compiled, not what it finds, is tested here."""
+
+
 def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive():
     """A second evaluation of the same model (another protocol, other radii) traces at most
     a graph for any batch size (TensorFlow relaxes the first size's), a third nothing;
@@ -24,16 +28,16 @@ def test_each_attack_is_compiled_once_per_model_and_the_model_is_not_kept_alive(
     counter = TraceCounter()
     model = keras.Sequential([keras.Input(x.shape[1:]), counter, model])
     kwargs = dict(attacks=("apgd_ce", "fab_t"), epsilons=(0.05, 0.1), budget=FAST,
-                  lower_bound=False, verbose=0)
+                  lower_bound=False, sanity_checks=False, verbose=0)
     kg.evaluate_robustness(model, x, y, **kwargs)
-    kg.evaluate_autoattack(model, x, y, epsilons=[0.05, 0.1], budget=kg.attacks.SEARCH_BUDGET,
+    kg.evaluate_autoattack(model, x, y, epsilons=[0.05, 0.1], budget=TINY,
                            verbose=0)
     first = len(counter.traces)
     assert first > 0
     compiles = kg.backend.current().COMPILES_STEPS  # eager PyTorch counts every call
     for again in range(2):
         kg.evaluate_robustness(model, x, y, **dict(kwargs, epsilons=(0.02, 0.2)))
-        kg.evaluate_autoattack(model, x, y, epsilons=0.2, budget=kg.attacks.SEARCH_BUDGET,
+        kg.evaluate_autoattack(model, x, y, epsilons=0.2, budget=TINY,
                                seed=3, verbose=0)
         if not again:
             second = len(counter.traces)

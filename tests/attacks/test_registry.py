@@ -18,9 +18,8 @@ from helpers import lowest_class_distance
 import keras_gradreg as kg
 from keras_gradreg.attacks import registry
 
-pytestmark = pytest.mark.every_backend
 
-
+@pytest.mark.every_backend
 def test_too_few_classes_and_bad_budgets_are_named():
     model, x, y, _, _ = linear_image_problem(3)
     with pytest.raises(ValueError, match="'apgd_t' needs at least 4 classes.*has 3"):
@@ -40,6 +39,7 @@ def test_too_few_classes_and_bad_budgets_are_named():
         kg.evaluation.check_attacks(("cw",), "l2", "autoattack")  # the cascade: AutoAttack's
 
 
+@pytest.mark.every_backend
 def test_the_table_says_what_each_attack_supports_and_every_set_holds_known_attacks():
     attacks = registry.ATTACKS
     assert {n for n, a in attacks.items() if a.gradient_free} == {"spsa", "square"}
@@ -90,6 +90,7 @@ def _counted(model):
 
 @pytest.mark.skipif(keras.backend.backend() == "torch",
                     reason="PyTorch runs the attacks eagerly: nothing is traced")
+@pytest.mark.every_backend
 def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
     """TensorFlow traces the first batch size, then one graph for any size; JAX pads every
     batch to the judge's batch size and compiles once: no new trace as a radius search's
@@ -106,6 +107,7 @@ def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
     assert 0 < after_first and len(traces) - after_first <= after_first  # one more graph at most
 
 
+@pytest.mark.every_backend
 def test_batches_attacked_at_the_same_time_give_what_one_at_a_time_gives():
     """Threads (evaluation.progress.in_batches) calling a new attack at once: the examples
     of attacking each batch alone, and on TensorFlow and JAX two graphs at most."""
@@ -130,6 +132,7 @@ def test_batches_attacked_at_the_same_time_give_what_one_at_a_time_gives():
 
 
 @pytest.mark.parametrize("attack,factor", [("pgd", 1.1), ("apgd_ce", 1.5)])
+@pytest.mark.every_backend
 def test_top_2_attacks_push_the_label_below_both_other_classes_near_the_exact_distance(
         attack, factor):
     """Three classes, l2: out of the top 2 means the label scores lowest, the nearest
@@ -149,6 +152,7 @@ def test_top_2_attacks_push_the_label_below_both_other_classes_near_the_exact_di
     assert above.all() and not below.any() and top_1_only.mean() >= 15 / 16
 
 
+@pytest.mark.every_backend
 def test_attacks_of_top_1_error_only_are_refused_with_top_k_and_the_default_is_named():
     assert registry.resolve(None, "linf", "minimum_distance", top_k=5) == registry.SETS["top_k"]
     with pytest.raises(ValueError, match=r"'fab_t' aims at top-1.*top_k=5.*'apgd_ce'"):

@@ -10,8 +10,6 @@ from helpers import linear_image_problem
 from helpers import quantised
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.every_backend
-
 
 @pytest.mark.parametrize("norm,factor", [("linf", 1.5), ("l2", 2.0)])
 def test_square_breaks_a_gradient_masking_model_where_apgd_cannot(norm, factor):
@@ -26,6 +24,7 @@ def test_square_breaks_a_gradient_masking_model_where_apgd_cannot(norm, factor):
 
 
 @pytest.mark.parametrize("norm,factor", [("linf", 1.2), ("l2", 2.5)])
+@pytest.mark.every_backend
 def test_square_breaks_a_linear_classifier_above_the_true_distance_and_nothing_below(norm, factor):
     """(Square-L2 searches smooth bumps, a poor prior for a random linear classifier: it
     needs a wider margin above the distance than on images.)"""

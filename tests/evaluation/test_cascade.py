@@ -9,8 +9,6 @@ from helpers import linear_distance
 from helpers import linear_image_problem
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.every_backend
-
 
 def test_cascade_is_no_less_strong_than_any_attack_alone_and_repeats_with_its_seed():
     model, x, y, w, logits = linear_image_problem(5, seed=4, n=24, side=4)
@@ -82,12 +80,14 @@ def test_autoattack_names_in_the_minimum_distance_evaluation():
     (dict(attack_norm="l1"), "attack_norm='l1'"),
     (dict(budget=kg.AutoAttackBudget), "AutoAttackBudget"),
 ])
+@pytest.mark.every_backend
 def test_bad_input_is_rejected_before_any_attack(kwargs, match):
     model, x, y, _, _ = linear_image_problem(4)
     with pytest.raises(ValueError, match=match):
         kg.evaluate_autoattack(model, x, y, **{"epsilons": 0.1, **kwargs, "verbose": 0})
 
 
+@pytest.mark.every_backend
 def test_no_images_and_images_the_model_does_not_take_are_refused_by_name():
     model, x, y, _, _ = linear_image_problem(4)
     with pytest.raises(ValueError, match=r"x holds no images \(shape \(0, 2, 2, 1\)\)"):

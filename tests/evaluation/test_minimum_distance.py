@@ -19,7 +19,6 @@ from helpers import lowest_class_distance
 import keras_gradreg as kg
 from keras_gradreg.evaluation import epsilon_search
 
-pytestmark = pytest.mark.every_backend
 
 COLD = dataclasses.replace(FAST, warm_start=False)
 
@@ -100,6 +99,7 @@ def test_every_adversarial_example_is_misclassified_in_range_and_within_its_dist
     assert set(report.best_attack) <= set(kg.attacks.SETS["minimum_distance"])
 
 
+@pytest.mark.every_backend
 def test_misclassified_images_have_distance_zero_and_count_as_clean_error():
     model, x, y, _, _ = evaluation_problem(seed=2)
     wrong = y.copy()

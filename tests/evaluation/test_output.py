@@ -12,8 +12,6 @@ from helpers import ONE_STEP
 from helpers import evaluation_problem
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.every_backend
-
 
 def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     model, x, y, _, _ = evaluation_problem(seed=7)

@@ -14,10 +14,9 @@ from helpers import evaluation_problem
 import keras_gradreg as kg
 from keras_gradreg.evaluation import progress as progress_lib
 
-pytestmark = pytest.mark.every_backend
-
 
 @pytest.mark.parametrize("tty,interval", [(True, 0.05), (False, kg.evaluation.LOG_INTERVAL)])
+@pytest.mark.every_backend
 def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(monkeypatch, tty,
                                                                             interval):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
@@ -29,6 +28,7 @@ def test_progress_is_live_on_a_terminal_and_a_line_every_few_seconds_in_a_log(mo
     assert kg.evaluation.progress_bar(7, 1, "attack batch")._dynamic_display
 
 
+@pytest.mark.every_backend
 def test_progress_in_a_log_is_plain_text(monkeypatch, capsys):
     """Keras writes bold and colour codes into its bar whatever the output; a log gets
     the same line without them."""
@@ -61,6 +61,7 @@ def _no_gpu(monkeypatch):
     monkeypatch.setattr(kg.backend.current(), "has_gpu", lambda: False)
 
 
+@pytest.mark.every_backend
 def test_batches_run_two_at_a_time_and_come_back_in_order(monkeypatch):
     _no_gpu(monkeypatch)  # the default on a machine without a GPU, wherever this runs
     assert progress_lib.workers() == 2
@@ -79,6 +80,7 @@ def test_batches_run_two_at_a_time_and_come_back_in_order(monkeypatch):
     assert progress.done == 4
 
 
+@pytest.mark.every_backend
 def test_one_batch_at_a_time_where_the_backend_sees_a_gpu_unless_told(monkeypatch):
     monkeypatch.setattr(kg.backend.current(), "has_gpu", lambda: True)
     assert progress_lib.workers() == 1 and progress_lib.workers(3) == 3
@@ -98,6 +100,7 @@ def test_one_batch_at_a_time_where_the_backend_sees_a_gpu_unless_told(monkeypatc
         kg.evaluate_robustness(model, x, y, workers=0, verbose=0)
 
 
+@pytest.mark.every_backend
 def test_an_error_in_a_batch_is_raised_and_no_later_batch_starts():
     started, second = [], threading.Event()
 

@@ -12,8 +12,6 @@ from helpers import evaluation_problem
 from helpers import quantised
 import keras_gradreg as kg
 
-pytestmark = pytest.mark.every_backend
-
 
 def _masked_model():
     """Rounds its input to 4 levels: zero gradients everywhere, a gradient-masking model."""
@@ -54,6 +52,7 @@ def test_sanity_checks_stay_quiet_on_a_plain_model():
     assert kg.evaluation.MASKING_CHECK in {c.name for c in report.checks}  # Square ran
 
 
+@pytest.mark.every_backend
 def test_the_checks_attack_only_their_subset_and_say_on_how_many_images(monkeypatch):
     """The PGD checks run on the first CHECK_IMAGES images and Square only on correctly
     classified ones among them; a masking model still fails the masking check."""

@@ -6,7 +6,9 @@ penalty weight and h, on real images available offline: CIFAR-10's on the offlin
 digits padded to 32x32x3, ImageNet's on 64x64 crops of scikit-learn's two sample
 photographs (10 of the 1,000 classes: which photograph, and which fifth of it across).
 Every step must be finite and no step's objective more than ten times the first's; plain
-training's loss must fall. The batches are smaller than the recipes' (CPU time): 16 for
+training's loss over a second pass on the same batches must be below the first pass's
+(at CIFAR-10's rate and batch 16, single batches' losses vary around 2.3 by more than a
+dozen steps lower them: comparing the first steps with the last failed by chance). The batches are smaller than the recipes' (CPU time): 16 for
 CIFAR-10 at its learning rate, 8 for ImageNet at its rate per image. (The λ 1 CIFAR-10 run
 of 0.7.1's network was non-finite at its fifth step.)
 """
@@ -85,6 +87,6 @@ def test_each_run_trains_its_first_steps_on_real_images(name, run, monkeypatch):
     objectives = _step_objectives(model, x, y, batch)
     assert len(objectives) == steps and np.all(np.isfinite(objectives)), objectives
     assert objectives.max() <= 10 * objectives[0], objectives
-    if config.method == "plain":
-        third = steps // 3
-        assert objectives[-third:].mean() < objectives[:third].mean(), objectives
+    if config.method == "plain":  # the same batches again: their loss has fallen
+        again = _step_objectives(model, x, y, batch)
+        assert again.mean() < objectives.mean(), (objectives, again)
