@@ -406,7 +406,7 @@ def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
     tiny = (f"--output_dir={tmp_path}", "--experiment=paper_cifar10", "--epochs=1",
-            "--train_limit=8", "--batch_size=4", "--num_images=2", "--autoattack_images=0",
+            "--train_limit=8", "--batch_size=4", "--num_images=1", "--autoattack_images=0",
             "--attacks=pgd")
     assert "--runs='gradreg' is not supported" in _refused("reproduce.py", *tiny, "--runs=gradreg")
     assert "'nosuch'" in _refused("reproduce.py", *tiny, "--attacks=nosuch")

@@ -23,7 +23,10 @@ import experiments
 import keras_gradreg as kg
 from keras_gradreg import training
 
-STEPS = {"paper_cifar10": 12, "paper_imagenet": 10}
+STEPS = {"paper_cifar10": 8, "paper_imagenet": 8}
+PLAIN_STEPS = 12
+"""Plain training's steps: at CIFAR-10's rate and batch 16, two passes of 8 steps lowered
+the loss by 0.02-0.15 by the seed; of 12 steps, by 0.2."""
 BATCH = {"paper_cifar10": 16, "paper_imagenet": 8}
 CROP = 64
 """The side of the ImageNet runs' photograph crops (224 in the recipe: CPU time)."""
@@ -78,7 +81,7 @@ RUNS = [(name, run) for name in ("paper_cifar10", "paper_imagenet")
 @pytest.mark.parametrize("name,run", RUNS, ids=[f"{n}-{r}" for n, r in RUNS])
 def test_each_run_trains_its_first_steps_on_real_images(name, run, monkeypatch):
     config = _config(name, run)
-    steps, batch = STEPS[name], config.batch_size
+    steps, batch = PLAIN_STEPS if config.method == "plain" else STEPS[name], config.batch_size
     x, y = _digits(steps * batch) if name == "paper_cifar10" else _photograph_crops(steps * batch)
     monkeypatch.setitem(kg.datasets.DATASETS, config.dataset, dataclasses.replace(
         kg.datasets.DATASETS[config.dataset], image_shape=x.shape[1:]))
