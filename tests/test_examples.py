@@ -419,7 +419,7 @@ def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     results = json.load(open(tmp_path / "results" / "results.json"))
     assert [r["name"] for r in results] == names
     assert list(results[0]["error_at"]) == [f"{2 / 255:g}", f"{8 / 255:g}"]
-    assert "linf attacks (pgd), best attack per image, 2 images" in printed  # --attacks wins
+    assert "linf attacks (pgd), best attack per image, 1 images" in printed  # --attacks wins
     assert sorted(os.listdir(tmp_path)) == sorted(names + ["results"])
     for name in names:
         settings = json.load(open(tmp_path / name / kg.training.SETTINGS_FILE))
