@@ -89,6 +89,8 @@ def run(runs, path: str, num_images: int, epsilon: float) -> list:
     results = []
     for name in runs:
         backend = "torch" if name == "official" else name
+        print(f"{name}: AutoAttack on {num_images} images at {epsilon:g} (a minute or more)",
+              flush=True)
         child = subprocess.run(
             [sys.executable, os.path.abspath(__file__), name, path, str(num_images), str(epsilon)],
             env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True)

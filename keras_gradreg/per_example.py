@@ -220,3 +220,14 @@ def missing_gradient_error(missing: list, flat_x: list) -> ValueError:
         "through differentiable ops. Integer token ids fed to an Embedding, for instance, "
         "cannot be perturbed."
     )
+
+
+def clean_pass_record(flat_x: list, grads: list, outputs: Any, loss: Any, state: list,
+                      structure: Any, losses: Optional[list] = None) -> CleanPass:
+    """The CleanPass of a backend's pass, from the gradient of each flat input (None where
+    the loss does not reach it: a ValueError naming those inputs)."""
+    missing = [i for i, g in enumerate(grads) if g is None]
+    if missing:
+        raise missing_gradient_error(missing, flat_x)
+    gradient = flatten([at_least_float32(g) for g in grads])
+    return CleanPass(flat_x, outputs, loss, gradient, state, structure, losses)

@@ -90,11 +90,7 @@ def clean_pass(model, x, y, loss_fn, training: bool,
         outputs = model(tf.nest.pack_sequence_as(x, flat_x), training=training)
         loss = loss_fn(y, outputs)
     grads = tape.gradient(loss, flat_x)
-    missing = [i for i, g in enumerate(grads) if g is None]
-    if missing:
-        raise per_example.missing_gradient_error(missing, flat_x)
-    gradient = per_example.flatten([per_example.at_least_float32(g) for g in grads])
-    return per_example.CleanPass(flat_x, outputs, loss, gradient, state, x, None)
+    return per_example.clean_pass_record(flat_x, grads, outputs, loss, state, x)
 
 
 def value_and_gradient(fn, x) -> tuple:

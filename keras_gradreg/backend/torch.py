@@ -93,11 +93,7 @@ def clean_pass(model, x, y, loss_fn, training: bool,
         grads = torch.autograd.grad(torch.sum(loss), flat_x, allow_unused=True,
                                     retain_graph=recording,  # the objective's gradient follows
                                     create_graph=differentiable and recording)
-    missing = [i for i, g in enumerate(grads) if g is None]
-    if missing:
-        raise per_example.missing_gradient_error(missing, flat_x)
-    gradient = per_example.flatten([per_example.at_least_float32(g) for g in grads])
-    return per_example.CleanPass(flat_x, outputs, loss, gradient, state, x, None)
+    return per_example.clean_pass_record(flat_x, grads, outputs, loss, state, x)
 
 
 def value_and_gradient(fn, x) -> tuple:
