@@ -107,8 +107,7 @@ def clean_pass(model, x, y, loss_fn, training: bool,
     (_, (loss, outputs, after, losses)), grads = jax.value_and_grad(total_loss, has_aux=True)(flat_x)
     for variable, value in zip(model.non_trainable_variables, after):
         variable.assign(value)
-    gradient = per_example.flatten([per_example.at_least_float32(g) for g in grads])
-    return per_example.CleanPass(flat_x, outputs, loss, gradient, state, x, list(losses))
+    return per_example.clean_pass_record(flat_x, grads, outputs, loss, state, x, list(losses))
 
 
 def value_and_gradient(fn, x) -> tuple:
