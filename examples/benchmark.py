@@ -30,10 +30,11 @@ standard cascade at --epsilon ("cascade", each attack apart).
         --model_path=runs/reproduce/pgd_at/model.keras --num_images=200
 
 runs AutoAttack's standard cascade at the largest --epsilons on TensorFlow, JAX and
-PyTorch and the official AutoAttack (the `pyautoattack` package) on the same weights and
-digits, one after the other, each in a process of its own (autoattack_backends.py):
-seconds, robust error, speed against the official, images only the official broke, and
-the model passes per image on PyTorch.
+PyTorch and the official AutoAttack (the `pyautoattack` package, on a plain PyTorch module
+with the same weights) on the same digits, one after the other, each in a process of its
+own (autoattack_backends.py): seconds, robust error, speed against the official, images
+only the official broke, and the model passes per image of each attack (PyTorch's and
+the official's, counted).
 """
 
 import json

@@ -55,9 +55,9 @@ class Attack:
       backends: the Keras backends it runs on (CleverHans': TensorFlow only).
       compiled: its core runs compiled (a graph, or jitted); CleverHans' CW and SPSA run
         as Python, a batch (CW) or an image (SPSA) at a time.
-      batch_multiple: its batches are padded to a multiple of this, where the backend
-        compiles per shape (`backend.*.PADS_BATCHES`) or the attack fuses a kernel per
-        batch size (FAB on TensorFlow).
+      batch_multiple: its batches are padded to a multiple of this where its `fused`
+        kernels compile per batch size and the graph does not (FAB on TensorFlow:
+        `backend.*.PADDING`).
     """
 
     name: str

@@ -144,22 +144,42 @@ def _core(spec: Attack, judge: Judge, budget: AttackBudget) -> Callable:
     return cache[key]
 
 
-def _padded(idx: np.ndarray, multiple: int) -> np.ndarray:
-    """idx with its last entry repeated up to a multiple of `multiple` entries."""
-    return np.concatenate([idx, np.repeat(idx[-1:], -len(idx) % multiple)])
+PADDINGS = ("buckets", "multiple", "none")
+"""How a backend pads an attack's batches (`backend.*.PADDING`, see padded_size)."""
+
+
+def padded_size(n: int, batch_size: int, multiple: int = 1, padding: str = "buckets") -> int:
+    """The size a batch of n images is padded to before a compiled attack runs on it.
+
+    "buckets" (JAX, which compiles once per shape): the smallest of 1, 2, 3, 4, 6, 8, 12,
+    16, 24, ... (2^k and 3 * 2^(k-2)) that holds n, at most `batch_size` (a multiple of it
+    beyond): two shapes per doubling, so a cascade's shrinking batches compile a few
+    times, and at most a third of a batch is padding (padding every batch to
+    `batch_size` made 5 images cost 128). "multiple" (TensorFlow, whose graphs take any
+    size but whose fused kernels compile per shape): n rounded up to a multiple of
+    `multiple`, an attack's `batch_multiple`. "none" (eager PyTorch): n.
+    """
+    validation.check_choice("padding", padding, PADDINGS)
+    if padding == "none":
+        return n
+    if padding == "multiple":
+        return -(-n // multiple) * multiple
+    if n > batch_size:
+        return -(-n // batch_size) * batch_size
+    power = 1 << max(n - 1, 0).bit_length()  # the smallest power of two >= n
+    return min(3 * power // 4 if power >= 4 and n <= 3 * power // 4 else power, batch_size)
 
 
 def _runner(spec: Attack, judge: Judge, budget: AttackBudget, seed: int) -> Callable:
     """f(x, y, epsilon, targets, draw) -> x_adv on NumPy batches: the compiled core on the
-    batch padded as the backend wants (where it compiles once per shape, to the judge's
-    batch size: a search's shrinking batches compile once), with its draws: image i's
-    from the stateless seed (seed, draw, i), the same on every backend."""
+    batch padded (`padded_size`: the last image repeated) as the backend wants, with its
+    draws: image i's from the stateless seed (seed, draw, i), the same on every backend."""
     core = _core(spec, judge, budget)
-    multiple = (judge.batch_size if backend.current().PADS_BATCHES
-                else spec.batch_multiple or 1)
 
     def run(x, y, epsilon, targets, draw):
-        rows = _padded(np.arange(len(x)), multiple)
+        size = padded_size(len(x), judge.batch_size, spec.batch_multiple or 1,
+                           backend.current().PADDING)
+        rows = np.minimum(np.arange(size), len(x) - 1)
         rngs = [np.random.default_rng([seed, draw, int(i)]) for i in rows]
         draws = spec.draws(rngs, x[rows], _budget_of(spec, budget), judge.attack_norm)
         args = [x[rows].astype(np.float32), y[rows].astype(np.int32),

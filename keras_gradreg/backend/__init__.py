@@ -4,7 +4,7 @@ The mathematics (the direction, the norms, the finite difference, the objectives
 lazy schedule's weighting, the trackers, the attacks' steps) is written once, in
 keras.ops (penalty.py, models/, attacks/); a backend module supplies only the input
 gradient (`clean_pass`, `value_and_gradient`), the stateless random draws, how the
-attacks are compiled (`compiled`, `fused`, `PADS_BATCHES`), and the training and
+attacks are compiled (`compiled`, `fused`, `PADDING`), and the training and
 evaluation steps around an objective (`train_step`, `test_step`: how the weight gradient
 is taken, how a skipped step is skipped, how replicas agree).
 """
@@ -49,6 +49,22 @@ def check_supported() -> str:
             "KERAS_BACKEND=torch (one device) before importing keras."
         )
     return name
+
+
+_FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "jaxlib": "jax", "torch": "torch"}
+"""Top-level modules of tensor types, by the Keras backend whose tensors they are."""
+
+
+def check_tensor(name: str, value: Any) -> None:
+    """A ValueError naming it if `value` is a tensor of another Keras backend's framework
+    than the running one's (a PyTorch tensor handed to a model on JAX): NumPy arrays and
+    the running backend's own tensors pass."""
+    framework = _FRAMEWORKS.get(type(value).__module__.split(".")[0])
+    here = keras.backend.backend()
+    if framework is not None and framework != here:
+        raise ValueError(
+            f"{name} is a {framework} tensor ({type(value).__name__}) but Keras runs on "
+            f"{here!r}: pass NumPy arrays (e.g. np.asarray({name}) on the CPU) or {here} tensors.")
 
 
 def current() -> types.ModuleType:

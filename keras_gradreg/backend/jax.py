@@ -125,9 +125,9 @@ def value_and_gradient(fn, x) -> tuple:
 COMPILES_STEPS = True
 """Whether `fit` may compile the steps (jit_compile=True: jax.jit, Keras' default)."""
 
-PADS_BATCHES = True
-"""Whether the attacks pad their batches to a few sizes: a jitted function compiles again
-for every new shape."""
+PADDING = "buckets"
+"""How the attacks pad their batches (attacks.registry.padded_size): to a few sizes, as a
+jitted function compiles again for every new shape."""
 
 
 def compiled(fn):

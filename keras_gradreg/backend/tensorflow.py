@@ -105,9 +105,10 @@ def value_and_gradient(fn, x) -> tuple:
 COMPILES_STEPS = True
 """Whether `fit` may compile the steps (jit_compile=True: XLA)."""
 
-PADS_BATCHES = False
-"""Whether the attacks pad their batches to a few sizes: TensorFlow's graphs take any
-batch size (`compiled`)."""
+PADDING = "multiple"
+"""How the attacks pad their batches (attacks.registry.padded_size): to an attack's
+`batch_multiple` only, as the graphs take any batch size (`compiled`) but a `fused`
+kernel compiles per shape."""
 
 
 def compiled(fn):

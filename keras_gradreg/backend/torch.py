@@ -20,8 +20,9 @@ COMPILES_STEPS = False
 differentiate an input gradient again (aot_autograd has no double backward) and, in
 torch 2.13, reused one model's compiled step for the next model's non-finite batch."""
 
-PADS_BATCHES = False
-"""Whether the attacks pad their batches to a few sizes: eager PyTorch takes any size."""
+PADDING = "none"
+"""How the attacks pad their batches (attacks.registry.padded_size): not at all, as eager
+PyTorch takes any size."""
 
 
 def distribution_scope(strategy: str):

@@ -6,6 +6,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from keras import ops
 
+from keras_gradreg import backend
 from keras_gradreg import datasets
 from keras_gradreg import per_example
 from keras_gradreg import validation
@@ -44,7 +45,8 @@ def check_attacks(attacks: Any, attack_norm: str, protocol: str = "minimum_dista
 
 
 def as_arrays(x: Any, y: Any, num_images: int) -> tuple:
-    """(images, labels) as NumPy arrays, from arrays or from a tf.data dataset of (image,
+    """(images, labels) as NumPy arrays, from arrays (NumPy's or the running backend's
+    tensors; another backend's are refused by name) or from a tf.data dataset of (image,
     label) elements or batches (its first num_images images)."""
     if hasattr(x, "element_spec"):  # a tf.data dataset: TensorFlow is there already
         from keras_gradreg import data  # the pipelines' module, with TensorFlow
@@ -56,6 +58,8 @@ def as_arrays(x: Any, y: Any, num_images: int) -> tuple:
         return data.dataset_arrays(elements.take(num_images).batch(256))
     if y is None:
         raise ValueError("Labels y are required with array inputs.")
+    backend.check_tensor("x", x)
+    backend.check_tensor("y", y)
     return np.asarray(ops.convert_to_numpy(x)), np.asarray(ops.convert_to_numpy(y))
 
 
@@ -161,6 +165,7 @@ def prepare(model: Any, x: Any, y: Any, *, protocol: str, attacks: Any,
                                          integer=True)
     workers = progress.workers(workers)
     attacks = check_attacks(attacks, attack_norm, protocol, top_k)
+    backend.check_tensor("adversarial", given)
     x, y = as_arrays(x, y, num_images)
     check_shape(model, x)
     model_fn, probabilities, num_classes = class_scores(model, x, batch_size)

@@ -91,10 +91,11 @@ def _counted(model):
 @pytest.mark.skipif(keras.backend.backend() == "torch",
                     reason="PyTorch runs the attacks eagerly: nothing is traced")
 @pytest.mark.every_backend
-def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
-    """TensorFlow traces the first batch size, then one graph for any size; JAX pads every
-    batch to the judge's batch size and compiles once: no new trace as a radius search's
-    or a cascade's batches shrink, and each image's example what it is in a larger batch."""
+def test_an_attack_traces_a_few_times_at_most_whatever_the_batch_sizes():
+    """TensorFlow traces the first batch size, then one graph for any size; JAX pads each
+    batch to a few sizes (registry.padded_size) and compiles once per size: a radius
+    search's or a cascade's shrinking batches trace no more, and each image's example is
+    what it is in a larger batch."""
     model, x, y, w, logits = linear_image_problem(3, seed=1, n=8)
     counted, traces = _counted(model)
     attack = registry.make_attack("apgd_ce", judge_for(counted, x, "linf", batch_size=8),
@@ -102,9 +103,24 @@ def test_an_attack_traces_twice_at_most_whatever_the_batch_sizes():
     epsilon = np.full(8, 0.05, np.float32)
     whole = attack(x, y, epsilon)
     after_first = len(traces)
-    for n in (5, 3, 5, 2, 7, 3):
+    sizes = (5, 3, 5, 2, 7, 3, 6)
+    for n in sizes:
         np.testing.assert_allclose(attack(x[:n], y[:n], epsilon[:n]), whole[:n], atol=1e-6)
-    assert 0 < after_first and len(traces) - after_first <= after_first  # one more graph at most
+    pads = kg.backend.current().PADDING == "buckets"
+    graphs = len({registry.padded_size(n, 8) for n in sizes} - {8}) if pads else 1
+    assert 0 < after_first and len(traces) - after_first <= graphs * after_first
+    assert graphs == (3 if pads else 1)  # JAX: sizes 6, 3 and 2
+
+
+def test_batches_are_padded_to_two_sizes_per_doubling_or_a_multiple_or_not_at_all():
+    sizes = [registry.padded_size(n, 128) for n in range(1, 129)]
+    assert sorted(set(sizes)) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+    assert all(n <= size < 1.5 * n + 1 for n, size in zip(range(1, 129), sizes))
+    assert [registry.padded_size(n, 100) for n in (70, 99, 100, 101, 250)] == [96, 100, 100, 200, 300]
+    assert [registry.padded_size(n, 128, 32, "multiple") for n in (5, 40, 200)] == [32, 64, 224]
+    assert [registry.padded_size(n, 128, 32, "none") for n in (5, 200)] == [5, 200]
+    with pytest.raises(ValueError, match=r"padding='pad' is not supported; use one of \('buckets'"):
+        registry.padded_size(5, 128, padding="pad")
 
 
 @pytest.mark.every_backend

@@ -66,3 +66,33 @@ def test_string_labels_are_named_before_any_attack():
     model, x, y, _, _ = evaluation_problem()
     with pytest.raises(ValueError, match="Labels of dtype <U1 are not class indices"):
         kg.evaluate_robustness(model, x, np.array(list("abcdefghijkl"))[:len(y)], verbose=0)
+
+
+def _tensor_of(framework: str, array: np.ndarray):
+    """array as a tensor of `framework` (skips where it is not installed)."""
+    if framework == "tensorflow":
+        return tf.constant(array)
+    module = pytest.importorskip(framework)
+    return module.numpy.asarray(array) if framework == "jax" else module.from_numpy(array)
+
+
+@pytest.mark.parametrize("framework", ["tensorflow", "jax", "torch"])
+def test_tensors_of_another_backend_are_named_and_the_running_ones_pass(framework):
+    model, x, y, _, _ = evaluation_problem()
+    here = keras.backend.backend()
+    if framework == here:
+        x_here, y_here = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        report, = kg.evaluate_autoattack(model, x_here, y_here, epsilons=0.1, budget="quick",
+                                         attacks=("apgd_ce",), verbose=0)
+        reference, = kg.evaluate_autoattack(model, x, y, epsilons=0.1, budget="quick",
+                                            attacks=("apgd_ce",), verbose=0)
+        np.testing.assert_array_equal(report.broken_by, reference.broken_by)
+        return
+    named = f"is a {framework} tensor .* but Keras runs on '{here}'"
+    with pytest.raises(ValueError, match="x " + named):
+        kg.evaluate_robustness(model, _tensor_of(framework, x), y, verbose=0)
+    with pytest.raises(ValueError, match="y " + named):
+        kg.evaluate_autoattack(model, x, _tensor_of(framework, y), epsilons=0.1, verbose=0)
+    with pytest.raises(ValueError, match="adversarial " + named):
+        kg.evaluate_autoattack(model, x, y, epsilons=0.1, adversarial=_tensor_of(framework, x),
+                               verbose=0)
