@@ -3,6 +3,7 @@ named sets the protocols default to, and `make_attack`, the one place where an a
 built and compiled for a model (once per model, attack, budget and input shape), on any
 Keras backend. Adding an attack is its file and a line here."""
 
+from concurrent import futures
 import importlib
 from typing import Any, Callable
 
@@ -172,20 +173,30 @@ def padded_size(n: int, batch_size: int, multiple: int = 1, padding: str = "buck
 
 def _runner(spec: Attack, judge: Judge, budget: AttackBudget, seed: int) -> Callable:
     """f(x, y, epsilon, targets, draw) -> x_adv on NumPy batches: the compiled core on the
-    batch padded (`padded_size`: the last image repeated) as the backend wants, with its
-    draws: image i's from the stateless seed (seed, draw, i), the same on every backend."""
+    batch in the parts the backend runs at once (`backend.*.batch_parts`, each part in a
+    thread), each padded (`padded_size`: its last image repeated) as the backend wants,
+    with its draws: image i's from the stateless seed (seed, draw, i), the same on every
+    backend and however the batch is split."""
     core = _core(spec, judge, budget)
+    here = backend.current()
 
-    def run(x, y, epsilon, targets, draw):
-        size = padded_size(len(x), judge.batch_size, spec.batch_multiple or 1,
-                           backend.current().PADDING)
-        rows = np.minimum(np.arange(size), len(x) - 1)
+    def run_part(x, y, epsilon, targets, draw, part):
+        size = padded_size(len(part), judge.batch_size, spec.batch_multiple or 1, here.PADDING)
+        rows = part[np.minimum(np.arange(size), len(part) - 1)]
         rngs = [np.random.default_rng([seed, draw, int(i)]) for i in rows]
         draws = spec.draws(rngs, x[rows], _budget_of(spec, budget), judge.attack_norm)
         args = [x[rows].astype(np.float32), y[rows].astype(np.int32),
                 np.asarray(epsilon, np.float32)[rows], targets[rows].astype(np.int32), *draws]
         found = core(*[ops.convert_to_tensor(a) if spec.compiled else a for a in args])
-        return np.asarray(ops.convert_to_numpy(found))[:len(x)]
+        return np.asarray(ops.convert_to_numpy(found))[:len(part)]
+
+    def run(x, y, epsilon, targets, draw):
+        parts = np.array_split(np.arange(len(x)), here.batch_parts(len(x)))
+        if len(parts) == 1:
+            return run_part(x, y, epsilon, targets, draw, parts[0])
+        with futures.ThreadPoolExecutor(len(parts)) as pool:
+            return np.concatenate(list(pool.map(
+                lambda part: run_part(x, y, epsilon, targets, draw, part), parts)))
 
     return run
 

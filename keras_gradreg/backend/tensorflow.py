@@ -111,6 +111,13 @@ PADDING = "multiple"
 kernel compiles per shape."""
 
 
+def batch_parts(n: int) -> int:
+    """How many parts an attack's batch of n images runs in at once (attacks.registry):
+    one, as TensorFlow's operations use every core themselves."""
+    del n
+    return 1
+
+
 def compiled(fn):
     """fn as a TensorFlow graph (the attacks, the verifications' logits), traced once per
     argument shapes and relaxed to any batch size after a second one."""

@@ -25,6 +25,13 @@ PADDING = "none"
 PyTorch takes any size."""
 
 
+def batch_parts(n: int) -> int:
+    """How many parts an attack's batch of n images runs in at once (attacks.registry):
+    one, as PyTorch's operations use every core themselves."""
+    del n
+    return 1
+
+
 def distribution_scope(strategy: str):
     """The scope a run builds and fits in: none (training.check_processes allows only
     strategy "default" here)."""

@@ -112,6 +112,23 @@ def test_an_attack_traces_a_few_times_at_most_whatever_the_batch_sizes():
     assert graphs == (3 if pads else 1)  # JAX: sizes 6, 3 and 2
 
 
+@pytest.mark.parametrize("name", ["apgd_ce", "square"])
+@pytest.mark.every_backend
+def test_a_batch_run_in_parts_gives_each_image_what_the_whole_batch_gives(name, monkeypatch):
+    """The backend's parts of a batch (JAX on CPUs: one per core, in threads) draw each
+    image's random numbers as the whole batch does: the same examples."""
+    model, x, y, w, logits = linear_image_problem(3, seed=1, n=40)
+    judge = judge_for(model, x, "linf", batch_size=40)
+    budget = kg.AttackBudget(autoattack=kg.AutoAttackBudget(apgd_steps=10, square_queries=100))
+    epsilon = np.full(40, 0.05, np.float32)
+    found = []
+    for parts in (1, 3):
+        monkeypatch.setattr(kg.backend.current(), "batch_parts", lambda n, p=parts: p)
+        found.append(registry.make_attack(name, judge, budget, seed=3)(x, y, epsilon))
+    np.testing.assert_allclose(found[0], found[1], atol=1e-6)
+    assert np.any(found[0] != x)  # the attack moved the images
+
+
 def test_batches_are_padded_to_two_sizes_per_doubling_or_a_multiple_or_not_at_all():
     sizes = [registry.padded_size(n, 128) for n in range(1, 129)]
     assert sorted(set(sizes)) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]
