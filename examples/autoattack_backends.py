@@ -104,9 +104,10 @@ def torch_module(model: keras.Model, image_shape: tuple):
     return Plain().eval()
 
 
-def _official(module, x: np.ndarray, y: np.ndarray, epsilon: float, passes: Passes) -> np.ndarray:
+def _official(module, x: np.ndarray, y: np.ndarray, epsilon: float, passes: Passes,
+              seconds: dict) -> np.ndarray:
     """The official AutoAttack's adversarial examples (NHWC), standard version, l_inf, on
-    the plain module, its passes counted per attack."""
+    the plain module, its passes counted and its seconds added up (`seconds`) per attack."""
     import pyautoattack
     import torch
 
@@ -116,8 +117,11 @@ def _official(module, x: np.ndarray, y: np.ndarray, epsilon: float, passes: Pass
         attack = getattr(adversary, attribute)
 
         def perturb(*args, perturb=attack.perturb, stage=stage, **kwargs):
-            passes.stage = stage
-            return perturb(*args, **kwargs)
+            passes.stage, start = stage, time.perf_counter()
+            try:
+                return perturb(*args, **kwargs)
+            finally:
+                seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
 
         attack.perturb = perturb
     adversarial, _ = adversary.run_standard_evaluation(
@@ -127,10 +131,10 @@ def _official(module, x: np.ndarray, y: np.ndarray, epsilon: float, passes: Pass
 
 
 def measure(run: str, path: str, x: np.ndarray, y: np.ndarray, epsilon: float) -> dict:
-    """One run's seconds, robust flags per image and (PyTorch) passes per image of each
-    attack."""
+    """One run's seconds (in all and per attack), robust flags per image and (PyTorch)
+    passes per image of each attack."""
     model = kg.layers.load_model(path)
-    passes = Passes()
+    passes, stages = Passes(), {}
     counted = keras.backend.backend() == "torch"
     if run == "official":
         module = torch_module(model, x.shape[1:])
@@ -140,7 +144,7 @@ def measure(run: str, path: str, x: np.ndarray, y: np.ndarray, epsilon: float) -
             raise ValueError("torch_module's logits differ from the Keras model's.")
         module.forward = passes.wrap(module.forward)
         start = time.perf_counter()
-        adversarial = _official(module, x, y, epsilon, passes)
+        adversarial = _official(module, x, y, epsilon, passes, stages)
         seconds = time.perf_counter() - start
         logits = keras.ops.convert_to_numpy(model.predict(adversarial, verbose=0))
         inside = np.max(np.abs(adversarial - x).reshape(len(x), -1), axis=1) <= epsilon + 1e-6
@@ -154,8 +158,9 @@ def measure(run: str, path: str, x: np.ndarray, y: np.ndarray, epsilon: float) -
                                          verbose=1)
         seconds = time.perf_counter() - start
         robust = np.asarray(report.broken_by) == "none"
+        stages = dict(report.seconds)
     result = {"run": run, "backend": keras.backend.backend(), "seconds": seconds,
-              "robust": robust.tolist()}
+              "seconds_per_attack": stages, "robust": robust.tolist()}
     if counted:
         result["passes_per_image"] = {stage: {k: v / len(x) for k, v in c.items()}
                                       for stage, c in passes.counts.items()}
@@ -180,20 +185,22 @@ def run(runs, path: str, num_images: int, epsilon: float) -> list:
 
 
 def print_table(results: list, epsilon: float) -> None:
-    """Seconds, robust error, speed against the official run and images it broke that a
-    run left robust; then the passes per image of each attack, where they were counted."""
+    """Seconds (in all and per attack), robust error, speed against the official run and
+    images it broke that a run left robust; then the passes per image of each attack,
+    where they were counted."""
     official = next((r for r in results if r["run"] == "official"), None)
     rows = []
     for r in results:
         robust = np.array(r["robust"])
         missed = "-" if official is None else str(int(np.sum(robust & ~np.array(official["robust"]))))
         speed = "-" if official is None else f"{official['seconds'] / r['seconds']:.2f}"
-        rows.append([r["run"], f"{r['seconds']:.1f}", f"{100 * (1 - robust.mean()):.1f}", speed,
-                     missed])
+        per_attack = " / ".join(f"{r['seconds_per_attack'].get(s, 0.0):.1f}" for s in STAGES.values())
+        rows.append([r["run"], f"{r['seconds']:.1f}", per_attack,
+                     f"{100 * (1 - robust.mean()):.1f}", speed, missed])
     print(kg.evaluation.render_table(
         f"AutoAttack (standard) at {epsilon:g}, l_inf, {len(results[0]['robust'])} images",
-        ["run", "seconds", "% robust error", "x official's speed", "broken by the official only"],
-        rows))
+        ["run", "seconds", " / ".join(STAGES.values()), "% robust error",
+         "x official's speed", "broken by the official only"], rows))
     counted = [r for r in results if "passes_per_image" in r]
     stages = list(dict.fromkeys(s for r in counted for s in r["passes_per_image"]))
     cell = lambda c: f"{c['forward']:.0f} / {c['gradient']:.0f}" if c else "-"  # noqa: E731
