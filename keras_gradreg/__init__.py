@@ -28,7 +28,7 @@ from keras_gradreg import optimizers  # registers the optimizer and schedule sav
 from keras_gradreg import metrics  # registers the bound metrics saved models compile with
 from keras_gradreg import penalty
 
-__version__ = "0.9.0"
+__version__ = "0.9.1"
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
 """The Keras backends keras_gradreg runs on: ("tensorflow", "jax")."""

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import evaluation_problem
 import keras_gradreg as kg  # registers the classes saved models name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -451,21 +452,72 @@ def test_the_paper_imagenet_experiment_runs_end_to_end_on_mock_data(tmp_path):
     assert settings["penalty_weight"] == pytest.approx(0.1 * 0.226**2)
 
 
-def test_the_backends_benchmark_counts_passes_and_compares_with_the_official(capsys):
-    """examples/autoattack_backends.py (benchmark.py --evaluations=backends): the model
-    calls counted per image; the table's robust error, speed against the official run and
-    the images only the official broke, on made-up results."""
+def test_the_backends_benchmark_counts_passes_per_attack_and_compares_with_the_official(capsys):
+    """examples/autoattack_backends.py (benchmark.py --evaluations=backends): model calls
+    counted per image under the stage the cascade logs; the tables' seconds, robust error,
+    speed against the official run, images only the official broke and passes per attack,
+    on made-up results."""
+    import logging
+
     import autoattack_backends
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    counts = autoattack_backends._count_passes(model)
-    model(np.zeros((5, 3), "float32"))
-    model.predict(np.zeros((2, 3), "float32"), verbose=0)
-    assert counts == {"forward": 7, "gradient": 0}
-    results = [{"run": "tensorflow", "seconds": 2.0, "robust": [True, True, False, False]},
+    model, x, y, _, _ = evaluation_problem()
+    passes = autoattack_backends.Passes()
+    logger = logging.getLogger("keras_gradreg.evaluation.cascade")
+    logger.addHandler(passes)
+    level, seen = logger.level, []
+    passes.emit = lambda record, emit=passes.emit: (seen.append(record.args[0]), emit(record))
+    logger.setLevel(logging.INFO)
+    try:
+        kg.evaluate_autoattack(model, x, y, epsilons=0.2, attacks=("apgd_ce", "square"),
+                               budget="quick", verbose=1)
+    finally:
+        logger.removeHandler(passes)
+        logger.setLevel(level)
+    assert seen == ["apgd_ce", "square"][:len(seen)] and seen  # the stages, as logged
+    counted = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    counted.call = passes.wrap(counted.call)
+    counted(np.zeros((5, 3), "float32"))
+    passes.stage = "fab_t"
+    counted.predict(np.zeros((2, 3), "float32"), verbose=0)
+    assert passes.counts == {seen[-1]: {"forward": 5, "gradient": 0},
+                             "fab_t": {"forward": 2, "gradient": 0}}
+    results = [{"run": "tensorflow", "seconds": 2.0, "robust": [True, True, False, False],
+                "seconds_per_attack": {"apgd_ce": 0.5, "square": 1.5}},
                {"run": "official", "seconds": 5.0, "robust": [True, False, False, True],
-                "forward_passes_per_image": 10.0, "gradient_passes_per_image": 4.0}]
+                "seconds_per_attack": {"apgd_ce": 1.0, "apgd_t": 1.0, "fab_t": 1.0, "square": 2.0},
+                "passes_per_image": {"apgd_ce": {"forward": 2.0, "gradient": 100.0},
+                                     "square": {"forward": 8.0, "gradient": 0.0}}}]
+    capsys.readouterr()  # (the cascade's progress bars)
     autoattack_backends.print_table(results, 0.3)
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:]}
-    assert rows["tensorflow"][1:6] == ["2.0", "50.0", "2.50", "1", "as"]
-    assert rows["official"][1:8] == ["5.0", "50.0", "1.00", "0", "10", "/", "4"]
+    times, passes_table = capsys.readouterr().out.split("Model passes per image")
+    rows = {line.split()[0]: line.split() for line in times.splitlines()[3:]}
+    assert rows["tensorflow"][1:] == ["2.0", "0.5", "/", "0.0", "/", "0.0", "/", "1.5", "50.0",
+                                      "2.50", "1"]
+    assert rows["official"][1:] == ["5.0", "1.0", "/", "1.0", "/", "1.0", "/", "2.0", "50.0",
+                                    "1.00", "0"]
+    rows = {line.split()[0]: line.split() for line in passes_table.splitlines()[3:]}
+    assert list(rows) == ["official"]  # counted runs only
+    assert rows["official"][1:] == ["2", "/", "100", "8", "/", "0", "10", "/", "100"]
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_the_official_autoattack_attacks_a_plain_torch_module_with_the_same_logits(padding):
+    """autoattack_backends.torch_module: the Keras CNN's weights in a plain torch module
+    (NCHW), the same logits; a layer it cannot convert is named."""
+    torch = pytest.importorskip("torch", reason="the torch extra: pip install '.[torch]'")
+    import autoattack_backends
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((9, 8, 2)),
+        keras.layers.Conv2D(4, 3, strides=2, padding=padding, activation="relu"),
+        keras.layers.Conv2D(3, (2, 3), padding=padding),
+        keras.layers.Flatten(), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).uniform(size=(4, 9, 8, 2)).astype("float32")
+    module = autoattack_backends.torch_module(model, x.shape[1:])
+    logits = module(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-5)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh")])
+    with pytest.raises(ValueError, match=r"has 'dense.*' \(Dense, tanh\)"):
+        autoattack_backends.torch_module(model, (3,))
