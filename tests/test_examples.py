@@ -396,6 +396,18 @@ def test_the_paper_experiments_hold_the_papers_settings():
     assert [row[2] for row in imagenet.published] == [(90.21, 98.94), (70.56, 97.53), (52.79, 95.93)]
 
 
+def _small_evaluation_budgets(monkeypatch):
+    """The scripts' evaluate_robustness on small budgets (3 radii of 4 PGD steps, the
+    masking check's Square 20 queries): for an end-to-end test whose every pass is
+    ResNet-50's at 224x224; the protocol at its budgets is tested in tests/evaluation."""
+    import functools
+
+    small = kg.AttackBudget(steps=4, search_steps=3, autoattack=kg.AutoAttackBudget(
+        apgd_steps=4, fab_steps=4, square_queries=20))
+    monkeypatch.setattr(kg, "evaluate_robustness",
+                        functools.partial(kg.evaluate_robustness, budget=small))
+
+
 @pytest.mark.processes
 def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
     """The experiment trained a few steps on TFDS' mock data with the paper's optimizer,
@@ -430,12 +442,16 @@ def test_the_paper_cifar10_experiment_runs_end_to_end_on_mock_data(tmp_path):
 
 
 @pytest.mark.processes
-def test_the_paper_imagenet_experiment_runs_end_to_end_on_mock_data(tmp_path):
+def test_the_paper_imagenet_experiment_runs_end_to_end_on_mock_data(tmp_path, monkeypatch):
     """ResNet-50 with the converted squared l2 penalty, the authors' schedule, top-5
     error in l_inf: a few steps on TFDS' mock ImageNet, one image attacked by PGD (the
-    protocol's top-k attacks, APGD-CE and PGD, are tested in tests/evaluation; here each
-    of the search's steps is a ResNet-50 pass at 224x224)."""
+    protocol's top-k attacks, APGD-CE and PGD, are tested in tests/evaluation). Each of
+    the protocol's passes is a ResNet-50 pass at 224x224: here on small budgets (with the
+    default ones, 12 radii of 20 PGD steps and the masking check's 1,000 Square queries,
+    the evaluation of one image took 2 of this test's 2.7 minutes)."""
     import tensorflow_datasets as tfds
+
+    _small_evaluation_budgets(monkeypatch)
 
     tiny = (f"--output_dir={tmp_path}", "--experiment=paper_imagenet", "--epochs=1",
             "--train_limit=2", "--batch_size=2", "--num_images=1", "--autoattack_images=0",
