@@ -168,16 +168,16 @@ def prepare(model: Any, x: Any, y: Any, *, protocol: str, attacks: Any,
     backend.check_tensor("adversarial", given)
     x, y = as_arrays(x, y, num_images)
     check_shape(model, x)
-    model_fn, probabilities, num_classes = class_scores(model, x, batch_size)
-    if top_k >= num_classes:
-        raise ValueError(f"top_k={top_k} must be below the model's {num_classes} classes.")
-    y = np.asarray(per_example.integer_labels(y, num_classes))
     dims = int(np.prod(x.shape[1:]))
     largest = ball.max_epsilon(attack_norm, clip_min, clip_max, dims)
     if epsilons is None:  # the defaults that fit in the data range
         epsilons = [e * (clip_max - clip_min) for e in datasets.DEFAULT_EPSILONS[attack_norm]
                     if e * (clip_max - clip_min) <= largest]
     epsilons = ball.check_epsilons(epsilons, attack_norm, clip_min, clip_max, dims)
+    model_fn, probabilities, num_classes = class_scores(model, x, batch_size)
+    if top_k >= num_classes:
+        raise ValueError(f"top_k={top_k} must be below the model's {num_classes} classes.")
+    y = np.asarray(per_example.integer_labels(y, num_classes))
     check_data(attacks, x, y, num_classes, clip_min, clip_max)
     if given is not None and np.shape(given) != x.shape:
         raise ValueError(f"adversarial has shape {np.shape(given)}; pass one example per "
