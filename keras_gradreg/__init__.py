@@ -31,7 +31,7 @@ from keras_gradreg import penalty
 __version__ = "0.9.1"
 
 SUPPORTED_BACKENDS = backend.SUPPORTED_BACKENDS
-"""The Keras backends keras_gradreg runs on: ("tensorflow", "jax")."""
+"""The Keras backends keras_gradreg runs on: ("tensorflow", "jax", "torch")."""
 
 _EXPORTS = {
     # models: what trains

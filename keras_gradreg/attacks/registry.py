@@ -5,6 +5,7 @@ Keras backend. Adding an attack is its file and a line here."""
 
 from concurrent import futures
 import importlib
+import os
 from typing import Any, Callable
 
 import keras
@@ -171,10 +172,24 @@ def padded_size(n: int, batch_size: int, multiple: int = 1, padding: str = "buck
     return min(3 * power // 4 if power >= 4 and n <= 3 * power // 4 else power, batch_size)
 
 
+MIN_PART = 16
+"""The fewest images of a part of an attack's batch (`batch_parts`)."""
+
+
+def batch_parts(n: int) -> int:
+    """How many parts an attack's batch of n images runs in at once, each in a thread:
+    where the backend splits batches (`backend.*.SPLITS_BATCHES`) and sees no GPU, one per
+    CPU core available, parts of MIN_PART images at least; else one."""
+    here = backend.current()
+    if not here.SPLITS_BATCHES or here.has_gpu():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, n // MIN_PART))
+
+
 def _runner(spec: Attack, judge: Judge, budget: AttackBudget, seed: int) -> Callable:
     """f(x, y, epsilon, targets, draw) -> x_adv on NumPy batches: the compiled core on the
-    batch in the parts the backend runs at once (`backend.*.batch_parts`, each part in a
-    thread), each padded (`padded_size`: its last image repeated) as the backend wants,
+    batch in the parts it runs in at once (`batch_parts`, each part in a thread), each padded (`padded_size`: its last image repeated) as the backend wants,
     with its draws: image i's from the stateless seed (seed, draw, i), the same on every
     backend and however the batch is split."""
     core = _core(spec, judge, budget)
@@ -191,7 +206,7 @@ def _runner(spec: Attack, judge: Judge, budget: AttackBudget, seed: int) -> Call
         return np.asarray(ops.convert_to_numpy(found))[:len(part)]
 
     def run(x, y, epsilon, targets, draw):
-        parts = np.array_split(np.arange(len(x)), here.batch_parts(len(x)))
+        parts = np.array_split(np.arange(len(x)), batch_parts(len(x)))
         if len(parts) == 1:
             return run_part(x, y, epsilon, targets, draw, parts[0])
         with futures.ThreadPoolExecutor(len(parts)) as pool:

@@ -4,9 +4,9 @@ The mathematics (the direction, the norms, the finite difference, the objectives
 lazy schedule's weighting, the trackers, the attacks' steps) is written once, in
 keras.ops (penalty.py, models/, attacks/); a backend module supplies only the input
 gradient (`clean_pass`, `value_and_gradient`), the stateless random draws, how the
-attacks are compiled (`compiled`, `fused`, `PADDING`), and the training and
-evaluation steps around an objective (`train_step`, `test_step`: how the weight gradient
-is taken, how a skipped step is skipped, how replicas agree).
+attacks are compiled and batched (`compiled`, `fused`, `PADDING`, `SPLITS_BATCHES`), and
+the training and evaluation steps around an objective (`train_step`, `test_step`: how the
+weight gradient is taken, how a skipped step is skipped, how replicas agree).
 """
 
 import importlib

@@ -6,7 +6,6 @@ the same in every process.
 """
 
 import contextlib
-import os
 import functools
 from typing import Optional
 
@@ -131,18 +130,9 @@ PADDING = "buckets"
 jitted function compiles again for every new shape."""
 
 
-MIN_PART = 16
-"""The fewest images of a part of an attack's batch (`batch_parts`)."""
-
-
-def batch_parts(n: int) -> int:
-    """How many parts an attack's batch of n images runs in at once (attacks.registry),
-    each in a thread: on CPUs, XLA runs one computation on about one core (docs/cost.md),
-    so a batch is split over the cores, parts of MIN_PART images at least; on a GPU, one."""
-    if has_gpu():
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, n // MIN_PART))
+SPLITS_BATCHES = True
+"""Whether the attacks split a batch over the CPU cores (attacks.registry.batch_parts):
+yes, XLA:CPU runs one computation on about one core (1.2 of 2 busy, docs/cost.md)."""
 
 
 def compiled(fn):

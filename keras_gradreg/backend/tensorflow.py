@@ -111,11 +111,9 @@ PADDING = "multiple"
 kernel compiles per shape."""
 
 
-def batch_parts(n: int) -> int:
-    """How many parts an attack's batch of n images runs in at once (attacks.registry):
-    one, as TensorFlow's operations use every core themselves."""
-    del n
-    return 1
+SPLITS_BATCHES = False
+"""Whether the attacks split a batch over the CPU cores (attacks.registry.batch_parts):
+no, TensorFlow's operations use the cores themselves (1.9 of 2 busy, docs/cost.md)."""
 
 
 def compiled(fn):

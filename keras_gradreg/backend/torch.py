@@ -25,11 +25,9 @@ PADDING = "none"
 PyTorch takes any size."""
 
 
-def batch_parts(n: int) -> int:
-    """How many parts an attack's batch of n images runs in at once (attacks.registry):
-    one, as PyTorch's operations use every core themselves."""
-    del n
-    return 1
+SPLITS_BATCHES = False
+"""Whether the attacks split a batch over the CPU cores (attacks.registry.batch_parts):
+no, PyTorch's operations use its intra-op threads, one per core by default."""
 
 
 def distribution_scope(strategy: str):

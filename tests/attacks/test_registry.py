@@ -115,7 +115,7 @@ def test_an_attack_traces_a_few_times_at_most_whatever_the_batch_sizes():
 @pytest.mark.parametrize("name", ["apgd_ce", "square"])
 @pytest.mark.every_backend
 def test_a_batch_run_in_parts_gives_each_image_what_the_whole_batch_gives(name, monkeypatch):
-    """The backend's parts of a batch (JAX on CPUs: one per core, in threads) draw each
+    """The parts of a batch (registry.batch_parts; JAX on CPUs: one per core) draw each
     image's random numbers as the whole batch does: the same examples."""
     model, x, y, w, logits = linear_image_problem(3, seed=1, n=40)
     judge = judge_for(model, x, "linf", batch_size=40)
@@ -123,10 +123,19 @@ def test_a_batch_run_in_parts_gives_each_image_what_the_whole_batch_gives(name, 
     epsilon = np.full(40, 0.05, np.float32)
     found = []
     for parts in (1, 3):
-        monkeypatch.setattr(kg.backend.current(), "batch_parts", lambda n, p=parts: p)
+        monkeypatch.setattr(registry, "batch_parts", lambda n, p=parts: p)
         found.append(registry.make_attack(name, judge, budget, seed=3)(x, y, epsilon))
     np.testing.assert_allclose(found[0], found[1], atol=1e-6)
     assert np.any(found[0] != x)  # the attack moved the images
+
+
+@pytest.mark.every_backend
+def test_a_batch_is_split_over_the_cores_only_where_the_backend_splits_batches(monkeypatch):
+    here = kg.backend.current()
+    monkeypatch.setattr(registry.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    expected = [1, 1, 2, 3, 3] if here.SPLITS_BATCHES and not here.has_gpu() else [1] * 5
+    assert [registry.batch_parts(n) for n in (5, 16, 32, 48, 128)] == expected
+    assert here.SPLITS_BATCHES == (keras.backend.backend() == "jax")
 
 
 def test_batches_are_padded_to_two_sizes_per_doubling_or_a_multiple_or_not_at_all():
